@@ -1,0 +1,38 @@
+# Entry points a new user types. Each creates the virtual environment when missing.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+CORES   ?= 2
+export DS_BUILD_OPS := 0
+export DS_ACCELERATOR ?= cpu
+export DVC_NO_ANALYTICS := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := 1
+
+.PHONY: setup reproduce test test-slow test-gpu clean-venv
+
+$(BIN)/far: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+	# constraints.txt pins the CPU torch wheel: nothing may swap it for a CUDA build.
+	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
+	touch $(BIN)/far
+
+setup: $(BIN)/far
+
+## The main job: the whole pipeline (every table of the paper, embedded default).
+reproduce: setup
+	$(BIN)/snakemake --cores $(CORES)
+
+## The test suite, as CI runs it.
+test: setup
+	$(BIN)/python -m pytest -m "not slow and not gpu" -q
+
+test-slow: setup
+	$(BIN)/python -m pytest -m "slow and not gpu" -q
+
+test-gpu: setup
+	$(BIN)/python -m pytest -m gpu -q
+
+clean-venv:
+	rm -rf $(VENV)
