@@ -1,0 +1,45 @@
+"""Token-group interaction (TGI): a residual 3-D convolution bottleneck over the token grid.
+
+From Table 3's parameter and FLOP columns: 1x1x1 conv D -> D/4, 3x3x3 conv D/4 -> D/4
+with ``groups = heads`` (Table 3's "w/o Group": groups = 1), 1x1x1 conv D/4 -> D, all
+with biases, added residually. The 1x1x1 convolutions are applied as linear layers on
+the tokens (the same function and parameter count), so only the narrow D/4 bottleneck
+is moved to the (t, h, w) grid and back.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from far.models.config import ModelConfig
+from far.models.layout import TokenLayout
+
+
+class TokenGroupInteraction(nn.Module):
+    """x + up(conv3x3x3(down(x))) with the 3x3x3 conv on the (T, H, W) token grid."""
+
+    def __init__(self, cfg: ModelConfig, layout: TokenLayout):
+        super().__init__()
+        width = cfg.embed_dim // cfg.tgi_reduction
+        self.down = nn.Linear(cfg.embed_dim, width)
+        self.conv = nn.Conv3d(width, width, kernel_size=3, padding=1, groups=cfg.tgi_num_groups)
+        self.act = nn.GELU() if cfg.tgi_act == "gelu" else nn.Identity()
+        self.up = nn.Linear(width, cfg.embed_dim)
+        self.grid = (layout.t, layout.h, layout.w)
+        self.grouped = cfg.token_order == "grouped"
+        if self.grouped:
+            self.register_buffer("perm", layout.perm.clone(), persistent=False)
+            self.register_buffer("inv_perm", layout.inv_perm.clone(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.down(x)  # (B, N, w) in the model's token order
+        if self.grouped:
+            y = y.index_select(1, self.inv_perm)
+        b, n, w = y.shape
+        y = y.reshape(b, *self.grid, w).permute(0, 4, 1, 2, 3)  # (B, w, T, H, W)
+        y = self.act(self.conv(y))
+        y = y.permute(0, 2, 3, 4, 1).reshape(b, n, w)
+        if self.grouped:
+            y = y.index_select(1, self.perm)
+        return x + self.up(y)
