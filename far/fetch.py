@@ -1,0 +1,781 @@
+"""Download and verify the official pre-trained checkpoints (``far fetch``).
+
+The registry (``params/checkpoints.yaml``) says, per checkpoint, where it can
+be downloaded from (Google Drive ids, Hugging Face files) and, when known, its
+size and SHA-256. ``fetch_checkpoint`` tries each source in order and only
+ever exposes a file at ``<dest>/<filename>`` once it is complete and verified:
+
+* the transfer streams into ``<dest>/.<filename>.part-<pid>`` and is renamed
+  with ``os.replace`` (atomic on one file system) after every check passed, so
+  an interrupted, truncated, HTML or wrong-hash download never leaves a file
+  that a later rule could mistake for the checkpoint;
+* hashes unknown to the registry are recorded on first sight in
+  ``<dest>/checkpoints.lock.json`` and enforced from then on, so the user's
+  YAML is never rewritten by a tool;
+* a file already at the final path (downloaded earlier or placed by hand) is
+  verified the same way and then left alone: the command is idempotent and
+  cheap, which is what Snakemake needs.
+
+Deliberately independent of torch: a checkpoint is sanity-checked by its
+magic bytes (zip = ``torch.save``, pickle, safetensors), not by loading it.
+
+Base URLs can be redirected (tests, mirrors) with the ``FAR_GDRIVE_URL`` and
+``FAR_HF_URL`` environment variables (``HF_ENDPOINT`` is honoured as well) or
+the ``gdrive_base``/``hf_base`` parameters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as _dt
+import hashlib
+import html
+import json
+import os
+import re
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+from urllib.parse import urlencode, urljoin
+
+import yaml
+
+try:  # POSIX advisory locks; parallel Snakemake jobs update the lock file together.
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+DEFAULT_REGISTRY = Path("params/checkpoints.yaml")
+DEFAULT_DEST = Path("data/checkpoints")
+LOCK_FILENAME = "checkpoints.lock.json"
+DEFAULT_TIMEOUT = 60.0
+
+DEFAULT_GDRIVE_URL = "https://drive.usercontent.google.com"
+DEFAULT_HF_URL = "https://huggingface.co"
+
+# Exit codes of `far fetch`.
+EXIT_OK = 0
+EXIT_INVALID = 1  # bad registry, or a file at the final path that fails verification
+EXIT_UNAVAILABLE = 2  # no source could deliver the file: place it by hand
+
+METHODS = ("videomae", "mvd")
+BACKBONES = ("vit_s", "vit_b")
+DATASETS = ("k400", "ssv2")
+FORMATS = ("videomae_pretrain", "mvd_pretrain", "hf_videomae")
+# Which formats each method may have: catches a copy-paste of the wrong block.
+METHOD_FORMATS = {"videomae": ("videomae_pretrain", "hf_videomae"), "mvd": ("mvd_pretrain",)}
+SOURCE_KINDS = ("gdrive", "huggingface")
+
+_REQUIRED = ("name", "method", "backbone", "pretrain_dataset", "format", "filename", "sources", "sha256", "size")
+_OPTIONAL = ("epochs", "teacher", "alternatives", "description")
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_]*$")
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+_CHUNK = 1 << 20
+# HTML pages (Drive's confirm / quota pages) are small; never read more than this as text.
+_MAX_HTML = 2 << 20
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class FetchError(Exception):
+    """Base class of everything ``far fetch`` reports to the user."""
+
+
+class RegistryError(FetchError, ValueError):
+    """The registry YAML is malformed; the message names file and field."""
+
+
+class VerificationError(FetchError):
+    """A file has the wrong size/SHA-256 or is not a checkpoint at all."""
+
+
+class HtmlPageError(FetchError):
+    """A server answered with an HTML page where a checkpoint was expected."""
+
+
+class AllSourcesFailed(FetchError):
+    """No source delivered a verified file; the message says how to place it by hand."""
+
+    def __init__(self, message: str, attempts: list[tuple[str, str]]):
+        super().__init__(message)
+        self.attempts = attempts
+
+
+# ------------------------------------------------------------------------- registry
+
+
+@dataclass(frozen=True)
+class Source:
+    """One place a checkpoint can be downloaded from."""
+
+    kind: str  # gdrive | huggingface
+    id: str | None = None  # gdrive file id (None: not known, see the YAML comment)
+    repo: str | None = None  # huggingface repo, e.g. MCG-NJU/videomae-base
+    file: str | None = None  # huggingface file in that repo
+
+    def describe(self) -> str:
+        """Short label used in progress lines and error messages."""
+        if self.kind == "gdrive":
+            return f"gdrive id={self.id}"
+        return f"huggingface {self.repo}/{self.file}"
+
+    def manual_url(self) -> str | None:
+        """The URL a person opens in a browser to download the file by hand."""
+        if self.kind == "gdrive":
+            return f"https://drive.google.com/file/d/{self.id}/view" if self.id else None
+        return f"{DEFAULT_HF_URL}/{self.repo}/resolve/main/{self.file}"
+
+
+@dataclass(frozen=True)
+class CheckpointSpec:
+    """One validated registry entry."""
+
+    name: str
+    method: str
+    backbone: str
+    pretrain_dataset: str
+    format: str
+    filename: str
+    sources: tuple[Source, ...]
+    sha256: str | None = None
+    size: int | None = None
+    epochs: int | None = None
+    teacher: str | None = None
+    alternatives: tuple[str, ...] = ()
+    description: str | None = None
+
+
+Registry = dict[str, CheckpointSpec]
+
+
+def _check_source(raw: Any, where: str) -> Source:
+    if not isinstance(raw, dict):
+        raise RegistryError(f"{where}: must be a mapping like {{kind: gdrive, id: ...}}, got {raw!r}")
+    kind = raw.get("kind")
+    if kind not in SOURCE_KINDS:
+        raise RegistryError(f"{where}.kind: must be one of {', '.join(SOURCE_KINDS)}, got {kind!r}")
+    allowed = {"gdrive": {"kind", "id"}, "huggingface": {"kind", "repo", "file"}}[kind]
+    extra = set(raw) - allowed
+    if extra:
+        raise RegistryError(f"{where}: unknown field(s) {sorted(extra)} for kind {kind}")
+    if kind == "gdrive":
+        # id may be null: an unknown id is recorded honestly rather than invented.
+        gid = raw.get("id")
+        if gid is not None and not (isinstance(gid, str) and re.fullmatch(r"[A-Za-z0-9_-]{10,}", gid)):
+            raise RegistryError(f"{where}.id: not a Google Drive file id: {gid!r}")
+        return Source(kind, id=gid)
+    repo, file = raw.get("repo"), raw.get("file")
+    if not (isinstance(repo, str) and re.fullmatch(r"[\w.-]+/[\w.-]+", repo)):
+        raise RegistryError(f"{where}.repo: must be OWNER/NAME, got {repo!r}")
+    if not (isinstance(file, str) and file and not file.startswith("/") and ".." not in file):
+        raise RegistryError(f"{where}.file: must be a file path inside the repo, got {file!r}")
+    return Source(kind, repo=repo, file=file)
+
+
+def _check_entry(raw: Any, where: str) -> CheckpointSpec:
+    if not isinstance(raw, dict):
+        raise RegistryError(f"{where}: must be a mapping, got {type(raw).__name__}")
+    missing = [k for k in _REQUIRED if k not in raw]
+    if missing:
+        raise RegistryError(f"{where}: missing field(s) {missing} (write `null` for unknown sha256/size)")
+    unknown = set(raw) - set(_REQUIRED) - set(_OPTIONAL)
+    if unknown:
+        raise RegistryError(f"{where}: unknown field(s) {sorted(unknown)}; allowed: {list(_REQUIRED + _OPTIONAL)}")
+    name = raw["name"]
+    if not (isinstance(name, str) and _NAME_RE.match(name)):
+        raise RegistryError(f"{where}.name: must match {_NAME_RE.pattern}, got {name!r}")
+    where = f"{where} ({name})"
+    for key, choices in (("method", METHODS), ("backbone", BACKBONES), ("pretrain_dataset", DATASETS), ("format", FORMATS)):
+        if raw[key] not in choices:
+            raise RegistryError(f"{where}.{key}: must be one of {', '.join(choices)}, got {raw[key]!r}")
+    if raw["format"] not in METHOD_FORMATS[raw["method"]]:
+        raise RegistryError(
+            f"{where}.format: {raw['format']!r} is not a {raw['method']} format "
+            f"(expected one of {', '.join(METHOD_FORMATS[raw['method']])})"
+        )
+    filename = raw["filename"]
+    if not (isinstance(filename, str) and filename and Path(filename).name == filename and not filename.startswith(".")):
+        raise RegistryError(f"{where}.filename: must be a plain file name (no folder, no leading dot), got {filename!r}")
+    if filename == LOCK_FILENAME:
+        raise RegistryError(f"{where}.filename: {LOCK_FILENAME} is reserved for the lock file")
+    sha = raw["sha256"]
+    if sha is not None and not (isinstance(sha, str) and _SHA_RE.match(sha)):
+        raise RegistryError(f"{where}.sha256: must be null or 64 lowercase hex digits, got {sha!r}")
+    size = raw["size"]
+    if size is not None and not (isinstance(size, int) and not isinstance(size, bool) and size > 0):
+        raise RegistryError(f"{where}.size: must be null or a positive integer (bytes), got {size!r}")
+    epochs = raw.get("epochs")
+    if epochs is not None and not (isinstance(epochs, int) and epochs > 0):
+        raise RegistryError(f"{where}.epochs: must be a positive integer, got {epochs!r}")
+    teacher = raw.get("teacher")
+    if teacher is not None and teacher not in ("vit_b", "vit_l", "vit_h"):
+        raise RegistryError(f"{where}.teacher: must be vit_b, vit_l or vit_h, got {teacher!r}")
+    sources_raw = raw["sources"]
+    if not (isinstance(sources_raw, list) and sources_raw):
+        raise RegistryError(f"{where}.sources: must be a non-empty list")
+    sources = tuple(_check_source(s, f"{where}.sources[{j}]") for j, s in enumerate(sources_raw))
+    for j, src in enumerate(sources):
+        # One entry = one byte stream = one hash; an HF file has other keys than the Drive file.
+        if (src.kind == "huggingface") != (raw["format"] == "hf_videomae"):
+            raise RegistryError(
+                f"{where}.sources[{j}]: a {src.kind} source cannot deliver format {raw['format']!r}; "
+                "Hugging Face files are format hf_videomae and belong in their own entry"
+            )
+    alternatives = raw.get("alternatives") or []
+    if not (isinstance(alternatives, list) and all(isinstance(a, str) for a in alternatives)):
+        raise RegistryError(f"{where}.alternatives: must be a list of checkpoint names")
+    return CheckpointSpec(
+        name=name,
+        method=raw["method"],
+        backbone=raw["backbone"],
+        pretrain_dataset=raw["pretrain_dataset"],
+        format=raw["format"],
+        filename=filename,
+        sources=sources,
+        sha256=sha,
+        size=size,
+        epochs=epochs,
+        teacher=teacher,
+        alternatives=tuple(alternatives),
+        description=raw.get("description"),
+    )
+
+
+def load_registry(path: str | os.PathLike[str] = DEFAULT_REGISTRY) -> Registry:
+    """Read and validate the checkpoint registry YAML; return ``{name: spec}`` in file order.
+
+    Raises ``RegistryError`` naming the file and the offending field.
+    """
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RegistryError(f"{path}: registry file not found") from None
+    except yaml.YAMLError as exc:
+        raise RegistryError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict) or "checkpoints" not in data:
+        raise RegistryError(f"{path}: must be a mapping with a `checkpoints:` list")
+    if data.get("version", 1) != 1:
+        raise RegistryError(f"{path}: version: only version 1 is understood, got {data.get('version')!r}")
+    unknown = set(data) - {"version", "checkpoints"}
+    if unknown:
+        raise RegistryError(f"{path}: unknown top-level field(s) {sorted(unknown)}")
+    entries = data["checkpoints"]
+    if not isinstance(entries, list) or not entries:
+        raise RegistryError(f"{path}: checkpoints: must be a non-empty list")
+    registry: Registry = {}
+    filenames: dict[str, str] = {}
+    for i, raw in enumerate(entries):
+        spec = _check_entry(raw, f"{path}: checkpoints[{i}]")
+        if spec.name in registry:
+            raise RegistryError(f"{path}: checkpoints[{i}].name: duplicate name {spec.name!r}")
+        if spec.filename in filenames:
+            raise RegistryError(
+                f"{path}: checkpoints[{i}] ({spec.name}).filename: {spec.filename!r} already used by {filenames[spec.filename]!r}"
+            )
+        registry[spec.name] = spec
+        filenames[spec.filename] = spec.name
+    for spec in registry.values():
+        for alt in spec.alternatives:
+            if alt not in registry:
+                raise RegistryError(f"{path}: checkpoint {spec.name!r}.alternatives: unknown checkpoint {alt!r}")
+    return registry
+
+
+# ------------------------------------------------------------------------ lock file
+
+
+def lock_path(dest: str | os.PathLike[str]) -> Path:
+    """Where the recorded sizes/hashes of ``dest`` live."""
+    return Path(dest) / LOCK_FILENAME
+
+
+@contextlib.contextmanager
+def _locked(dest: Path) -> Iterator[None]:
+    """Serialise read-modify-write of the lock file between concurrent fetches."""
+    dest.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    with open(dest / f".{LOCK_FILENAME}.flock", "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def read_lock(dest: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    """Return ``{name: {filename, size, sha256, ...}}`` recorded in ``dest``'s lock file ({} if none)."""
+    path = lock_path(dest)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except json.JSONDecodeError as exc:
+        raise VerificationError(f"{path}: corrupt lock file ({exc}); fix or delete it (it is re-recorded)") from None
+    entries = data.get("checkpoints") if isinstance(data, dict) else None
+    if not isinstance(entries, dict):
+        raise VerificationError(f"{path}: expected {{\"version\": 1, \"checkpoints\": {{...}}}}")
+    return entries
+
+
+def _update_lock(dest: Path, name: str, entry: dict[str, Any]) -> None:
+    """Set ``name``'s entry in the lock file, atomically and under the flock."""
+    with _locked(dest):
+        entries = read_lock(dest)
+        entries[name] = entry
+        payload = json.dumps({"version": 1, "checkpoints": dict(sorted(entries.items()))}, indent=2) + "\n"
+        fd, tmp = tempfile.mkstemp(dir=dest, prefix=f".{LOCK_FILENAME}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(payload)
+            os.replace(tmp, lock_path(dest))
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a file must match, and where that knowledge came from."""
+
+    size: int | None
+    sha256: str | None
+    origin: str  # "registry", "lock file" or "nothing"
+
+
+def expected_for(spec: CheckpointSpec, dest: str | os.PathLike[str]) -> Expected:
+    """Registry values win; otherwise the lock file's first-seen record; otherwise nothing."""
+    if spec.sha256 is not None or spec.size is not None:
+        return Expected(spec.size, spec.sha256, "registry")
+    rec = read_lock(dest).get(spec.name)
+    # A record for another filename is stale (the registry entry was changed): ignore it.
+    if rec and rec.get("filename") == spec.filename:
+        return Expected(rec.get("size"), rec.get("sha256"), f"lock file {lock_path(dest)}")
+    return Expected(None, None, "nothing")
+
+
+# ----------------------------------------------------------------- file sanity check
+
+
+def sniff_format(head: bytes, size: int) -> str:
+    """Classify a file by its first bytes: ``zip``, ``pickle`` or ``safetensors``.
+
+    Raises ``VerificationError`` for empty files, HTML/text pages and anything
+    else, so that an error page saved under a checkpoint's name is caught.
+    """
+    if size == 0 or not head:
+        return _raise("the file is empty")
+    stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if stripped.startswith(b"<"):  # <!DOCTYPE html>, <html>, <?xml ...
+        return _raise("the file is an HTML page, not a checkpoint (a Drive quota/confirm/error page?)")
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"  # torch.save since torch 1.6
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "pickle"  # legacy torch.save / plain pickle
+    if len(head) >= 9:
+        header_len = int.from_bytes(head[:8], "little")
+        if head[8:9] == b"{" and 0 < header_len <= size - 8:
+            return "safetensors"
+    return _raise(f"unrecognised content (first bytes {head[:8]!r}): not a torch zip, pickle or safetensors file")
+
+
+def _raise(msg: str) -> str:
+    raise VerificationError(msg)
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(_CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check(path: Path, expected: Expected, sha256: str | None = None) -> tuple[int, str]:
+    """Verify ``path`` against ``expected``; return (size, sha256). ``sha256`` skips re-hashing."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        sniff_format(fh.read(16), size)
+    if expected.size is not None and size != expected.size:
+        raise VerificationError(f"size {size} bytes, expected {expected.size} (from {expected.origin})")
+    digest = sha256 or _sha256_file(path)
+    if expected.sha256 is not None and digest != expected.sha256:
+        raise VerificationError(f"SHA-256 {digest}, expected {expected.sha256} (from {expected.origin})")
+    return size, digest
+
+
+# ---------------------------------------------------------------------- downloading
+
+
+def _base(explicit: str | None, *env_vars: str, default: str) -> str:
+    for value in (explicit, *(os.environ.get(v) for v in env_vars)):
+        if value:
+            return value.rstrip("/")
+    return default
+
+
+def gdrive_url(file_id: str, base: str | None = None) -> str:
+    """Direct-download URL of a Drive file; ``confirm=t`` skips the virus-scan page when Drive allows it."""
+    base = _base(base, "FAR_GDRIVE_URL", default=DEFAULT_GDRIVE_URL)
+    return f"{base}/download?" + urlencode({"id": file_id, "export": "download", "confirm": "t"})
+
+
+def hf_url(repo: str, file: str, base: str | None = None) -> str:
+    """``resolve`` URL of a file on the Hugging Face hub (or a mirror)."""
+    base = _base(base, "FAR_HF_URL", "HF_ENDPOINT", default=DEFAULT_HF_URL)
+    return f"{base}/{repo}/resolve/main/{file}"
+
+
+def _is_html(resp: Any) -> bool:
+    return "text/html" in resp.headers.get("Content-Type", "").lower()
+
+
+def drive_confirm_url(page: str, page_url: str, file_id: str, base: str | None = None) -> str | None:
+    """Find the "download anyway" target in a Drive interstitial page, or None.
+
+    Handles the current form (``<form action=... >`` with hidden ``id``,
+    ``export``, ``confirm``, ``uuid`` inputs) and the older link carrying a
+    ``confirm=TOKEN`` query parameter.
+    """
+    form = re.search(r"<form\b[^>]*\baction=\"([^\"]+)\"[^>]*>(.*?)</form>", page, re.S | re.I)
+    if form:
+        inputs = dict(
+            re.findall(r"<input\b[^>]*\bname=\"([^\"]+)\"[^>]*\bvalue=\"([^\"]*)\"", form.group(2), re.I)
+        )
+        if inputs.get("id") or inputs.get("confirm"):
+            inputs.setdefault("id", file_id)
+            action = urljoin(page_url, html.unescape(form.group(1)))
+            return action.split("?")[0] + "?" + urlencode({k: html.unescape(v) for k, v in inputs.items()})
+    token = re.search(r"confirm=([0-9A-Za-z_-]+)", page)
+    if token:
+        params = {"id": file_id, "export": "download", "confirm": token.group(1)}
+        uuid = re.search(r"uuid=([0-9A-Za-z_-]+)", page)
+        if uuid:
+            params["uuid"] = uuid.group(1)
+        return f"{_base(base, 'FAR_GDRIVE_URL', default=DEFAULT_GDRIVE_URL)}/download?" + urlencode(params)
+    return None
+
+
+def _html_title(page: str) -> str:
+    m = re.search(r"<title>(.*?)</title>", page, re.S | re.I)
+    return " ".join(html.unescape(m.group(1)).split()) if m else "no title"
+
+
+@dataclass
+class _Download:
+    size: int
+    sha256: str
+    url: str
+
+
+def _stream(session: Any, url: str, tmp: Path, timeout: float, label: str, progress: bool) -> _Download | str:
+    """GET ``url`` into ``tmp``; return the HTML text instead when the server sends a page.
+
+    Raises ``FetchError`` on HTTP errors and on a body shorter than its
+    Content-Length (``requests`` raises for most truncations itself; the
+    byte count is checked again so no path relies on that).
+    """
+    import requests
+    from tqdm import tqdm
+
+    # identity encoding: the byte count must be comparable with Content-Length.
+    headers = {"Accept-Encoding": "identity", "User-Agent": "far-fetch/1"}
+    with session.get(url, stream=True, timeout=(timeout, timeout), headers=headers, allow_redirects=True) as resp:
+        if resp.status_code != 200:
+            raise FetchError(f"HTTP {resp.status_code} {resp.reason} from {resp.url}")
+        if _is_html(resp):
+            text = resp.raw.read(_MAX_HTML, decode_content=True).decode(resp.encoding or "utf-8", "replace")
+            return text
+        total = resp.headers.get("Content-Length")
+        total_n = int(total) if total and total.isdigit() else None
+        digest = hashlib.sha256()
+        written = 0
+        try:
+            with open(tmp, "wb") as fh, tqdm(
+                total=total_n, unit="B", unit_scale=True, unit_divisor=1024, desc=label,
+                disable=not progress, leave=False, file=sys.stderr,
+            ) as bar:
+                for chunk in resp.iter_content(chunk_size=_CHUNK):
+                    fh.write(chunk)
+                    digest.update(chunk)
+                    written += len(chunk)
+                    bar.update(len(chunk))
+                fh.flush()
+                os.fsync(fh.fileno())  # the rename must not publish data still in the page cache only
+        except (requests.RequestException, OSError) as exc:
+            raise FetchError(f"transfer interrupted after {written} bytes: {type(exc).__name__}: {exc}") from exc
+        if total_n is not None and written != total_n:
+            raise FetchError(f"short read: got {written} of {total_n} bytes (Content-Length)")
+        return _Download(written, digest.hexdigest(), resp.url)
+
+
+def _download_source(
+    spec: CheckpointSpec, src: Source, tmp: Path, *, timeout: float, progress: bool,
+    gdrive_base: str | None, hf_base: str | None,
+) -> _Download:
+    """Download one source into ``tmp``, following Drive's confirmation page if needed."""
+    import requests
+
+    if src.kind == "huggingface":
+        url = hf_url(src.repo or "", src.file or "", hf_base)
+    else:
+        if not src.id:
+            raise FetchError("no Drive id in the registry (look it up in the repository's MODEL_ZOO.md)")
+        url = gdrive_url(src.id, gdrive_base)
+    with requests.Session() as session:  # keeps Drive's download_warning cookies between hops
+        # Drive may interpose up to two pages (virus-scan warning, then a form); more is a refusal.
+        for _hop in range(3):
+            result = _stream(session, url, tmp, timeout, spec.name, progress)
+            if isinstance(result, _Download):
+                return result
+            page = result
+            nxt = drive_confirm_url(page, url, src.id or "", gdrive_base) if src.kind == "gdrive" else None
+            if nxt is None or nxt == url:
+                raise HtmlPageError(
+                    f"server returned an HTML page instead of the file ({_html_title(page)!r}); "
+                    "Drive does this for quota limits, removed files or sign-in walls"
+                )
+            url = nxt
+        raise HtmlPageError("Drive kept answering with confirmation pages")
+
+
+def _part_path(dest: Path, spec: CheckpointSpec) -> Path:
+    return dest / f".{spec.filename}.part-{os.getpid()}"
+
+
+def _remove_stale_parts(dest: Path, spec: CheckpointSpec) -> None:
+    """Delete temp files left by killed fetches (their pid no longer runs)."""
+    for part in dest.glob(f".{spec.filename}.part-*"):
+        pid = part.name.rsplit("-", 1)[-1]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            with contextlib.suppress(FileNotFoundError):
+                part.unlink()
+        except PermissionError:
+            pass  # another user's live process
+
+
+def _record(dest: Path, spec: CheckpointSpec, size: int, sha256: str, origin: str, first_seen: bool, path: Path) -> None:
+    st = path.stat()
+    _update_lock(dest, spec.name, {
+        "filename": spec.filename,
+        "size": size,
+        "sha256": sha256,
+        "source": origin,
+        "first_seen_unverified": first_seen,
+        "recorded_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        # Lets the next call skip re-hashing an unchanged file (Snakemake calls us often).
+        "verified_mtime_ns": st.st_mtime_ns,
+    })
+
+
+def manual_instructions(spec: CheckpointSpec, dest: str | os.PathLike[str]) -> str:
+    """Tell a person exactly what to download and where to put it."""
+    final = Path(dest) / spec.filename
+    lines = ["Download it by hand (any one of):" if len(spec.sources) > 1 else "Download it by hand:"]
+    urls = [(s, s.manual_url()) for s in spec.sources]
+    for src, url in urls:
+        if url:
+            lines.append(f"  - {url}")
+        else:
+            lines.append(f"  - {src.describe()}: Drive id unknown, look it up in the {spec.method} repository's MODEL_ZOO.md")
+    lines.append(f"and save it (renamed) as:\n  {final}")
+    if not final.is_absolute():
+        lines.append(f"  (absolute: {final.resolve()})")
+    again = f"far fetch {spec.name}" + ("" if Path(dest) == DEFAULT_DEST else f" --dest {dest}")
+    lines.append(
+        f"then run `{again}`: it verifies the file "
+        "(size/SHA-256 from the registry or lock file, or records them on first sight)."
+    )
+    if spec.alternatives:
+        alts = ", ".join(f"`far fetch {a}`" for a in spec.alternatives)
+        lines.append(f"The same weights in another format: {alts}.")
+    return "\n".join(lines)
+
+
+def _log_default(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def fetch_checkpoint(
+    name: str,
+    registry: Registry | str | os.PathLike[str] = DEFAULT_REGISTRY,
+    dest: str | os.PathLike[str] = DEFAULT_DEST,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    progress: bool = True,
+    gdrive_base: str | None = None,
+    hf_base: str | None = None,
+    rehash: bool = False,
+    log: Callable[[str], None] = _log_default,
+) -> Path:
+    """Make sure ``<dest>/<filename>`` of checkpoint ``name`` exists and is verified; return its path.
+
+    An existing file is verified (and otherwise left untouched); else each
+    source is tried in order. Raises ``VerificationError`` when the existing
+    file is bad, ``AllSourcesFailed`` when nothing could be downloaded, and
+    ``RegistryError``/``FetchError`` for unknown names or a bad registry.
+    """
+    reg = registry if isinstance(registry, dict) else load_registry(registry)
+    if name not in reg:
+        raise FetchError(f"unknown checkpoint {name!r}; known: {', '.join(reg)}")
+    spec = reg[name]
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    final = dest / spec.filename
+    expected = expected_for(spec, dest)
+
+    if final.exists():
+        return _verify_existing(spec, final, dest, expected, rehash=rehash, log=log)
+
+    _remove_stale_parts(dest, spec)
+    attempts: list[tuple[str, str]] = []
+    for src in spec.sources:
+        tmp = _part_path(dest, spec)
+        try:
+            log(f"far fetch: {name}: trying {src.describe()}")
+            got = _download_source(spec, src, tmp, timeout=timeout, progress=progress,
+                                   gdrive_base=gdrive_base, hf_base=hf_base)
+            try:
+                _check(tmp, expected, sha256=got.sha256)
+            except VerificationError as exc:
+                raise VerificationError(f"downloaded file rejected: {exc}") from None
+            first_seen = expected.sha256 is None
+            _record(dest, spec, got.size, got.sha256, src.describe(), first_seen, tmp)
+            os.replace(tmp, final)
+            if first_seen:
+                log(f"far fetch: {name}: no known hash; recorded size {got.size} and SHA-256 {got.sha256} "
+                    f"in {lock_path(dest)} (later runs verify against it)")
+            log(f"far fetch: {name}: OK -> {final}")
+            return final
+        except FetchError as exc:
+            attempts.append((src.describe(), str(exc)))
+            log(f"far fetch: {name}: {src.describe()} failed: {exc}")
+        except Exception as exc:  # connection refused, DNS, timeouts, ... : try the next source
+            attempts.append((src.describe(), f"{type(exc).__name__}: {exc}"))
+            log(f"far fetch: {name}: {src.describe()} failed: {type(exc).__name__}: {exc}")
+        finally:
+            # Whatever happened (including Ctrl-C), no partial file survives.
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+    tried = "\n".join(f"  {i}. {what}: {err}" for i, (what, err) in enumerate(attempts, 1))
+    raise AllSourcesFailed(
+        f"could not download checkpoint {name!r} from any of its {len(attempts)} source(s):\n{tried}\n"
+        f"No file was written to {final}.\n" + manual_instructions(spec, dest),
+        attempts,
+    )
+
+
+def _verify_existing(spec: CheckpointSpec, final: Path, dest: Path, expected: Expected, *,
+                     rehash: bool, log: Callable[[str], None]) -> Path:
+    """Verify a file already at the final path (an earlier download or placed by hand)."""
+    st = final.stat()
+    rec = read_lock(dest).get(spec.name) or {}
+    cached = (
+        not rehash
+        and rec.get("filename") == spec.filename
+        and rec.get("size") == st.st_size
+        and rec.get("verified_mtime_ns") == st.st_mtime_ns
+        and (expected.sha256 is None or rec.get("sha256") == expected.sha256)
+        and (expected.size is None or expected.size == st.st_size)
+    )
+    if cached:  # unchanged since it was last verified: skip hashing hundreds of MB
+        return final
+    try:
+        size, digest = _check(final, expected)
+    except VerificationError as exc:
+        raise VerificationError(
+            f"{final} exists but fails verification: {exc}.\n"
+            f"It was left in place. Remove it and run `far fetch {spec.name}` again "
+            "(or download the right file by hand)."
+        ) from None
+    first_seen = expected.sha256 is None
+    _record(dest, spec, size, digest, "existing file", first_seen, final)
+    if first_seen:
+        log(f"far fetch: {spec.name}: {final} has no known hash; recorded as unverified-first-seen "
+            f"(size {size}, SHA-256 {digest}) in {lock_path(dest)}")
+    else:
+        log(f"far fetch: {spec.name}: {final} verified against {expected.origin}")
+    return final
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def format_table(registry: Registry, dest: str | os.PathLike[str] = DEFAULT_DEST) -> str:
+    """The registry as a text table, with whether each file is present and how it is verified."""
+    lock = read_lock(dest) if lock_path(dest).exists() else {}
+    head = ("name", "method", "backbone", "pretrain", "epochs", "format", "sources", "hash", "present", "filename")
+    rows = [head]
+    for s in registry.values():
+        hash_from = "registry" if s.sha256 else ("lock" if s.name in lock else "-")
+        rows.append((
+            s.name, s.method + (f"({s.teacher})" if s.teacher else ""), s.backbone, s.pretrain_dataset,
+            str(s.epochs or "-"), s.format, ",".join(src.kind for src in s.sources), hash_from,
+            "yes" if (Path(dest) / s.filename).exists() else "no", s.filename,
+        ))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    return "\n".join([fmt(rows[0]), fmt(tuple("-" * w for w in widths)), *map(fmt, rows[1:])])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="far fetch",
+        description="Download and verify official pre-trained checkpoints into DEST/<filename>.",
+        epilog="Exit codes: 0 ok; 1 bad registry or a present file fails verification; "
+               "2 no source could deliver the file (the message says how to place it by hand).",
+    )
+    parser.add_argument("names", nargs="*", metavar="NAME", help="checkpoint name(s) from the registry")
+    parser.add_argument("--list", action="store_true", help="print the registry as a table and exit")
+    parser.add_argument("--dest", type=Path, default=DEFAULT_DEST, help="destination folder (default: %(default)s)")
+    parser.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY, help="registry YAML (default: %(default)s)")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                        help="seconds to wait for a connection or for the next bytes (default: %(default)s)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--rehash", action="store_true", help="re-hash present files even if unchanged since last verified")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``far fetch``."""
+    args = build_parser().parse_args(argv)
+    try:
+        registry = load_registry(args.registry)
+    except FetchError as exc:
+        print(f"far fetch: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    if args.list:
+        print(format_table(registry, args.dest))
+        return EXIT_OK
+    if not args.names:
+        print("far fetch: give a checkpoint NAME (see `far fetch --list`)", file=sys.stderr)
+        return EXIT_INVALID
+    status = EXIT_OK
+    for name in args.names:
+        try:
+            path = fetch_checkpoint(name, registry, args.dest, timeout=args.timeout,
+                                    progress=not args.no_progress and sys.stderr.isatty(), rehash=args.rehash)
+            print(path)
+        except AllSourcesFailed as exc:
+            print(f"far fetch: {exc}", file=sys.stderr)
+            status = max(status, EXIT_UNAVAILABLE)
+        except FetchError as exc:
+            print(f"far fetch: {name}: {exc}", file=sys.stderr)
+            status = max(status, EXIT_INVALID)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
