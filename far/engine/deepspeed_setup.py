@@ -1,0 +1,156 @@
+"""DeepSpeed: the config dict for one run and ``deepspeed.initialize`` around it.
+
+Shared by fine-tuning (:mod:`far.engine.train`) and offline pre-training
+(``far.pretrain``), so it takes plain arguments rather than a whole run config.
+
+Choices, and why:
+
+* The optimizer is a ``torch.optim.AdamW`` built by the caller (with timm's layer-decay
+  parameter groups) and *passed in*. DeepSpeed's own Adam would JIT-compile FusedAdam
+  (~40 s on CPU) and re-derive the groups itself.
+* The learning rate is set per optimizer step by the caller (:mod:`far.engine.optim`),
+  not by a DeepSpeed scheduler, so the schedule is one pure function of the step that a
+  resumed run recomputes exactly.
+* Precision: ``auto`` is bf16 on a GPU that supports it, else fp16 (with the reference's
+  dynamic loss scale: initial power 7, window 128); CPU runs are always fp32, as the
+  CPU accelerator has no mixed-precision path worth using and fp32 keeps CPU runs
+  bit-reproducible.
+* ZeRO stage 0 by default, as in the reference. Stages 1-2 accept a client optimizer only
+  with ``zero_allow_untested_optimizer``; we set it because torch AdamW is fine there.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from far.engine.distributed import DistEnv, setup_environment
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+ZERO_STAGES = (0, 1, 2, 3)
+DEFAULT_EXTENSIONS_DIR = Path("~/.cache/far/torch_extensions").expanduser()
+
+
+@dataclass(frozen=True)
+class DeepSpeedSettings:
+    """What a run config says about DeepSpeed (the ``deepspeed`` section)."""
+
+    zero_stage: int = 0
+    precision: str = "auto"
+    grad_clip: float | None = None  # max global grad norm; None = no clipping (reference)
+
+    def __post_init__(self) -> None:
+        if self.zero_stage not in ZERO_STAGES:
+            raise ValueError(f"deepspeed.zero_stage: {self.zero_stage!r} not in {ZERO_STAGES}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"deepspeed.precision: {self.precision!r} not in {PRECISIONS}")
+        if self.grad_clip is not None and not (isinstance(self.grad_clip, (int, float)) and self.grad_clip > 0):
+            raise ValueError(f"deepspeed.grad_clip: must be a positive number or null, got {self.grad_clip!r}")
+
+
+def on_gpu() -> bool:
+    return torch.cuda.is_available()
+
+
+def resolve_precision(precision: str, gpu: bool | None = None) -> str:
+    """The precision actually used: fp32 on CPU whatever was asked, bf16/fp16 on GPU."""
+    gpu = on_gpu() if gpu is None else gpu
+    if not gpu:
+        if precision in ("bf16", "fp16"):
+            log.info("precision %s requested but running on CPU: using fp32", precision)
+        return "fp32"
+    if precision == "auto":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return precision
+
+
+def build_config(
+    *,
+    micro_batch: int,
+    accumulation: int,
+    world_size: int,
+    settings: DeepSpeedSettings,
+    gpu: bool | None = None,
+) -> dict[str, Any]:
+    """The DeepSpeed JSON config.
+
+    ``micro_batch`` is the number of samples one rank feeds per forward pass, *after*
+    repeated augmentation (DeepSpeed only uses it for throughput reporting and the
+    batch-size consistency check, never to build a loader: we pass none).
+    """
+    precision = resolve_precision(settings.precision, gpu)
+    cfg: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": int(micro_batch),
+        "gradient_accumulation_steps": int(accumulation),
+        "train_batch_size": int(micro_batch) * int(accumulation) * int(world_size),
+        "zero_optimization": {"stage": int(settings.zero_stage)},
+        "zero_allow_untested_optimizer": True,
+        "gradient_clipping": float(settings.grad_clip) if settings.grad_clip else 0.0,
+        "steps_per_print": 10**9,  # we log ourselves (rank 0, tqdm + logging)
+        "wall_clock_breakdown": False,
+    }
+    if precision == "bf16":
+        cfg["bf16"] = {"enabled": True}
+    elif precision == "fp16":
+        # The reference's dynamic loss scale (initial 2^7, window 128).
+        cfg["fp16"] = {"enabled": True, "loss_scale": 0, "initial_scale_power": 7, "loss_scale_window": 128, "hysteresis": 2, "min_loss_scale": 1}
+    return cfg
+
+
+def precision_of(ds_config: dict[str, Any]) -> str:
+    if ds_config.get("bf16", {}).get("enabled"):
+        return "bf16"
+    if ds_config.get("fp16", {}).get("enabled"):
+        return "fp16"
+    return "fp32"
+
+
+def input_dtype(ds_config: dict[str, Any]) -> torch.dtype:
+    """The dtype inputs must be cast to for the engine's (possibly half) model."""
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision_of(ds_config)]
+
+
+def init_distributed(dist_env: DistEnv | None = None) -> DistEnv:
+    """Export the launcher's variables and initialise the process group once.
+
+    Works with no launcher (world size 1), torchrun/deepspeed and SLURM ``srun``.
+    DeepSpeed picks nccl on GPU and gloo on CPU through its accelerator.
+    """
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(DEFAULT_EXTENSIONS_DIR))
+    d = setup_environment() if dist_env is None else dist_env
+    import deepspeed
+
+    if on_gpu():
+        torch.cuda.set_device(d.local_rank % max(1, torch.cuda.device_count()))
+    if not torch.distributed.is_initialized():
+        deepspeed.init_distributed(auto_mpi_discovery=False, verbose=False, distributed_port=d.master_port)
+    return d
+
+
+def initialize(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    ds_config: dict[str, Any],
+) -> tuple[Any, torch.optim.Optimizer]:
+    """``deepspeed.initialize`` with a client optimizer; returns (engine, optimizer).
+
+    Call :func:`init_distributed` first. The returned optimizer is DeepSpeed's wrapper
+    (for fp16/ZeRO) or the torch one; its ``param_groups`` are the caller's, so setting
+    ``group["lr"]`` each step works in every mode.
+    """
+    import deepspeed
+
+    engine, ds_optimizer, _, _ = deepspeed.initialize(
+        model=model,
+        optimizer=optimizer,
+        config=ds_config,
+        dist_init_required=False,
+    )
+    return engine, ds_optimizer
