@@ -11,6 +11,10 @@ on: group 0 first, then group 1; inside a group by spatial position, then time. 
 
 with no masks and no gathers inside attention. Only the token-group interaction needs
 the (t, h, w) grid back.
+
+Index arithmetic is done in numpy so the layout can be built under any default torch
+device (models are built on ``meta`` for FLOP counting); tensors are made on access,
+on the current default device.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
+import numpy as np
 import torch
 
 
@@ -34,45 +39,45 @@ class TokenLayout:
         return self.t * self.h * self.w
 
     @cached_property
-    def spatial_group(self) -> torch.Tensor:
-        """Checkerboard group (0 or 1) of each spatial position p = h * W + w."""
-        hh, ww = torch.meshgrid(torch.arange(self.h), torch.arange(self.w), indexing="ij")
-        return ((hh + ww) % 2).flatten()
+    def _spatial_group(self) -> np.ndarray:
+        hh, ww = np.meshgrid(np.arange(self.h), np.arange(self.w), indexing="ij")
+        return ((hh + ww) % 2).reshape(-1)
+
+    @cached_property
+    def _perm(self) -> np.ndarray:
+        p = np.argsort(self._spatial_group * self.h * self.w + np.arange(self.h * self.w), kind="stable")
+        # grouped index runs over (position in group order, t); natural index = t * P + p
+        return (np.arange(self.t)[None, :] * (self.h * self.w) + p[:, None]).reshape(-1)
 
     @cached_property
     def group_sizes(self) -> tuple[int, ...]:
         """Number of tokens in each checkerboard group (equal when H*W is even)."""
-        counts = torch.bincount(self.spatial_group, minlength=2) * self.t
+        counts = np.bincount(self._spatial_group, minlength=2) * self.t
         return tuple(int(c) for c in counts if c > 0)
 
-    @cached_property
-    def positions_in_group_order(self) -> torch.Tensor:
-        """Spatial positions sorted by (group, position)."""
-        return torch.argsort(self.spatial_group * self.h * self.w + torch.arange(self.h * self.w))
+    @property
+    def spatial_group(self) -> torch.Tensor:
+        """Checkerboard group (0 or 1) of each spatial position p = h * W + w."""
+        return torch.as_tensor(self._spatial_group)
 
-    @cached_property
+    @property
     def perm(self) -> torch.Tensor:
         """``grouped = natural[:, perm]``: natural (t, h, w) index of each grouped token."""
-        p = self.positions_in_group_order  # (P,) in group order
-        t = torch.arange(self.t)
-        # grouped index runs over (position-in-group-order, t); natural index = t*P + p
-        return (t[None, :] * (self.h * self.w) + p[:, None]).flatten()
+        return torch.as_tensor(self._perm)
 
-    @cached_property
+    @property
     def inv_perm(self) -> torch.Tensor:
         """``natural = grouped[:, inv_perm]``."""
-        inv = torch.empty_like(self.perm)
-        inv[self.perm] = torch.arange(self.num_tokens)
-        return inv
+        return torch.as_tensor(np.argsort(self._perm, kind="stable"))
 
     # ---- definitions in the natural order (used by the reference path and tests) ----
     def natural_token_group(self) -> torch.Tensor:
         """Checkerboard group of each token in natural (t, h, w) order."""
-        return self.spatial_group.repeat(self.t)
+        return torch.as_tensor(np.tile(self._spatial_group, self.t))
 
     def natural_token_position(self) -> torch.Tensor:
         """Spatial position p of each token in natural (t, h, w) order."""
-        return torch.arange(self.h * self.w).repeat(self.t)
+        return torch.as_tensor(np.tile(np.arange(self.h * self.w), self.t))
 
     def mask(self, pattern: str) -> torch.Tensor:
         """Boolean (N, N) attention mask of ``pattern`` in natural order (True = attend)."""

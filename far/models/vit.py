@@ -76,7 +76,8 @@ class FARVisionTransformer(nn.Module):
         if self.grouped:
             self.register_buffer("perm", self.layout.perm.clone(), persistent=False)
         self.register_buffer("pos_embed", self._pos_table(cfg.pos_embed), persistent=False)
-        rates = torch.linspace(0, cfg.drop_path, cfg.depth).tolist()  # stochastic depth 0 -> drop_path
+        # stochastic depth rising linearly 0 -> drop_path (plain floats: the model may be built on 'meta')
+        rates = [cfg.drop_path * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]
         self.blocks = nn.ModuleList(Block(cfg, self.layout, r) for r in rates)
         # Mean pooling: the encoder's final norm is replaced by fc_norm after pooling.
         self.fc_norm = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
