@@ -1,0 +1,94 @@
+"""Clip sources for pre-training: a far.data training dataset, or toy clips for tests.
+
+Either way a source is a map-style ``torch.utils.data.Dataset`` whose items are dicts
+with ``"video"``: (k, C, T, H, W) ImageNet-normalised clips (k = repeated-augmentation
+copies; pre-training flattens them into the batch), as far.data's datasets return.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import torch
+from torch.utils.data import Dataset
+
+from far.pretrain.losses import IMAGENET_MEAN, IMAGENET_STD
+
+
+class ToyClips(Dataset):
+    """``n`` deterministic clips of a bright square moving over a smooth random background.
+
+    For tests and smoke runs (``data: {random_clips: N}``): structured enough that the
+    reconstruction and distillation losses fall within a few steps, no decoding at all.
+    """
+
+    def __init__(self, n: int, frames: int, size: int, seed: int = 0):
+        self.n, self.frames, self.size, self.seed = int(n), int(frames), int(size), int(seed)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + i)
+        t, s = self.frames, self.size
+        low = torch.rand(3, 1, 4, 4, generator=g)
+        bg = torch.nn.functional.interpolate(low, size=(s, s), mode="bilinear", align_corners=False)[:, 0]
+        video = bg[:, None].repeat(1, t, 1, 1).clone()  # (C, T, H, W) in [0, 1]
+        side = max(2, s // 4)
+        colour = torch.rand(3, generator=g)
+        x0, y0 = torch.randint(0, s - side, (2,), generator=g).tolist()
+        vx, vy = (torch.randint(-3, 4, (2,), generator=g) * max(1, s // 32)).tolist()
+        for f in range(t):
+            x = int(min(max(x0 + vx * f, 0), s - side))
+            y = int(min(max(y0 + vy * f, 0), s - side))
+            video[:, f, y:y + side, x:x + side] = colour[:, None, None]
+        mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(3, 1, 1, 1)
+        return {"video": ((video - mean) / std)[None], "label": 0, "index": i}
+
+
+def build_source(data: Mapping[str, Any], *, num_frames: int, img_size: int, seed: int) -> Dataset:
+    """The training clips named by a config's ``data`` section.
+
+    ``{random_clips: N}`` gives :class:`ToyClips`; anything else is a far.data
+    ``DataConfig`` (its ``num_frames``/``input_size`` default to the model's) and gives
+    far.data's training dataset.
+    """
+    data = dict(data)
+    if "random_clips" in data:
+        n = data.pop("random_clips")
+        if data:
+            raise ValueError(f"pretrain config field 'data.{sorted(data)[0]}': not allowed with random_clips")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"pretrain config field 'data.random_clips': must be a positive integer, got {n!r}")
+        return ToyClips(n, num_frames, img_size, seed)
+    try:
+        from far.data.config import DataConfig
+    except ImportError as err:  # pragma: no cover - far.data is part of the package
+        raise RuntimeError("far.data is not available: use data: {random_clips: N}") from err
+    data.setdefault("num_frames", num_frames)
+    data.setdefault("input_size", img_size)
+    try:
+        dcfg = DataConfig.from_dict(data)
+    except ValueError as err:
+        raise ValueError(f"pretrain config field 'data': {err}") from err
+    if dcfg.num_frames != num_frames or dcfg.input_size != img_size:
+        raise ValueError(f"pretrain config field 'data': clips of {dcfg.num_frames}x{dcfg.input_size}x{dcfg.input_size} "
+                         f"do not fit the model's {num_frames}x{img_size}x{img_size}")
+    return _far_data_train_set(dcfg)
+
+
+def _far_data_train_set(dcfg) -> Dataset:
+    """far.data's training dataset for ``dcfg`` (resolved lazily: far.data is a sibling package)."""
+    import far.data as fd
+
+    for name in ("build_dataset", "make_dataset"):
+        fn = getattr(fd, name, None)
+        if fn is not None:
+            return fn(dcfg, "train")
+    raise RuntimeError("far.data exposes no dataset builder (build_dataset) yet")
+
+
+def steps_per_epoch(n_items: int, batch: int, world: int = 1) -> int:
+    return max(1, math.floor(n_items / (batch * world)))

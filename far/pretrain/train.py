@@ -1,0 +1,386 @@
+"""One resumable pre-training run: VideoMAE, MVD or the image-MAE teacher.
+
+The loop is shared by the three methods; only :func:`compute_loss` differs. It runs
+through DeepSpeed exactly as fine-tuning does (:mod:`far.engine.distributed` +
+:mod:`far.engine.deepspeed_setup`: a torch AdamW passed in, lr set per step from a
+warm-up + cosine schedule, fp32 on CPU), logs to MLflow (failures only warn), shows a
+tqdm bar per epoch, saves a training state after every epoch (atomic, keep-last-k) and
+resumes from the last complete one. The product is ``<out>/checkpoint.pth`` in the
+official VideoMAE / MVD layout (see :mod:`far.pretrain.export`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from far.pretrain.config import PretrainConfig
+from far.pretrain.export import mvd_state, save_official, videomae_state
+from far.pretrain.losses import distillation_loss, pixel_targets, reconstruction_loss
+from far.pretrain.masking import TubeMaskGenerator
+from far.pretrain.models import (FrozenTeachers, MVDPretrainModel, PretrainEncoder, VideoMAEPretrainModel,
+                                 encoder_config, encoder_from_pretrain_state, feature_targets)
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "checkpoint.pth"
+
+
+@dataclass
+class PretrainResult:
+    """What a run produced (also written to ``<out>/metrics.json``)."""
+
+    method: str
+    checkpoint: str
+    epochs: int
+    steps: int
+    epoch_loss: list[float] = field(default_factory=list)
+    first_step_loss: float = float("nan")
+    wall_s: float = 0.0  # this invocation only
+    resumed_from_epoch: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+# ---- models ------------------------------------------------------------------------------
+def _teacher_encoder(path: str | Path, *, image: bool, student_model: dict) -> PretrainEncoder:
+    """A frozen encoder from a VideoMAE-layout pre-training checkpoint (ours or official)."""
+    from far.checkpoints import detect_format, read_checkpoint
+
+    state, meta = read_checkpoint(path)
+    fmt = detect_format(state, meta)
+    if fmt != "videomae_pretrain":
+        raise ValueError(f"teacher {path}: expected a VideoMAE pre-training layout, found {fmt}")
+    info = meta.get("far_pretrain") or {}
+    want = "image_mae" if image else "videomae"
+    if info.get("method") not in (None, want):
+        raise ValueError(f"teacher {path} was pre-trained with {info.get('method')!r}, expected {want!r}")
+    spec = dict(info.get("model") or student_model)
+    enc = encoder_from_pretrain_state(state, encoder_config(spec, pos_embed="videomae", image=image))
+    return enc
+
+
+def build_models(cfg: PretrainConfig, *, teacher_video: str | Path | None = None,
+                 teacher_image: str | Path | None = None) -> tuple[nn.Module, FrozenTeachers | None]:
+    """The trainable model of ``cfg.method`` and, for MVD, the frozen teachers."""
+    d = cfg.decoder
+    if cfg.method in ("videomae", "image_mae"):
+        enc = encoder_config(cfg.model, pos_embed="videomae", drop_path=cfg.drop_path, image=cfg.method == "image_mae")
+        return VideoMAEPretrainModel(enc, d.width, d.depth, d.heads), None
+    teacher_video = teacher_video or cfg.teacher_video
+    teacher_image = teacher_image or cfg.teacher_image
+    if not teacher_video:
+        raise ValueError("MVD needs a video teacher: --teacher-video PATH (a `far pretrain --method videomae` checkpoint)")
+    if not teacher_image:
+        raise ValueError("MVD needs an image teacher: --teacher-image PATH (a `far pretrain --method image_mae` checkpoint)")
+    vid = _teacher_encoder(teacher_video, image=False, student_model=cfg.model)
+    img = _teacher_encoder(teacher_image, image=True, student_model=cfg.model)
+    enc = encoder_config(cfg.model, pos_embed="mvd", drop_path=cfg.drop_path)
+    if img.cfg.patch_size != enc.patch_size or img.cfg.img_size != enc.img_size:
+        raise ValueError("the image teacher's patch grid does not match the student's")
+    teachers = FrozenTeachers(img, vid, enc.tubelet_size)
+    model = MVDPretrainModel(enc, d.width, d.depth, d.heads, img.cfg.embed_dim, vid.cfg.embed_dim)
+    return model, teachers
+
+
+def compute_loss(cfg: PretrainConfig, model: nn.Module, teachers: FrozenTeachers | None, x: torch.Tensor,
+                 masks: TubeMaskGenerator, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+    """The method's loss on a batch of clips x (B, C, T, H, W)."""
+    enc_cfg = _module(model).encoder.cfg
+    if cfg.method == "image_mae":  # every tubelet's first frame is one image
+        b, c, t, h, w = x.shape
+        x = x[:, :, :: encoder_config(cfg.model, pos_embed="videomae").tubelet_size]
+        x = x.transpose(1, 2).reshape(-1, c, 1, h, w)
+    mask = masks.at_step(step, x.shape[0], device=x.device)
+    if cfg.method in ("videomae", "image_mae"):
+        pred = model(x, mask)
+        loss = reconstruction_loss(pred, pixel_targets(x, mask, enc_cfg.tubelet_size, enc_cfg.patch_size))
+        return loss, {"loss": loss.item()}
+    img_feat, vid_feat = teachers(x)
+    pred_img, pred_vid = model(x, mask)
+    l_img = distillation_loss(pred_img, feature_targets(img_feat, mask), cfg.distill_loss)
+    l_vid = distillation_loss(pred_vid, feature_targets(vid_feat, mask), cfg.distill_loss)
+    loss = l_img + l_vid
+    return loss, {"loss": loss.item(), "loss_img": l_img.item(), "loss_vid": l_vid.item()}
+
+
+def _module(model: nn.Module) -> nn.Module:
+    return getattr(model, "module", model)
+
+
+def export_state(cfg: PretrainConfig, model: nn.Module) -> dict[str, torch.Tensor]:
+    m = _module(model)
+    return mvd_state(m) if cfg.method == "mvd" else videomae_state(m)
+
+
+# ---- optimisation --------------------------------------------------------------------------
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: no weight decay on biases, norms, 1-D parameters and mask tokens."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if p.ndim <= 1 or name.endswith(".bias") or "mask_token" in name or "pos_embed" in name:
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_at(step: int, *, total: int, warmup: int, lr: float, min_lr: float) -> float:
+    """Linear warm-up from 0 over ``warmup`` steps, then cosine to ``min_lr`` (per step)."""
+    try:
+        from far.engine import optim as eo  # the fine-tuning schedule, when present
+
+        fn = getattr(eo, "lr_at_step", None)
+        if fn is not None:
+            return float(fn(step, total_steps=total, warmup_steps=warmup, base_lr=lr, min_lr=min_lr))
+    except ImportError:
+        pass
+    if step < warmup:
+        return lr * step / max(1, warmup)
+    progress = (step - warmup) / max(1, total - warmup)
+    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+# ---- training state (resume) ----------------------------------------------------------------
+def _state_dir(out: Path) -> Path:
+    return out / "state"
+
+
+def save_state(out: Path, epoch: int, payload: dict[str, Any], keep_last: int) -> Path:
+    """Atomically write ``state/epoch-XXXX.pt``; keep the last ``keep_last``."""
+    d = _state_dir(out)
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / f"epoch-{epoch:04d}.pt"
+    tmp = d / f".{path.name}.tmp"
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    for old in sorted(d.glob("epoch-*.pt"))[:-keep_last]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def latest_state(out: Path) -> tuple[dict[str, Any] | None, Path | None]:
+    """The newest readable training state (a truncated newest file falls back to the previous)."""
+    for path in sorted(_state_dir(out).glob("epoch-*.pt"), reverse=True):
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False), path
+        except Exception as err:  # noqa: BLE001 - corrupt or partial: try the previous
+            log.warning("skipping unreadable training state %s (%s)", path, err)
+    return None, None
+
+
+# ---- tracking ----------------------------------------------------------------------------
+class Tracker:
+    """MLflow logging that never stops training: every call is guarded, rank 0 only."""
+
+    def __init__(self, cfg: PretrainConfig, out: Path, enabled: bool):
+        self.run = None
+        self.mlflow = None
+        if not (enabled and cfg.tracking.enabled):
+            return
+        try:
+            os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+            # mlflow >= 3.x refuses new file stores unless opted in; a file store is what
+            # concurrent Snakemake jobs can share without a server (no sqlite locking).
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+            import mlflow
+
+            uri = cfg.tracking.uri or (out.resolve().parent / "mlruns").as_uri()
+            mlflow.set_tracking_uri(uri)
+            mlflow.set_experiment(cfg.tracking.experiment)
+            self.run = mlflow.start_run(run_name=cfg.tracking.run_name or f"{cfg.method}-{out.name}")
+            self.mlflow = mlflow
+        except Exception as err:  # noqa: BLE001
+            log.warning("MLflow tracking disabled: %s", err)
+
+    def _call(self, name: str, *args, **kwargs) -> None:
+        if self.mlflow is None:
+            return
+        try:
+            getattr(self.mlflow, name)(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001
+            log.warning("MLflow %s failed (training goes on): %s", name, err)
+
+    def params(self, values: dict[str, Any]) -> None:
+        flat = _flatten(values)
+        self._call("log_params", {k: str(v)[:500] for k, v in flat.items()})
+
+    def metrics(self, values: dict[str, float], step: int) -> None:
+        self._call("log_metrics", values, step=step)
+
+    def artifact(self, path: Path) -> None:
+        self._call("log_artifact", str(path))
+
+    def tags(self, values: dict[str, str]) -> None:
+        self._call("set_tags", values)
+
+    def end(self, status: str = "FINISHED") -> None:
+        self._call("end_run", status=status)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out |= _flatten(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+# ---- the run --------------------------------------------------------------------------------
+def pretrain(cfg: PretrainConfig, out: str | Path, *, teacher_video: str | Path | None = None,
+             teacher_image: str | Path | None = None, progress: bool = True, tracking: bool = True,
+             resume: bool = True, stop_after_epoch: int | None = None) -> PretrainResult:
+    """Run (or resume) one pre-training; returns its result and writes ``<out>/checkpoint.pth``.
+
+    ``stop_after_epoch`` ends this invocation early (used to test resuming).
+    """
+    from tqdm import tqdm
+
+    from far.engine import deepspeed_setup as dss
+    from far.pretrain.data import build_source, steps_per_epoch
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    dist_env = dss.init_distributed()
+    main = dist_env.is_main
+
+    torch.manual_seed(cfg.seed)
+    model, teachers = build_models(cfg, teacher_video=teacher_video, teacher_image=teacher_image)
+    enc_cfg = model.encoder.cfg
+    source = build_source(cfg.data, num_frames=encoder_config(cfg.model, pos_embed="videomae").num_frames,
+                          img_size=enc_cfg.img_size, seed=cfg.seed)
+    n_steps = cfg.steps_per_epoch or steps_per_epoch(len(source), cfg.batch, dist_env.world_size)
+    total = n_steps * cfg.epochs
+    warmup = int(round(cfg.warmup_epochs * n_steps))
+    copies = int(source[0]["video"].shape[0])  # repeated-augmentation copies per item
+
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
+    settings = dss.DeepSpeedSettings(**cfg.deepspeed)
+    ds_config = dss.build_config(micro_batch=cfg.batch * copies, accumulation=1, world_size=dist_env.world_size,
+                                 settings=settings)
+    engine, ds_opt = dss.initialize(model, optimizer, ds_config)
+    dtype = dss.input_dtype(ds_config)
+    if teachers is not None:
+        teachers.to(engine.device)
+
+    start_epoch, history, first_loss, resumed = 0, [], float("nan"), 0
+    if resume:
+        state, path = latest_state(out)
+        if state is not None:
+            if state.get("method") != cfg.method:
+                raise ValueError(f"{path}: a {state.get('method')} run, not {cfg.method}; use another --out")
+            engine.module.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            start_epoch, history = int(state["epoch"]), list(state["history"])
+            first_loss = float(state.get("first_step_loss", float("nan")))
+            resumed = start_epoch
+            if main:
+                log.info("resumed from %s (epoch %d of %d)", path, start_epoch, cfg.epochs)
+
+    tracker = Tracker(cfg, out, tracking and main)
+    tracker.params(cfg.to_dict() | {"steps_per_epoch": n_steps, "world_size": dist_env.world_size,
+                                    "precision": dss.precision_of(ds_config)})
+    tracker.tags({"far.stage": "pretrain", "far.method": cfg.method, "far.resumed_from_epoch": str(resumed)})
+    masks = TubeMaskGenerator(enc_cfg.grid, cfg.mask_ratio, cfg.seed)
+    result = PretrainResult(method=cfg.method, checkpoint=str(out / CHECKPOINT_NAME), epochs=cfg.epochs,
+                            steps=total, epoch_loss=history, first_step_loss=first_loss, resumed_from_epoch=resumed)
+    status = "FAILED"
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            engine.train()
+            order = _epoch_order(len(source), n_steps * cfg.batch * dist_env.world_size, cfg.seed, epoch)
+            mine = order[dist_env.rank:: dist_env.world_size]
+            loader = torch.utils.data.DataLoader(source, batch_size=cfg.batch, sampler=mine, drop_last=True,
+                                                 num_workers=cfg.num_workers,
+                                                 persistent_workers=False)
+            bar = tqdm(total=n_steps, desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}", unit="step",
+                       disable=not (progress and main), dynamic_ncols=True)
+            losses = []
+            t_epoch = time.perf_counter()
+            for i, batch in enumerate(loader):
+                step = epoch * n_steps + i
+                lr = lr_at(step, total=total, warmup=warmup, lr=cfg.lr, min_lr=cfg.min_lr)
+                for g in ds_opt.param_groups:
+                    g["lr"] = lr
+                x = batch["video"].flatten(0, 1).to(engine.device, dtype)
+                loss, parts = compute_loss(cfg, engine, teachers, x, masks, step)
+                engine.backward(loss)
+                engine.step()
+                if not math.isfinite(parts["loss"]):
+                    raise FloatingPointError(f"loss is {parts['loss']} at step {step}")
+                if step == 0:
+                    result.first_step_loss = parts["loss"]
+                losses.append(parts["loss"])
+                bar.update(1)
+                bar.set_postfix(loss=f"{parts['loss']:.4f}", lr=f"{lr:.2e}",
+                                clips_s=f"{(i + 1) * x.shape[0] / (time.perf_counter() - t_epoch):.1f}")
+                if main and (i % 5 == 0 or i == n_steps - 1):
+                    tracker.metrics({f"train/{k}": v for k, v in parts.items()} | {"train/lr": lr}, step)
+            bar.close()
+            mean = _all_mean(sum(losses) / max(1, len(losses)))
+            history.append(mean)
+            if main:
+                tracker.metrics({"epoch/loss": mean, "epoch/seconds": time.perf_counter() - t_epoch}, epoch + 1)
+                save_state(out, epoch + 1, {"method": cfg.method, "epoch": epoch + 1, "history": history,
+                                            "model": engine.module.state_dict(), "optimizer": optimizer.state_dict(),
+                                            "first_step_loss": result.first_step_loss, "config": cfg.to_dict()},
+                           cfg.keep_last)
+            _barrier()
+            if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < cfg.epochs:
+                status = "KILLED"
+                result.wall_s = time.perf_counter() - t_start
+                return result
+        if main:
+            info = {"model": dict(cfg.model), "decoder": cfg.decoder.__dict__, "mask_ratio": cfg.mask_ratio,
+                    "epoch_loss": history}
+            save_official(export_state(cfg, engine), out / CHECKPOINT_NAME, epoch=cfg.epochs, args=cfg.to_dict(),
+                          method=cfg.method, **info)
+        result.wall_s = time.perf_counter() - t_start
+        if main:
+            (out / "metrics.json").write_text(json.dumps(result.to_dict(), indent=2))
+            tracker.metrics({"final/loss": history[-1], "final/wall_s": result.wall_s}, total)
+            tracker.artifact(out / "metrics.json")
+        status = "FINISHED"
+        return result
+    finally:
+        tracker.end(status)
+
+
+def _epoch_order(n: int, take: int, seed: int, epoch: int) -> list[int]:
+    """A seeded permutation per epoch (cycled when an epoch asks for more than n items)."""
+    g = torch.Generator().manual_seed(seed * 10_007 + epoch)
+    order: list[int] = []
+    while len(order) < take:
+        order += torch.randperm(n, generator=g).tolist()
+    return order[:take]
+
+
+def _all_mean(value: float) -> float:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        t = torch.tensor([value], dtype=torch.float64)
+        dist.all_reduce(t)
+        return float(t.item() / dist.get_world_size())
+    return float(value)
+
+
+def _barrier() -> None:
+    from far.engine.distributed import barrier
+
+    barrier()
