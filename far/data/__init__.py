@@ -1,0 +1,10 @@
+"""Data: synthetic datasets, SSv2/K400 preparation, decoding, sampling, augmentation, loaders.
+
+Public API (import from the submodules; nothing heavy is imported here):
+
+* ``far.data.config.DataConfig`` (``from_dict``, ``preset``)
+* ``far.data.dataset.VideoDataset(cfg, mode="train"|"test")``, ``far.data.dataset.collate``
+* ``far.data.loader.build_loader(dataset, batch_size, train=..., seed=..., ...)``
+* ``far.data.mixup.build_mixup(cfg)``
+* ``far.data.synth.generate(SynthSpec(...), out)``, ``far.data.prepare.prepare(...)``
+"""

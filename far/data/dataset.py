@@ -1,0 +1,180 @@
+"""Video datasets over ``path label`` lists: train items (repeated augmentation) and test views.
+
+Train item ``i`` -> ``{"video": (num_sample, C, T, H, W) float, "label": (num_sample,) long,
+"index": i, "replaced": [(path, error), ...]}``: one decode, ``num_sample`` augmentations.
+
+Test item ``i`` (one per video x view) -> ``{"video": (C, T, H, W), "label": int,
+"video_index": int, "view": int, "replaced": [...]}`` with ``view = clip * test_crops + crop``.
+
+Corrupt files met at run time are never skipped silently: each is logged with
+``logging.warning``, replaced by the next index (mod len) that decodes, and listed in
+the item's ``"replaced"`` field so the training loop can report per-epoch totals.
+For test views the replacement's own label and ``video_index`` are returned: all
+views of the corrupt video then duplicate the replacement's views, which leaves the
+replacement's per-video mean unchanged; the corrupt video is simply missing from the
+evaluation and the evaluator can count it from ``"replaced"``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, get_worker_info
+
+from far.data import sampling
+from far.data.config import DataConfig
+from far.data.transforms import EvalTransform, TrainTransform
+from far.data.video import CorruptVideo, Video
+
+log = logging.getLogger(__name__)
+
+
+def read_list(list_file: str | Path, root: str | Path = "") -> list[tuple[str, int]]:
+    """Read a ``path label`` list (space separated, no header); join relative paths to ``root``.
+
+    The path may contain spaces: the label is the last field.
+    """
+    samples = []
+    for n, line in enumerate(Path(list_file).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            path, label = line.rsplit(" ", 1)
+            label_int = int(label)
+        except ValueError as err:
+            raise ValueError(f"{list_file}:{n}: expected 'path label', got {line!r}") from err
+        p = Path(path)
+        samples.append((str(p if p.is_absolute() or not root else Path(root) / p), label_int))
+    return samples
+
+
+class VideoDataset(Dataset):
+    """Train (``mode="train"``) or multi-view test (``mode="test"``) dataset of a DataConfig.
+
+    ``samples`` overrides the list file (a list of (path, label)); otherwise
+    ``cfg.train_list`` (train) or ``cfg.val_list`` (test) is read, relative to ``cfg.root``.
+    """
+
+    def __init__(self, cfg: DataConfig, mode: str = "train", samples: list[tuple[str, int]] | None = None) -> None:
+        if mode not in ("train", "test"):
+            raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
+        self.cfg = cfg
+        self.mode = mode
+        if samples is None:
+            list_file = cfg.train_list if mode == "train" else cfg.val_list
+            if not list_file:
+                raise ValueError(f"DataConfig.{'train_list' if mode == 'train' else 'val_list'}: empty")
+            samples = read_list(list_file, cfg.root)
+        if not samples:
+            raise ValueError(f"{mode} dataset has no videos")
+        self.samples = list(samples)
+        bad = [lab for _, lab in self.samples if not 0 <= lab < cfg.num_classes]
+        if bad:
+            raise ValueError(f"DataConfig.num_classes: {cfg.num_classes} but labels include {bad[0]}")
+        self.train_transform = TrainTransform(cfg) if mode == "train" else None
+        self.eval_transform = EvalTransform(cfg) if mode == "test" else None
+        self._main_rng = torch.Generator().manual_seed(cfg.seed)
+        self._cache: tuple[tuple[str, int], np.ndarray] | None = None
+
+    def reseed(self, seed: int) -> None:
+        """Reset the item-seed stream used when loading in the main process (num_workers=0)."""
+        self._main_rng = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return len(self.samples) * (self.cfg.num_views if self.mode == "test" else 1)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _item_seed(self) -> int:
+        # In a worker, torch's global RNG is seeded by the DataLoader (base_seed from its
+        # generator + worker id): deterministic for a loader seed. In the main process a
+        # dataset-owned generator is used instead of touching global state.
+        gen = None if get_worker_info() is not None else self._main_rng
+        return int(torch.randint(0, 2**62, (1,), generator=gen).item())
+
+    def _indices(self, length: int, rng: random.Random | None, clip: int = 0) -> np.ndarray:
+        cfg = self.cfg
+        if cfg.sampling == "segment":
+            if rng is not None:
+                return sampling.segment_train(length, cfg.num_frames, rng)
+            return sampling.segment_test(length, cfg.num_frames, clip, cfg.test_clips)
+        if rng is not None:
+            return sampling.dense_train(length, cfg.num_frames, cfg.stride, rng, cfg.short_video)
+        return sampling.dense_test(length, cfg.num_frames, cfg.stride, clip, cfg.test_clips, cfg.short_video)
+
+    def _decode(self, path: str, rng: random.Random | None, clip: int) -> np.ndarray:
+        # Test views are fixed per (path, clip), and the crops of one temporal view are
+        # consecutive items (usually in one worker): decode them once.
+        key = (path, clip)
+        if rng is None and self._cache is not None and self._cache[0] == key:
+            return self._cache[1]
+        video = Video(path)
+        frames = video.frames(self._indices(len(video), rng, clip))
+        if rng is None:
+            self._cache = (key, frames)
+        return frames
+
+    def _decode_with_replacement(self, video_index: int, rng: random.Random | None, clip: int
+                                 ) -> tuple[int, np.ndarray, list[tuple[str, str]]]:
+        replaced: list[tuple[str, str]] = []
+        n = len(self.samples)
+        for k in range(min(self.cfg.max_replace_tries, n)):
+            j = (video_index + k) % n
+            path = self.samples[j][0]
+            try:
+                return j, self._decode(path, rng, clip), replaced
+            except CorruptVideo as err:
+                log.warning("corrupt video %s (%s); replaced by the next index", path, err.reason)
+                replaced.append((path, err.reason))
+        raise RuntimeError(f"{len(replaced)} consecutive corrupt videos from index {video_index}: {replaced}")
+
+    # ------------------------------------------------------------------ items
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        if self.mode == "test":
+            return self._test_item(index)
+        seed = self._item_seed()
+        rng = random.Random(seed)
+        j, frames, replaced = self._decode_with_replacement(index, rng, 0)
+        assert self.train_transform is not None
+        clips = [self.train_transform(frames, rng.getrandbits(63)) for _ in range(self.cfg.num_sample)]
+        label = self.samples[j][1]
+        return {"video": torch.stack(clips), "label": torch.full((self.cfg.num_sample,), label, dtype=torch.long),
+                "index": index, "replaced": replaced}
+
+    def _test_item(self, index: int) -> dict[str, Any]:
+        cfg = self.cfg
+        video_index, view = divmod(index, cfg.num_views)
+        clip, crop = divmod(view, cfg.test_crops)
+        j, frames, replaced = self._decode_with_replacement(video_index, None, clip)
+        assert self.eval_transform is not None
+        return {"video": self.eval_transform(frames, crop), "label": self.samples[j][1],
+                "video_index": j, "view": view, "replaced": replaced}
+
+
+def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    """Batch train or test items.
+
+    Train: ``video`` (B * num_sample, C, T, H, W) with the copies of one clip adjacent,
+    ``label`` and ``index`` (B * num_sample,). Test: ``video`` (B, C, T, H, W), ``label``,
+    ``video_index``, ``view`` (B,). Both: ``replaced``, all items' (path, error) lists joined.
+    """
+    replaced = [r for item in batch for r in item["replaced"]]
+    if "view" in batch[0]:
+        return {"video": torch.stack([b["video"] for b in batch]),
+                "label": torch.tensor([b["label"] for b in batch], dtype=torch.long),
+                "video_index": torch.tensor([b["video_index"] for b in batch], dtype=torch.long),
+                "view": torch.tensor([b["view"] for b in batch], dtype=torch.long),
+                "replaced": replaced}
+    video = torch.cat([b["video"] for b in batch])
+    return {"video": video,
+            "label": torch.cat([b["label"] for b in batch]),
+            "index": torch.cat([torch.full((len(b["label"]),), b["index"], dtype=torch.long) for b in batch]),
+            "replaced": replaced}

@@ -1,0 +1,139 @@
+"""Video writing with PyAV: H.264 ``.mp4`` and VP9 ``.webm`` encoders, and re-encoding.
+
+Used by the synthetic datasets (which must look like the official files: SSv2 is
+VP9/webm, K400 is H.264/mp4) and by ``far data prepare --reencode-short-side``.
+Every output is written to a temporary name in the same folder and renamed, so an
+interrupted run never leaves a half-written video under the final name.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+# codec name -> (container format, encoder options).
+# Why these options: deterministic, fast, small. x264 with threads=1 gives identical
+# bytes for identical input; VP9 in realtime mode with one thread likewise.
+CODECS: dict[str, tuple[str, dict[str, str]]] = {
+    "libx264": ("mp4", {"preset": "veryfast", "crf": "23", "threads": "1"}),
+    "libvpx-vp9": ("webm", {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0",
+                            "crf": "32", "b": "0", "threads": "1"}),
+}
+
+
+class EncoderUnavailable(RuntimeError):
+    """The PyAV/FFmpeg build lacks an encoder this project needs."""
+
+
+def check_encoder(codec: str) -> None:
+    """Raise :class:`EncoderUnavailable` with a clear message if ``codec`` cannot encode."""
+    import av
+
+    try:
+        av.codec.Codec(codec, "w")
+    except Exception as err:  # av raises UnknownCodecError (a ValueError subclass) or others
+        raise EncoderUnavailable(
+            f"PyAV {av.__version__} has no {codec!r} encoder ({err}); install a PyAV wheel "
+            "built with libx264/libvpx (the PyPI `av` wheels include both)"
+        ) from err
+
+
+def _atomic_target(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: int, codec: str = "libx264") -> Path:
+    """Encode RGB uint8 frames (H, W, 3; H and W even) to ``path`` atomically.
+
+    ``codec`` is a key of :data:`CODECS`; the container follows from the file suffix.
+    """
+    import av
+
+    if codec not in CODECS:
+        raise ValueError(f"codec {codec!r} not in {sorted(CODECS)}")
+    check_encoder(codec)
+    path = Path(path)
+    tmp = _atomic_target(path)
+    fmt, options = CODECS[codec]
+    try:
+        with av.open(str(tmp), "w", format=fmt) as container:
+            stream = None
+            for frame in frames:
+                if stream is None:
+                    h, w = frame.shape[:2]
+                    stream = container.add_stream(codec, rate=Fraction(fps))
+                    stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+                    stream.options = dict(options)
+                    # No encoder/muxer version strings or times: same frames -> same bytes.
+                    container.metadata.clear()
+                vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+                for packet in stream.encode(vf):
+                    container.mux(packet)
+            if stream is None:
+                raise ValueError(f"no frames given for {path}")
+            for packet in stream.encode():
+                container.mux(packet)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def scaled_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+    """(width, height) with the short side set to ``short_side``, both even (yuv420p)."""
+    if width <= height:
+        new_w, new_h = short_side, round(height * short_side / width)
+    else:
+        new_w, new_h = round(width * short_side / height), short_side
+    return new_w + new_w % 2, new_h + new_h % 2
+
+
+def reencode(src: str | Path, dst: str | Path, short_side: int) -> Path:
+    """Re-encode ``src`` to H.264 ``dst`` with its short side resized to ``short_side``.
+
+    Skips the work when ``dst`` already exists (it can only exist complete, since it
+    is written atomically). Frame rate is preserved.
+    """
+    import av
+
+    dst = Path(dst)
+    if dst.exists():
+        return dst
+    check_encoder("libx264")
+    tmp = _atomic_target(dst)
+    try:
+        with av.open(str(src)) as inp, av.open(str(tmp), "w", format="mp4") as out:
+            vin = inp.streams.video[0]
+            vin.thread_type = "AUTO"
+            rate = vin.average_rate or vin.guessed_rate or Fraction(25)
+            w, h = scaled_size(vin.codec_context.width, vin.codec_context.height, short_side)
+            vout = out.add_stream("libx264", rate=rate)
+            vout.width, vout.height, vout.pix_fmt = w, h, "yuv420p"
+            vout.options = dict(CODECS["libx264"][1])
+            n = 0
+            for frame in inp.decode(vin):
+                # Re-timestamp: sources with odd time bases (webm ms) confuse the mp4 muxer.
+                small = frame.reformat(width=w, height=h, format="yuv420p")
+                small.pts = n
+                small.time_base = Fraction(1) / rate
+                n += 1
+                for packet in vout.encode(small):
+                    out.mux(packet)
+            if n == 0:
+                raise ValueError(f"{src}: no decodable frames")
+            for packet in vout.encode():
+                out.mux(packet)
+        os.replace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return dst

@@ -1,0 +1,454 @@
+"""Embedded synthetic datasets in the OFFICIAL SSv2 and K400 layouts.
+
+Why: the pipeline must run end to end (prepare -> load -> train -> test) without the
+licensed data. The generated folders look like the real downloads, so
+``far data prepare`` runs on them unchanged.
+
+* synthetic-ssv2: VP9 ``.webm`` files in ``20bn-something-something-v2/`` with
+  ``labels.json``/``train.json``/``validation.json``. Classes come in pairs that differ
+  ONLY in temporal direction (left->right vs right->left, ...): a video of class B is
+  rendered from the same kind of random scene as class A with time reversed, and the
+  scene parameters are drawn from one class-independent distribution. Hence the
+  multiset of frames of a video says nothing about which class of its pair it is; a
+  model ignoring time order cannot beat chance within a pair (as on real SSv2).
+* synthetic-k400: H.264 ``.mp4`` files ``{youtube_id}_{start:06d}_{end:06d}.mp4`` in
+  ``train/``/``val/`` with ``train.csv``/``validate.csv``. Classes differ in appearance
+  (shape, hue) AND motion (orbit, bounce, ...).
+
+Everything is deterministic given the seed: each video's scene is drawn from a
+generator seeded by (seed, dataset, split, class, number), and the encoders run
+single-threaded, so the same seed gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import string
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from far.data.encode import check_encoder, write_video
+from far.data.layouts import strip_brackets
+
+SSV2_VIDEO_DIR = "20bn-something-something-v2"
+
+# (forward template, reversed template, motion name). The reversed class is the forward
+# motion played backwards; templates follow the official "[something]" convention.
+SSV2_PAIRS: tuple[tuple[str, str, str], ...] = (
+    ("Moving [something] from left to right", "Moving [something] from right to left", "horizontal"),
+    ("Moving [something] up", "Moving [something] down", "vertical"),
+    ("Pushing [something] towards the camera", "Pulling [something] away from the camera", "depth"),
+    ("Making [something] appear", "Making [something] disappear", "opacity"),
+    ("Rotating [something] clockwise", "Rotating [something] anticlockwise", "rotation"),
+    ("Moving [something] from top left to bottom right", "Moving [something] from bottom right to top left",
+     "diagonal"),
+)
+
+# K400-like classes: (name, shape, hue in degrees, motion). Appearance and motion both differ.
+K400_CLASSES: tuple[tuple[str, str, float, str], ...] = (
+    ("orbiting disc", "disc", 0.0, "orbit"),
+    ("bouncing square", "square", 40.0, "bounce"),
+    ("zigzagging triangle", "triangle", 80.0, "zigzag"),
+    ("pulsing star", "star", 120.0, "pulse"),
+    ("shaking pentagon", "pentagon", 160.0, "shake"),
+    ("spinning cross", "cross", 200.0, "spin"),
+    ("falling disc", "disc", 240.0, "fall"),
+    ("waving square", "square", 280.0, "wave"),
+    ("blinking star", "star", 320.0, "blink"),
+    ("drifting triangle", "triangle", 20.0, "drift"),
+    ("swinging pentagon", "pentagon", 100.0, "swing"),
+    ("hopping cross", "cross", 300.0, "hop"),
+)
+
+# Named colours for the SSv2 placeholders ("red disc").
+PALETTE: tuple[tuple[str, tuple[int, int, int]], ...] = (
+    ("red", (220, 40, 40)), ("green", (40, 190, 60)), ("blue", (40, 70, 220)),
+    ("yellow", (235, 220, 40)), ("orange", (245, 140, 20)), ("purple", (150, 50, 190)),
+    ("cyan", (40, 210, 220)), ("pink", (240, 120, 190)), ("white", (245, 245, 245)),
+    ("black", (20, 20, 20)), ("brown", (130, 80, 40)), ("grey", (128, 128, 128)),
+)
+SHAPES = ("disc", "square", "triangle", "pentagon", "star", "cross")
+
+
+@dataclass(frozen=True)
+class SynthSpec:
+    """What to generate: kind, class count, videos per class, frame size, length, fps, seed."""
+
+    kind: str = "ssv2"
+    classes: int = 10
+    videos_per_class_train: int = 8
+    videos_per_class_val: int = 4
+    height: int = 96
+    width: int = 128
+    frames: int = 32
+    fps: int = 12
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("ssv2", "k400"):
+            raise ValueError(f"SynthSpec.kind: {self.kind!r} not in ('ssv2', 'k400')")
+        limit = 2 * len(SSV2_PAIRS) if self.kind == "ssv2" else len(K400_CLASSES)
+        if not 2 <= self.classes <= limit:
+            raise ValueError(f"SynthSpec.classes: must be in [2, {limit}] for {self.kind} (got {self.classes})")
+        if self.kind == "ssv2" and self.classes % 2:
+            raise ValueError(f"SynthSpec.classes: SSv2-like classes come in pairs, need an even number "
+                             f"(got {self.classes})")
+        for name in ("videos_per_class_train", "videos_per_class_val"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"SynthSpec.{name}: must be >= 1 (got {getattr(self, name)})")
+        for name, low in (("height", 16), ("width", 16), ("frames", 2), ("fps", 1)):
+            if getattr(self, name) < low:
+                raise ValueError(f"SynthSpec.{name}: must be >= {low} (got {getattr(self, name)})")
+        if self.height % 2 or self.width % 2:
+            raise ValueError(f"SynthSpec.height/width: must be even for yuv420p (got {self.height}x{self.width})")
+
+    def class_names(self) -> list[str]:
+        """Class names in generation order (SSv2: with brackets removed, as in labels.json)."""
+        if self.kind == "ssv2":
+            names = [t for pair in SSV2_PAIRS for t in pair[:2]][: self.classes]
+            return [strip_brackets(t) for t in names]
+        return [c[0] for c in K400_CLASSES[: self.classes]]
+
+
+# --------------------------------------------------------------------------- drawing
+
+
+def _unit_polygon(shape: str) -> np.ndarray:
+    """Vertices (N, 2) of a shape of radius ~1 centred on 0 (y down)."""
+    if shape == "disc":
+        a = np.linspace(0, 2 * math.pi, 24, endpoint=False)
+        return np.stack([np.cos(a), np.sin(a)], 1)
+    if shape in ("square", "triangle", "pentagon"):
+        n = {"square": 4, "triangle": 3, "pentagon": 5}[shape]
+        a = np.linspace(0, 2 * math.pi, n, endpoint=False) - math.pi / 2
+        return np.stack([np.cos(a), np.sin(a)], 1)
+    if shape == "star":
+        a = np.linspace(0, 2 * math.pi, 10, endpoint=False) - math.pi / 2
+        r = np.where(np.arange(10) % 2 == 0, 1.0, 0.45)
+        return np.stack([r * np.cos(a), r * np.sin(a)], 1)
+    if shape == "cross":
+        w = 0.35
+        return np.array([(-w, -1), (w, -1), (w, -w), (1, -w), (1, w), (w, w), (w, 1), (-w, 1),
+                         (-w, w), (-1, w), (-1, -w), (-w, -w)], dtype=float)
+    raise ValueError(f"unknown shape {shape!r}")
+
+
+def _fill_polygon(mask: np.ndarray, verts: np.ndarray) -> None:
+    """Set ``mask`` True inside polygon ``verts`` (even-odd rule, pixel centres)."""
+    h, w = mask.shape
+    x0, y0 = np.floor(verts.min(0)).astype(int)
+    x1, y1 = np.ceil(verts.max(0)).astype(int)
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1 + 1, w), min(y1 + 1, h)
+    if x0 >= x1 or y0 >= y1:
+        return
+    py, px = np.mgrid[y0:y1, x0:x1].astype(float) + 0.5
+    inside = np.zeros(py.shape, dtype=bool)
+    xs, ys = verts[:, 0], verts[:, 1]
+    for i in range(len(verts)):
+        xa, ya, xb, yb = xs[i], ys[i], xs[i - 1], ys[i - 1]
+        if ya == yb:
+            continue
+        crosses = (ya > py) != (yb > py)
+        inside ^= crosses & (px < (xb - xa) * (py - ya) / (yb - ya) + xa)
+    mask[y0:y1, x0:x1] |= inside
+
+
+@dataclass(frozen=True)
+class Pose:
+    """Object state in one frame: centre (px), radius (px), angle (rad, clockwise), opacity."""
+
+    cx: float
+    cy: float
+    radius: float
+    angle: float
+    alpha: float
+
+
+def draw_frame(background: np.ndarray, shape: str, colour: np.ndarray, marker: np.ndarray, pose: Pose) -> np.ndarray:
+    """Background with the object drawn at ``pose``; the marker dot makes rotation visible."""
+    h, w = background.shape[:2]
+    c, s = math.cos(pose.angle), math.sin(pose.angle)
+    rot = np.array([[c, -s], [s, c]])  # y points down, so a positive angle turns clockwise
+    centre = np.array([pose.cx, pose.cy])
+    body = np.zeros((h, w), dtype=bool)
+    _fill_polygon(body, _unit_polygon(shape) @ rot.T * pose.radius + centre)
+    dot = np.zeros((h, w), dtype=bool)
+    a = np.linspace(0, 2 * math.pi, 12, endpoint=False)
+    dot_poly = np.stack([np.cos(a), np.sin(a)], 1) * max(pose.radius * 0.22, 1.2)
+    _fill_polygon(dot, dot_poly + centre + rot @ np.array([0.55 * pose.radius, 0.0]))
+    out = background.astype(np.float32)
+    for m, col in ((body, colour), (dot & body, marker)):
+        out[m] = (1 - pose.alpha) * out[m] + pose.alpha * col.astype(np.float32)
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def make_background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A random static background: solid, gradient, stripes or soft blobs."""
+    kind = rng.integers(4)
+    c1, c2 = rng.integers(0, 256, 3).astype(np.float32), rng.integers(0, 256, 3).astype(np.float32)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    if kind == 0:
+        img = np.broadcast_to(c1, (h, w, 3)).copy()
+    elif kind == 1:
+        theta = rng.uniform(0, 2 * math.pi)
+        proj = (xx * math.cos(theta) + yy * math.sin(theta))
+        t = (proj - proj.min()) / max(float(proj.max() - proj.min()), 1e-6)
+        img = c1 * (1 - t[..., None]) + c2 * t[..., None]
+    elif kind == 2:
+        period = rng.uniform(8, 24)
+        theta = rng.uniform(0, math.pi)
+        t = (np.sin((xx * math.cos(theta) + yy * math.sin(theta)) * 2 * math.pi / period) > 0)
+        img = np.where(t[..., None], c1, c2)
+    else:
+        img = np.broadcast_to(c1, (h, w, 3)).copy()
+        for _ in range(3):
+            bx, by, br = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(0.15, 0.4) * min(h, w)
+            g = np.exp(-((xx - bx) ** 2 + (yy - by) ** 2) / (2 * br**2))[..., None]
+            img = img * (1 - g) + rng.integers(0, 256, 3).astype(np.float32) * g
+    # Mild pixel noise (static) so backgrounds are not trivially flat.
+    img = img + rng.normal(0, 6, (h, w, 1)).astype(np.float32)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _contrasting(rng: np.random.Generator, background: np.ndarray, choices: Sequence[int]) -> int:
+    """Pick a palette index far enough from the background's mean colour."""
+    mean = background.reshape(-1, 3).mean(0)
+    for _ in range(20):
+        i = int(rng.choice(choices))
+        if np.abs(np.array(PALETTE[i][1]) - mean).sum() > 150:
+            return i
+    return i
+
+
+# --------------------------------------------------------------------------- SSv2-like
+
+
+@dataclass(frozen=True)
+class SSv2Scene:
+    """Class-independent random scene of one SSv2-like video."""
+
+    background: np.ndarray
+    shape: str
+    colour_index: int
+    marker: tuple[int, int, int]
+    radius: float  # fraction of min(H, W)
+    static_xy: tuple[float, float]  # fractions of (W, H)
+    lo: float
+    hi: float  # motion extent fractions
+    s_lo: float
+    s_hi: float  # size range for towards/away
+    angle0: float
+    span: float  # rotation amount
+
+    @property
+    def placeholder(self) -> str:
+        return f"{PALETTE[self.colour_index][0]} {self.shape}"
+
+
+def sample_ssv2_scene(rng: np.random.Generator, h: int, w: int) -> SSv2Scene:
+    """Draw a scene. The distribution does not depend on the class (pair property)."""
+    bg = make_background(rng, h, w)
+    shape = SHAPES[int(rng.integers(len(SHAPES)))]
+    ci = _contrasting(rng, bg, range(len(PALETTE)))
+    return SSv2Scene(
+        background=bg, shape=shape, colour_index=ci,
+        marker=tuple(int(v) for v in 255 - np.array(PALETTE[ci][1])),
+        radius=float(rng.uniform(0.12, 0.18)),
+        static_xy=(float(rng.uniform(0.35, 0.65)), float(rng.uniform(0.35, 0.65))),
+        lo=float(rng.uniform(0.15, 0.3)), hi=float(rng.uniform(0.7, 0.85)),
+        s_lo=float(rng.uniform(0.4, 0.6)), s_hi=float(rng.uniform(1.3, 1.6)),
+        angle0=float(rng.uniform(0, 2 * math.pi)), span=float(rng.uniform(0.5, 1.5) * math.pi),
+    )
+
+
+def ssv2_pose(scene: SSv2Scene, motion: str, t: float, h: int, w: int) -> Pose:
+    """Pose of the forward class of pair ``motion`` at time ``t`` in [0, 1]."""
+    m = min(h, w)
+    lerp = lambda a, b: a + (b - a) * t  # noqa: E731
+    cx, cy = scene.static_xy[0] * w, scene.static_xy[1] * h
+    radius, angle, alpha = scene.radius * m, scene.angle0, 1.0
+    if motion == "horizontal":
+        cx = lerp(scene.lo, scene.hi) * w
+    elif motion == "vertical":
+        cy = lerp(scene.hi, scene.lo) * h  # up = decreasing y
+    elif motion == "depth":
+        radius = scene.radius * m * lerp(scene.s_lo, scene.s_hi)
+    elif motion == "opacity":
+        alpha = t
+    elif motion == "rotation":
+        angle = scene.angle0 + scene.span * t
+    elif motion == "diagonal":
+        cx, cy = lerp(scene.lo, scene.hi) * w, lerp(scene.lo, scene.hi) * h
+    else:
+        raise ValueError(f"unknown motion {motion!r}")
+    return Pose(cx, cy, radius, angle, alpha)
+
+
+def render_ssv2(scene: SSv2Scene, class_index: int, frames: int) -> np.ndarray:
+    """Frames (F, H, W, 3) of ``scene`` for SSv2-like class ``class_index``.
+
+    Class 2k is pair k played forward, class 2k+1 the same motion with time reversed,
+    so ``render_ssv2(s, 2k+1, F) == render_ssv2(s, 2k, F)[::-1]`` exactly.
+    """
+    h, w = scene.background.shape[:2]
+    motion = SSV2_PAIRS[class_index // 2][2]
+    reverse = class_index % 2 == 1
+    colour = np.array(PALETTE[scene.colour_index][1])
+    out = []
+    for i in range(frames):
+        t = i / (frames - 1)
+        # Exact reversal: frame i of the reversed class is frame F-1-i of the forward one.
+        t = (frames - 1 - i) / (frames - 1) if reverse else t
+        out.append(draw_frame(scene.background, scene.shape, colour, np.array(scene.marker),
+                              ssv2_pose(scene, motion, t, h, w)))
+    return np.stack(out)
+
+
+# --------------------------------------------------------------------------- K400-like
+
+
+def render_k400(rng: np.random.Generator, class_index: int, frames: int, h: int, w: int) -> np.ndarray:
+    """Frames of a K400-like video of ``class_index``: class shape/hue and class motion."""
+    import colorsys
+
+    _, shape, hue, motion = K400_CLASSES[class_index]
+    bg = make_background(rng, h, w)
+    hue = (hue + rng.uniform(-12, 12)) % 360
+    colour = np.array(colorsys.hsv_to_rgb(hue / 360, rng.uniform(0.7, 1.0), rng.uniform(0.75, 1.0))) * 255
+    marker = 255 - colour
+    m = min(h, w)
+    r = rng.uniform(0.1, 0.15) * m
+    cx0, cy0 = rng.uniform(0.35, 0.65) * w, rng.uniform(0.35, 0.65) * h
+    phase = rng.uniform(0, 2 * math.pi)
+    cycles = rng.uniform(1.0, 2.0)  # periods per clip
+    amp = rng.uniform(0.15, 0.25) * m
+    direction = rng.choice([-1.0, 1.0])
+    out = []
+    for i in range(frames):
+        t = i / max(frames - 1, 1)
+        wt = 2 * math.pi * cycles * t + phase
+        cx, cy, rad, ang, alpha = cx0, cy0, r, phase, 1.0
+        if motion == "orbit":
+            cx, cy = cx0 + amp * math.cos(wt), cy0 + amp * math.sin(wt)
+        elif motion == "bounce":
+            cy = cy0 + amp - 2 * amp * abs(math.sin(wt / 2))
+        elif motion == "zigzag":
+            cx = cx0 + amp * (2 * abs((cycles * t * 2 + phase / math.pi) % 2 - 1) - 1)
+            cy = cy0 + amp * (t - 0.5)
+        elif motion == "pulse":
+            rad = r * (1 + 0.5 * math.sin(wt))
+        elif motion == "shake":
+            cx = cx0 + 0.3 * amp * math.sin(6 * wt)
+        elif motion == "spin":
+            ang = phase + direction * 4 * math.pi * t
+        elif motion == "fall":
+            cy = (0.15 + 0.7 * t * t) * h
+        elif motion == "wave":
+            cx, cy = (0.15 + 0.7 * t) * w, cy0 + amp * math.sin(wt)
+        elif motion == "blink":
+            alpha = 0.5 + 0.5 * math.cos(2 * wt)
+        elif motion == "drift":
+            cx, cy = cx0 + direction * amp * (t - 0.5), cy0 - amp * (t - 0.5)
+        elif motion == "swing":
+            ang = phase + 0.8 * math.sin(wt)
+            cx = cx0 + amp * math.sin(wt)
+        elif motion == "hop":
+            cx = (0.2 + 0.6 * t) * w
+            cy = cy0 + amp * 0.5 - amp * abs(math.sin(2 * wt))
+        out.append(draw_frame(bg, shape, colour, marker, Pose(cx, cy, rad, ang, alpha)))
+    return np.stack(out)
+
+
+# --------------------------------------------------------------------------- writers
+
+
+def _video_rng(spec: SynthSpec, split: str, class_index: int, number: int) -> np.random.Generator:
+    # One independent stream per video: changing the class count or videos per class
+    # does not change the videos that remain.
+    kind_code = {"ssv2": 1, "k400": 2}[spec.kind]
+    split_code = {"train": 0, "val": 1}[split]
+    return np.random.default_rng([spec.seed, kind_code, split_code, class_index, number])
+
+
+def _youtube_id(rng: np.random.Generator) -> str:
+    alphabet = string.ascii_letters + string.digits + "-_"
+    return "".join(alphabet[i] for i in rng.integers(0, len(alphabet), 11))
+
+
+def generate(spec: SynthSpec, out: str | Path, progress: bool = True) -> dict:
+    """Write the synthetic dataset of ``spec`` under ``out`` in the official layout.
+
+    Returns a summary dict (also written to ``out/synthetic.json``). Raises
+    :class:`far.data.encode.EncoderUnavailable` if PyAV lacks the needed encoder.
+    """
+    from tqdm import tqdm
+
+    out = Path(out)
+    codec = "libvpx-vp9" if spec.kind == "ssv2" else "libx264"
+    check_encoder(codec)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [(split, c, n) for split, per in (("train", spec.videos_per_class_train), ("val", spec.videos_per_class_val))
+            for c in range(spec.classes) for n in range(per)]
+    writer: Callable[[str, int, int], dict] = _write_ssv2_video if spec.kind == "ssv2" else _write_k400_video
+    records = [writer(spec, out, job) for job in tqdm(jobs, desc=f"synthetic-{spec.kind}", disable=not progress)]
+    if spec.kind == "ssv2":
+        _write_ssv2_annotations(spec, out, records)
+    else:
+        _write_k400_annotations(out, records)
+    summary = {"kind": spec.kind, "codec": codec, "classes": spec.class_names(),
+               "videos": {s: sum(r["split"] == s for r in records) for s in ("train", "val")},
+               "size": [spec.height, spec.width], "frames": spec.frames, "fps": spec.fps, "seed": spec.seed}
+    (out / "synthetic.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _write_ssv2_video(spec: SynthSpec, out: Path, job: tuple[str, int, int]) -> dict:
+    split, c, n = job
+    rng = _video_rng(spec, split, c, n)
+    scene = sample_ssv2_scene(rng, spec.height, spec.width)
+    # SSv2 ids are integers; unique per (split, class, number).
+    vid = str(1 + {"train": 0, "val": 500000}[split] + c * 10000 + n)
+    frames = render_ssv2(scene, c, spec.frames)
+    write_video(out / SSV2_VIDEO_DIR / f"{vid}.webm", frames, spec.fps, "libvpx-vp9")
+    template = [t for pair in SSV2_PAIRS for t in pair[:2]][c]
+    return {"split": split, "id": vid, "template": template, "placeholder": scene.placeholder}
+
+
+def _write_ssv2_annotations(spec: SynthSpec, out: Path, records: list[dict]) -> None:
+    names = spec.class_names()
+    # Official labels.json: class name -> id as a string, ids in alphabetical order.
+    labels = {name: str(i) for i, name in enumerate(sorted(names))}
+    (out / "labels.json").write_text(json.dumps(labels, indent=1) + "\n")
+    for split, fname in (("train", "train.json"), ("val", "validation.json")):
+        entries = [{"id": r["id"],
+                    "label": strip_brackets(r["template"].replace("[something]", r["placeholder"])),
+                    "template": r["template"], "placeholders": [r["placeholder"]]}
+                   for r in records if r["split"] == split]
+        (out / fname).write_text(json.dumps(entries, indent=1) + "\n")
+
+
+def _write_k400_video(spec: SynthSpec, out: Path, job: tuple[str, int, int]) -> dict:
+    split, c, n = job
+    rng = _video_rng(spec, split, c, n)
+    ytid = _youtube_id(rng)
+    start = int(rng.integers(0, 300))
+    end = start + 10
+    frames = render_k400(rng, c, spec.frames, spec.height, spec.width)
+    write_video(out / split / f"{ytid}_{start:06d}_{end:06d}.mp4", frames, spec.fps, "libx264")
+    return {"split": split, "label": K400_CLASSES[c][0], "youtube_id": ytid, "time_start": start, "time_end": end}
+
+
+def _write_k400_annotations(out: Path, records: list[dict]) -> None:
+    import csv
+
+    for split, fname in (("train", "train.csv"), ("val", "validate.csv")):
+        with open(out / fname, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["label", "youtube_id", "time_start", "time_end", "split"])
+            for r in records:
+                if r["split"] == split:
+                    writer.writerow([r["label"], r["youtube_id"], r["time_start"], r["time_end"], split])

@@ -1,0 +1,163 @@
+"""Clip-level augmentation (train) and resize + crops (test).
+
+Every random choice is made ONCE PER CLIP and applied to all its frames, as in the
+reference: a crop box, a flip decision, RandAugment ops and magnitudes, an erased
+rectangle. Frames with different augmentations would fake motion.
+
+timm's RandAugment and RandomErasing draw from the global ``random`` / ``np.random``
+state. :func:`seeded_globals` seeds those from the clip's own seed for the duration
+of one call and restores them afterwards, so (a) every frame gets the identical
+draws and (b) nothing leaks into the caller's random state.
+
+Train order: random resized crop (from original-resolution frames) -> RandAugment ->
+flip -> to float, normalise -> random erasing. The reference runs RandAugment before
+the crop, on the full frame; doing it after the crop is cheaper and keeps
+RandAugment's translate distances relative to the network input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from far.data.config import DataConfig
+
+
+@contextlib.contextmanager
+def seeded_globals(seed: int) -> Iterator[None]:
+    """Seed python ``random`` and ``np.random`` with ``seed`` inside the block, then restore."""
+    py_state, np_state = random.getstate(), np.random.get_state()
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    try:
+        yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+
+
+def random_resized_crop_box(height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float],
+                            rng: random.Random) -> tuple[int, int, int, int]:
+    """(top, left, h, w) of a random crop (torchvision's RandomResizedCrop algorithm)."""
+    area = height * width
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target = area * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(*log_ratio))
+        w = int(round(math.sqrt(target * aspect)))
+        h = int(round(math.sqrt(target / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            return rng.randint(0, height - h), rng.randint(0, width - w), h, w
+    # Fallback: central crop with the ratio clamped into range.
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        w, h = width, int(round(width / ratio[0]))
+    elif in_ratio > ratio[1]:
+        h, w = height, int(round(height * ratio[1]))
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize uint8 frames (T, H, W, 3) to ``size`` = (h, w), bilinear with antialiasing."""
+    if frames.shape[1:3] == tuple(size):
+        return frames
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+    return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def to_normalised_tensor(frames: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """uint8 (T, H, W, 3) -> float (C, T, H, W), scaled to [0, 1] and normalised."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float().div_(255.0)
+    m = torch.tensor(mean, dtype=x.dtype).view(3, 1, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype).view(3, 1, 1, 1)
+    return x.sub_(m).div_(s)
+
+
+class TrainTransform:
+    """Random resized crop, clip-consistent RandAugment, optional flip, normalise, erasing."""
+
+    def __init__(self, cfg: DataConfig) -> None:
+        import far.torchvision_compat  # noqa: F401  (must precede timm)
+        from timm.data.auto_augment import rand_augment_transform
+        from timm.data.random_erasing import RandomErasing
+
+        self.cfg = cfg
+        hparams = {
+            "translate_const": int(cfg.input_size * 0.45),
+            "img_mean": tuple(int(round(255 * m)) for m in cfg.mean),
+        }
+        self.policy = f"rand-m{cfg.randaug_magnitude}-mstd{cfg.randaug_std}-inc1"
+        self.randaug = rand_augment_transform(self.policy, hparams)
+        # mode "pixel": per-pixel normal noise; one rectangle per clip (see __call__).
+        self.erasing = (RandomErasing(cfg.reprob, mode="pixel", max_count=1, num_splits=0, device="cpu")
+                        if cfg.reprob > 0 else None)
+
+    def apply_randaug(self, frames: np.ndarray, seed: int) -> np.ndarray:
+        """RandAugment with identical ops and magnitudes on every frame (same seed per frame)."""
+        from PIL import Image
+
+        out = np.empty_like(frames)
+        for t, frame in enumerate(frames):
+            with seeded_globals(seed):
+                out[t] = np.asarray(self.randaug(Image.fromarray(frame)))
+        return out
+
+    def __call__(self, frames: np.ndarray, seed: int) -> torch.Tensor:
+        """Augment uint8 frames (T, H, W, 3) into a float clip (C, T, S, S) using ``seed``."""
+        cfg = self.cfg
+        rng = random.Random(seed)
+        top, left, h, w = random_resized_crop_box(frames.shape[1], frames.shape[2], cfg.scale, cfg.ratio, rng)
+        clip = resize_frames(frames[:, top:top + h, left:left + w], (cfg.input_size, cfg.input_size))
+        clip = self.apply_randaug(clip, rng.getrandbits(63))
+        if cfg.flip and rng.random() < 0.5:
+            clip = clip[:, :, ::-1]
+        x = to_normalised_tensor(clip, cfg.mean, cfg.std)
+        if self.erasing is not None:
+            c, t, hh, ww = x.shape
+            # Viewing (C, T, H, W) as one (C*T, H, W) image makes timm erase the same
+            # rectangle in every frame (noise differs per pixel, as in mode "pixel").
+            with seeded_globals(rng.getrandbits(63)):
+                self.erasing(x.view(c * t, hh, ww))
+        return x
+
+
+def eval_crop_offsets(height: int, width: int, size: int, crops: int) -> list[tuple[int, int]]:
+    """(top, left) of ``crops`` square crops: left/centre/right, or top/centre/bottom if portrait."""
+    if crops == 1:
+        return [((height - size) // 2, (width - size) // 2)]
+    if width >= height:
+        top = (height - size) // 2
+        return [(top, int(round(i * (width - size) / (crops - 1)))) for i in range(crops)]
+    left = (width - size) // 2
+    return [(int(round(i * (height - size) / (crops - 1))), left) for i in range(crops)]
+
+
+class EvalTransform:
+    """Resize the short side to ``cfg.short_side``, take spatial crop ``crop``, normalise."""
+
+    def __init__(self, cfg: DataConfig) -> None:
+        self.cfg = cfg
+
+    def resize(self, frames: np.ndarray) -> np.ndarray:
+        """Short side to ``cfg.short_side``, aspect ratio kept."""
+        h, w = frames.shape[1:3]
+        s = self.cfg.short_side
+        size = (s, max(s, int(round(w * s / h)))) if h <= w else (max(s, int(round(h * s / w))), s)
+        return resize_frames(frames, size)
+
+    def __call__(self, frames: np.ndarray, crop: int) -> torch.Tensor:
+        """Float clip (C, T, S, S) of spatial view ``crop`` of ``frames`` (T, H, W, 3)."""
+        cfg = self.cfg
+        resized = self.resize(frames)
+        top, left = eval_crop_offsets(resized.shape[1], resized.shape[2], cfg.input_size, cfg.test_crops)[crop]
+        clip = resized[:, top:top + cfg.input_size, left:left + cfg.input_size]
+        return to_normalised_tensor(clip, cfg.mean, cfg.std)
