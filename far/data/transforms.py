@@ -76,7 +76,7 @@ def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def to_normalised_tensor(frames: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
     """uint8 (T, H, W, 3) -> float (C, T, H, W), scaled to [0, 1] and normalised."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float().div_(255.0)
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float().contiguous().div_(255.0)
     m = torch.tensor(mean, dtype=x.dtype).view(3, 1, 1, 1)
     s = torch.tensor(std, dtype=x.dtype).view(3, 1, 1, 1)
     return x.sub_(m).div_(s)

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+import far.torchvision_compat  # noqa: F401  (before anything that may import timm/torchvision)
 from far.engine.distributed import DistEnv, setup_environment
 
 log = logging.getLogger(__name__)

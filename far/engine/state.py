@@ -1,0 +1,157 @@
+"""Resumable training checkpoints: atomic, complete-or-ignored, keep-last-k.
+
+Layout under ``OUT/checkpoints/``::
+
+    ckpt-e0003-s00000120/          one complete checkpoint (epoch 3 finished, step 120)
+        ds/state/...               DeepSpeed engine.save_checkpoint (model, optimizer,
+                                   ZeRO shards: every rank writes its part)
+        rng-rank0.pt, rng-rank1.pt python/numpy/torch RNG states of each rank
+        trainer.json               epoch, step_in_epoch, global_step, MLflow run id, ...
+        COMPLETE                   written last, before the rename
+    .tmp-ckpt-e0004-s00000160/     being written (or left by a crash): never loaded
+
+A checkpoint is written into a ``.tmp-`` directory by all ranks; after a barrier,
+rank 0 writes ``COMPLETE`` and renames the directory (an atomic ``rename(2)`` on one
+file system). Discovery only considers directories with the final name *and* the
+marker, so a process killed while writing leaves nothing that can be picked up.
+The folder must be on a file system every rank sees (as SLURM jobs' output folders
+are).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from far.engine.distributed import barrier
+
+log = logging.getLogger(__name__)
+
+COMPLETE = "COMPLETE"
+_NAME = re.compile(r"^ckpt-e(\d{4,})-s(\d{8,})$")
+DS_TAG = "state"
+
+
+@dataclass
+class TrainerState:
+    """Where training stands. ``epoch`` is the epoch being run (0-based);
+    ``step_in_epoch`` optimizer steps of it are done (0 = it has not started)."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    mlflow_run_id: str | None = None
+    world_size: int = 1
+    history: list[dict[str, Any]] = field(default_factory=list)  # per-epoch metrics so far
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainerState":
+        return cls(**json.loads(text))
+
+
+def checkpoint_name(state: TrainerState) -> str:
+    return f"ckpt-e{state.epoch:04d}-s{state.global_step:08d}"
+
+
+def checkpoints_dir(out: Path) -> Path:
+    return Path(out) / "checkpoints"
+
+
+def complete_checkpoints(out: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (by global step, then epoch)."""
+    root = checkpoints_dir(out)
+    if not root.is_dir():
+        return []
+    found = []
+    for p in root.iterdir():
+        m = _NAME.match(p.name)
+        if m and p.is_dir() and (p / COMPLETE).is_file():
+            found.append(((int(m.group(2)), int(m.group(1))), p))
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    found = complete_checkpoints(out)
+    return found[-1] if found else None
+
+
+def clean_incomplete(out: Path) -> list[Path]:
+    """Remove ``.tmp-`` leftovers of a crash and unmarked directories (rank 0 only)."""
+    root = checkpoints_dir(out)
+    removed = []
+    if root.is_dir():
+        for p in root.iterdir():
+            if p.is_dir() and (p.name.startswith(".tmp-") or (_NAME.match(p.name) and not (p / COMPLETE).is_file())):
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(p)
+    return removed
+
+
+# ---- RNG ------------------------------------------------------------------------------
+def rng_state() -> dict[str, Any]:
+    st: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def set_rng_state(st: dict[str, Any]) -> None:
+    random.setstate(st["python"])
+    np.random.set_state(st["numpy"])
+    torch.set_rng_state(st["torch"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+# ---- save / load ------------------------------------------------------------------------
+def save(engine: Any, out: Path, state: TrainerState, *, rank: int, keep_last: int) -> Path:
+    """Write one checkpoint atomically (collective: every rank calls it)."""
+    root = checkpoints_dir(out)
+    name = checkpoint_name(state)
+    tmp = root / f".tmp-{name}"
+    final = root / name
+    if rank == 0:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+    barrier()
+    # DeepSpeed writes the model (rank 0) and optimizer / ZeRO shards (each rank).
+    engine.save_checkpoint(str(tmp / "ds"), tag=DS_TAG, save_latest=False)
+    torch.save(rng_state(), tmp / f"rng-rank{rank}.pt")
+    barrier()
+    if rank == 0:
+        (tmp / "trainer.json").write_text(state.to_json())
+        (tmp / COMPLETE).write_text(name + "\n")
+        if final.exists():  # a re-run of the same step (should not happen): replace it
+            shutil.rmtree(final)
+        tmp.rename(final)
+        for old in complete_checkpoints(out)[:-keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+    barrier()
+    return final
+
+
+def load(engine: Any, path: Path, *, rank: int) -> TrainerState:
+    """Restore engine (model + optimizer) and this rank's RNG; returns the trainer state."""
+    state = TrainerState.from_json((path / "trainer.json").read_text())
+    load_path, _ = engine.load_checkpoint(str(path / "ds"), tag=DS_TAG, load_optimizer_states=True, load_lr_scheduler_states=False)
+    if load_path is None:
+        raise RuntimeError(f"DeepSpeed could not load the checkpoint in {path / 'ds'}")
+    rng_file = path / f"rng-rank{rank}.pt"
+    if rng_file.is_file():
+        set_rng_state(torch.load(rng_file, weights_only=False))
+    else:  # a different world size: RNG streams cannot be matched one to one
+        log.warning("no RNG state for rank %d in %s (world size changed?); continuing with fresh seeds", rank, path)
+    return state
