@@ -176,8 +176,9 @@ def test_resume_continues_to_the_same_weights(runs, tmp_path):
     cfg = config_from_dict(TOY | {"method": "videomae"})
     part = pretrain(cfg, tmp_path, progress=False, stop_after_epoch=1)
     assert len(part.epoch_loss) == 1 and not (tmp_path / "checkpoint.pth").exists()
-    # a half-written newer state must be skipped, not crash the resume
-    (tmp_path / "state" / "epoch-0002.pt").write_bytes(b"truncated")
+    # what a crash while saving epoch 2 leaves behind must be ignored, not resumed from
+    (tmp_path / "checkpoints" / ".tmp-ckpt-e0002-s00000008").mkdir()
+    (tmp_path / "checkpoints" / "ckpt-e0002-s00000008").mkdir()  # no COMPLETE marker
     done = pretrain(cfg, tmp_path, progress=False)
     assert done.resumed_from_epoch == 1
     a, _ = read_checkpoint(done.checkpoint)

@@ -47,12 +47,13 @@ class DecoderConfig:
 
 @dataclass(frozen=True)
 class TrackingConfig:
-    """MLflow: file store under ``uri`` (default ``mlruns`` beside the output folder's parent)."""
+    """MLflow, with fine-tuning's conventions (far.engine.config.TrackingConfig):
+    ``MLFLOW_TRACKING_URI`` in the environment overrides ``uri``."""
 
     enabled: bool = True
-    uri: str = ""  # "" = file store <out>/../mlruns
-    experiment: str = "far-pretrain"
-    run_name: str = ""  # "" = <method>-<out folder name>
+    uri: str = "sqlite:///mlflow.db"  # relative sqlite paths are taken from the working directory
+    experiment: str = "far"
+    run_name: str = ""  # "" = pretrain-<method>-<out folder name>
 
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):
@@ -60,6 +61,9 @@ class TrackingConfig:
         for name in ("uri", "experiment", "run_name"):
             if not isinstance(getattr(self, name), str):
                 _fail(f"tracking.{name}", f"must be a string, got {getattr(self, name)!r}")
+        for name in ("uri", "experiment"):
+            if not getattr(self, name):
+                _fail(f"tracking.{name}", "must not be empty")
 
 
 @dataclass(frozen=True)

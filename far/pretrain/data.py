@@ -45,7 +45,8 @@ class ToyClips(Dataset):
             video[:, f, y:y + side, x:x + side] = colour[:, None, None]
         mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1)
         std = torch.tensor(IMAGENET_STD).view(3, 1, 1, 1)
-        return {"video": ((video - mean) / std)[None], "label": 0, "index": i}
+        return {"video": ((video - mean) / std)[None], "label": torch.zeros(1, dtype=torch.long), "index": i,
+                "replaced": []}
 
 
 def build_source(data: Mapping[str, Any], *, num_frames: int, img_size: int, seed: int) -> Dataset:
@@ -80,14 +81,17 @@ def build_source(data: Mapping[str, Any], *, num_frames: int, img_size: int, see
 
 
 def _far_data_train_set(dcfg) -> Dataset:
-    """far.data's training dataset for ``dcfg`` (resolved lazily: far.data is a sibling package)."""
-    import far.data as fd
+    """far.data's training dataset (labels are loaded but unused by pre-training)."""
+    from far.data.dataset import VideoDataset
 
-    for name in ("build_dataset", "make_dataset"):
-        fn = getattr(fd, name, None)
-        if fn is not None:
-            return fn(dcfg, "train")
-    raise RuntimeError("far.data exposes no dataset builder (build_dataset) yet")
+    return VideoDataset(dcfg, "train")
+
+
+def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    """far.data's train collate: ``video`` (B * copies, C, T, H, W), copies of one clip adjacent."""
+    from far.data.dataset import collate as data_collate
+
+    return data_collate(batch)
 
 
 def steps_per_epoch(n_items: int, batch: int, world: int = 1) -> int:

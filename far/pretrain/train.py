@@ -125,7 +125,8 @@ def export_state(cfg: PretrainConfig, model: nn.Module) -> dict[str, torch.Tenso
 
 # ---- optimisation --------------------------------------------------------------------------
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: no weight decay on biases, norms, 1-D parameters and mask tokens."""
+    """AdamW groups: no weight decay on biases, norms, 1-D parameters and mask tokens
+    (VideoMAE's no_weight_decay list: pos_embed, cls_token, mask_token)."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -134,73 +135,41 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
             no_decay.append(p)
         else:
             decay.append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [{"params": decay, "weight_decay": weight_decay, "lr_scale": 1.0},
+            {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0}]
 
 
-def lr_at(step: int, *, total: int, warmup: int, lr: float, min_lr: float) -> float:
-    """Linear warm-up from 0 over ``warmup`` steps, then cosine to ``min_lr`` (per step)."""
-    try:
-        from far.engine import optim as eo  # the fine-tuning schedule, when present
+def schedule(cfg: PretrainConfig, steps_per_epoch: int):
+    """The fine-tuning schedule (far.engine.optim.Schedule): linear warm-up from 0 over
+    ``warmup_epochs``, then cosine to ``min_lr``, per optimizer step."""
+    from far.engine.optim import Schedule
 
-        fn = getattr(eo, "lr_at_step", None)
-        if fn is not None:
-            return float(fn(step, total_steps=total, warmup_steps=warmup, base_lr=lr, min_lr=min_lr))
-    except ImportError:
-        pass
-    if step < warmup:
-        return lr * step / max(1, warmup)
-    progress = (step - warmup) / max(1, total - warmup)
-    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-# ---- training state (resume) ----------------------------------------------------------------
-def _state_dir(out: Path) -> Path:
-    return out / "state"
-
-
-def save_state(out: Path, epoch: int, payload: dict[str, Any], keep_last: int) -> Path:
-    """Atomically write ``state/epoch-XXXX.pt``; keep the last ``keep_last``."""
-    d = _state_dir(out)
-    d.mkdir(parents=True, exist_ok=True)
-    path = d / f"epoch-{epoch:04d}.pt"
-    tmp = d / f".{path.name}.tmp"
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    for old in sorted(d.glob("epoch-*.pt"))[:-keep_last]:
-        old.unlink(missing_ok=True)
-    return path
-
-
-def latest_state(out: Path) -> tuple[dict[str, Any] | None, Path | None]:
-    """The newest readable training state (a truncated newest file falls back to the previous)."""
-    for path in sorted(_state_dir(out).glob("epoch-*.pt"), reverse=True):
-        try:
-            return torch.load(path, map_location="cpu", weights_only=False), path
-        except Exception as err:  # noqa: BLE001 - corrupt or partial: try the previous
-            log.warning("skipping unreadable training state %s (%s)", path, err)
-    return None, None
+    return Schedule(peak_lr=cfg.lr, min_lr=cfg.min_lr, warmup_start_lr=0.0,
+                    warmup_steps=int(round(cfg.warmup_epochs * steps_per_epoch)),
+                    total_steps=cfg.epochs * steps_per_epoch)
 
 
 # ---- tracking ----------------------------------------------------------------------------
 class Tracker:
     """MLflow logging that never stops training: every call is guarded, rank 0 only."""
 
-    def __init__(self, cfg: PretrainConfig, out: Path, enabled: bool):
+    def __init__(self, cfg: PretrainConfig, out: Path, enabled: bool, run_id: str | None = None):
         self.run = None
         self.mlflow = None
+        self.run_id = run_id
         if not (enabled and cfg.tracking.enabled):
             return
         try:
             os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-            # mlflow >= 3.x refuses new file stores unless opted in; a file store is what
-            # concurrent Snakemake jobs can share without a server (no sqlite locking).
-            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
             import mlflow
 
-            uri = cfg.tracking.uri or (out.resolve().parent / "mlruns").as_uri()
-            mlflow.set_tracking_uri(uri)
+            mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking.uri)
             mlflow.set_experiment(cfg.tracking.experiment)
-            self.run = mlflow.start_run(run_name=cfg.tracking.run_name or f"{cfg.method}-{out.name}")
+            if run_id:  # a resumed run continues its MLflow run
+                self.run = mlflow.start_run(run_id=run_id)
+            else:
+                self.run = mlflow.start_run(run_name=cfg.tracking.run_name or f"pretrain-{cfg.method}-{out.name}")
+            self.run_id = self.run.info.run_id
             self.mlflow = mlflow
         except Exception as err:  # noqa: BLE001
             log.warning("MLflow tracking disabled: %s", err)
@@ -246,18 +215,22 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, teacher_video: str | Path 
              resume: bool = True, stop_after_epoch: int | None = None) -> PretrainResult:
     """Run (or resume) one pre-training; returns its result and writes ``<out>/checkpoint.pth``.
 
-    ``stop_after_epoch`` ends this invocation early (used to test resuming).
+    Training states are far.engine.state checkpoints under ``<out>/checkpoints/`` (one per
+    epoch, atomic, keep-last-k). ``stop_after_epoch`` ends this invocation early (tests).
     """
     from tqdm import tqdm
 
     from far.engine import deepspeed_setup as dss
-    from far.pretrain.data import build_source, steps_per_epoch
+    from far.engine import state as es
+    from far.engine.distributed import barrier
+    from far.engine.optim import apply_lr
+    from far.pretrain.data import build_source, collate, steps_per_epoch
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     dist_env = dss.init_distributed()
-    main = dist_env.is_main
+    main, rank = dist_env.is_main, dist_env.rank
 
     torch.manual_seed(cfg.seed)
     model, teachers = build_models(cfg, teacher_video=teacher_video, teacher_image=teacher_image)
@@ -265,64 +238,68 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, teacher_video: str | Path 
     source = build_source(cfg.data, num_frames=encoder_config(cfg.model, pos_embed="videomae").num_frames,
                           img_size=enc_cfg.img_size, seed=cfg.seed)
     n_steps = cfg.steps_per_epoch or steps_per_epoch(len(source), cfg.batch, dist_env.world_size)
-    total = n_steps * cfg.epochs
-    warmup = int(round(cfg.warmup_epochs * n_steps))
-    copies = int(source[0]["video"].shape[0])  # repeated-augmentation copies per item
+    sched = schedule(cfg, n_steps)
+    copies = int(getattr(getattr(source, "cfg", None), "num_sample", 1))  # repeated augmentation
 
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, foreach=False)
     settings = dss.DeepSpeedSettings(**cfg.deepspeed)
     ds_config = dss.build_config(micro_batch=cfg.batch * copies, accumulation=1, world_size=dist_env.world_size,
                                  settings=settings)
     engine, ds_opt = dss.initialize(model, optimizer, ds_config)
     dtype = dss.input_dtype(ds_config)
     if teachers is not None:
-        teachers.to(engine.device)
+        teachers.to(engine.device, dtype)
 
-    start_epoch, history, first_loss, resumed = 0, [], float("nan"), 0
-    if resume:
-        state, path = latest_state(out)
-        if state is not None:
-            if state.get("method") != cfg.method:
-                raise ValueError(f"{path}: a {state.get('method')} run, not {cfg.method}; use another --out")
-            engine.module.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            start_epoch, history = int(state["epoch"]), list(state["history"])
-            first_loss = float(state.get("first_step_loss", float("nan")))
-            resumed = start_epoch
-            if main:
-                log.info("resumed from %s (epoch %d of %d)", path, start_epoch, cfg.epochs)
+    trainer = es.TrainerState(world_size=dist_env.world_size)
+    if main:
+        es.clean_incomplete(out)
+    barrier()
+    latest = es.latest_checkpoint(out) if resume else None
+    if latest is not None:
+        info = json.loads((latest / "trainer.json").read_text())
+        if info.get("history") and info["history"][0].get("method") != cfg.method:
+            raise ValueError(f"{latest}: a {info['history'][0].get('method')} run, not {cfg.method}; use another --out")
+        trainer = es.load(engine, latest, rank=rank)
+        if main:
+            log.info("resumed from %s (epoch %d of %d)", latest, trainer.epoch, cfg.epochs)
+    resumed = trainer.epoch
 
-    tracker = Tracker(cfg, out, tracking and main)
-    tracker.params(cfg.to_dict() | {"steps_per_epoch": n_steps, "world_size": dist_env.world_size,
-                                    "precision": dss.precision_of(ds_config)})
+    tracker = Tracker(cfg, out, tracking and main, run_id=trainer.mlflow_run_id)
+    trainer.mlflow_run_id = tracker.run_id
+    if not resumed:
+        tracker.params(cfg.to_dict() | {"steps_per_epoch": n_steps, "world_size": dist_env.world_size,
+                                        "precision": dss.precision_of(ds_config), "out": str(out)})
     tracker.tags({"far.stage": "pretrain", "far.method": cfg.method, "far.resumed_from_epoch": str(resumed)})
     masks = TubeMaskGenerator(enc_cfg.grid, cfg.mask_ratio, cfg.seed)
     result = PretrainResult(method=cfg.method, checkpoint=str(out / CHECKPOINT_NAME), epochs=cfg.epochs,
-                            steps=total, epoch_loss=history, first_step_loss=first_loss, resumed_from_epoch=resumed)
+                            steps=n_steps * cfg.epochs, epoch_loss=[h["loss"] for h in trainer.history],
+                            first_step_loss=trainer.history[0]["first_step_loss"] if trainer.history else float("nan"),
+                            resumed_from_epoch=resumed)
     status = "FAILED"
     try:
-        for epoch in range(start_epoch, cfg.epochs):
+        for epoch in range(trainer.epoch, cfg.epochs):
             engine.train()
             order = _epoch_order(len(source), n_steps * cfg.batch * dist_env.world_size, cfg.seed, epoch)
-            mine = order[dist_env.rank:: dist_env.world_size]
-            loader = torch.utils.data.DataLoader(source, batch_size=cfg.batch, sampler=mine, drop_last=True,
-                                                 num_workers=cfg.num_workers,
-                                                 persistent_workers=False)
+            if hasattr(source, "reseed"):  # far.data augmentation seeds: a function of (seed, epoch, rank)
+                source.reseed(cfg.seed * 1_000_003 + epoch * 1009 + rank)
+            loader = torch.utils.data.DataLoader(source, batch_size=cfg.batch, sampler=order[rank:: dist_env.world_size],
+                                                 drop_last=True, num_workers=cfg.num_workers, collate_fn=collate)
             bar = tqdm(total=n_steps, desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}", unit="step",
                        disable=not (progress and main), dynamic_ncols=True)
             losses = []
             t_epoch = time.perf_counter()
+            replaced = 0
             for i, batch in enumerate(loader):
                 step = epoch * n_steps + i
-                lr = lr_at(step, total=total, warmup=warmup, lr=cfg.lr, min_lr=cfg.min_lr)
-                for g in ds_opt.param_groups:
-                    g["lr"] = lr
-                x = batch["video"].flatten(0, 1).to(engine.device, dtype)
+                lr = sched.lr(step)
+                apply_lr(ds_opt, lr)
+                replaced += len(batch.get("replaced", []))
+                x = batch["video"].to(engine.device, dtype)
                 loss, parts = compute_loss(cfg, engine, teachers, x, masks, step)
-                engine.backward(loss)
-                engine.step()
                 if not math.isfinite(parts["loss"]):
                     raise FloatingPointError(f"loss is {parts['loss']} at step {step}")
+                engine.backward(loss)
+                engine.step()
                 if step == 0:
                     result.first_step_loss = parts["loss"]
                 losses.append(parts["loss"])
@@ -333,28 +310,29 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, teacher_video: str | Path 
                     tracker.metrics({f"train/{k}": v for k, v in parts.items()} | {"train/lr": lr}, step)
             bar.close()
             mean = _all_mean(sum(losses) / max(1, len(losses)))
-            history.append(mean)
-            if main:
-                tracker.metrics({"epoch/loss": mean, "epoch/seconds": time.perf_counter() - t_epoch}, epoch + 1)
-                save_state(out, epoch + 1, {"method": cfg.method, "epoch": epoch + 1, "history": history,
-                                            "model": engine.module.state_dict(), "optimizer": optimizer.state_dict(),
-                                            "first_step_loss": result.first_step_loss, "config": cfg.to_dict()},
-                           cfg.keep_last)
-            _barrier()
+            result.epoch_loss.append(mean)
+            seconds = time.perf_counter() - t_epoch
+            if replaced and main:
+                log.warning("epoch %d: %d corrupt videos were replaced by others", epoch + 1, replaced)
+            trainer.history.append({"epoch": epoch + 1, "loss": mean, "seconds": seconds, "replaced": replaced,
+                                    "method": cfg.method, "first_step_loss": result.first_step_loss})
+            trainer.epoch, trainer.step_in_epoch, trainer.global_step = epoch + 1, 0, (epoch + 1) * n_steps
+            tracker.metrics({"epoch/loss": mean, "epoch/seconds": seconds, "epoch/replaced_videos": replaced}, epoch + 1)
+            es.save(engine, out, trainer, rank=rank, keep_last=cfg.keep_last)
             if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < cfg.epochs:
                 status = "KILLED"
                 result.wall_s = time.perf_counter() - t_start
                 return result
-        if main:
-            info = {"model": dict(cfg.model), "decoder": cfg.decoder.__dict__, "mask_ratio": cfg.mask_ratio,
-                    "epoch_loss": history}
-            save_official(export_state(cfg, engine), out / CHECKPOINT_NAME, epoch=cfg.epochs, args=cfg.to_dict(),
-                          method=cfg.method, **info)
         result.wall_s = time.perf_counter() - t_start
         if main:
+            info = {"model": dict(cfg.model), "decoder": cfg.decoder.__dict__, "mask_ratio": cfg.mask_ratio,
+                    "epoch_loss": result.epoch_loss}
+            save_official(export_state(cfg, engine), out / CHECKPOINT_NAME, epoch=cfg.epochs, args=cfg.to_dict(),
+                          method=cfg.method, **info)
             (out / "metrics.json").write_text(json.dumps(result.to_dict(), indent=2))
-            tracker.metrics({"final/loss": history[-1], "final/wall_s": result.wall_s}, total)
+            tracker.metrics({"final/loss": result.epoch_loss[-1], "final/wall_s": result.wall_s}, result.steps)
             tracker.artifact(out / "metrics.json")
+        barrier()
         status = "FINISHED"
         return result
     finally:
@@ -380,7 +358,3 @@ def _all_mean(value: float) -> float:
     return float(value)
 
 
-def _barrier() -> None:
-    from far.engine.distributed import barrier
-
-    barrier()
