@@ -99,13 +99,32 @@ class Attention(nn.Module):
                 if pattern != "global":
                     self.register_buffer(f"mask_{pattern}", layout.mask(pattern), persistent=False)
 
-    def _attend(self, q, k, v, pattern: str):
+    def _attend(self, q, k, v, pattern: str) -> torch.Tensor:
+        """One head set's attention, returned token-major: (B, N, heads, d).
+
+        SDPA's flash/cuDNN kernels write their output token-major already, so the
+        transposes below are views and the folded sparse-dense chunks unfold for free;
+        the only copy left in the layer is the head concatenation of a head split."""
         p = self.attn_drop if self.training else 0.0
         if pattern == "global":
-            return self.kernel(q, k, v, dropout_p=p)
+            return self.kernel(q, k, v, dropout_p=p).transpose(1, 2)
         if self.token_order == "natural":
-            return self.kernel(q, k, v, attn_mask=getattr(self, f"mask_{pattern}"), dropout_p=p)
-        return chunked_attention(q, k, v, self._chunks[pattern], self.kernel, dropout_p=p)
+            return self.kernel(q, k, v, attn_mask=getattr(self, f"mask_{pattern}"), dropout_p=p).transpose(1, 2)
+        b, h, n, d = q.shape
+        sizes = self._chunks[pattern]
+        if len(set(sizes)) == 1:
+            c = len(sizes)
+
+            def fold(t):  # (B, h, c*L, d) -> (B*c, h, L, d); a view of the qkv output
+                return t.unflatten(2, (c, n // c)).transpose(1, 2).flatten(0, 1)
+
+            out = self.kernel(fold(q), fold(k), fold(v), dropout_p=p)  # (B*c, h, L, d)
+            return out.transpose(1, 2).reshape(b, n, h, d)
+        outs = [
+            self.kernel(qc, kc, vc, dropout_p=p).transpose(1, 2)
+            for qc, kc, vc in zip(q.split(sizes, 2), k.split(sizes, 2), v.split(sizes, 2))
+        ]
+        return torch.cat(outs, dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
@@ -113,11 +132,11 @@ class Attention(nn.Module):
         if self.q_bias is not None:
             bias = torch.cat([self.q_bias, torch.zeros_like(self.v_bias), self.v_bias])
         qkv = F.linear(x, self.qkv.weight, bias).reshape(b, n, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, N, d)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, N, d), views
         outs, h0 = [], 0
         for nh, pattern in self.sets:
             sl = slice(h0, h0 + nh)
             outs.append(self._attend(q[:, sl], k[:, sl], v[:, sl], pattern))
             h0 += nh
-        out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
-        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+        out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)  # (B, N, heads, d)
+        return self.proj(out.reshape(b, n, c))

@@ -27,6 +27,7 @@ POS_EMBEDS = ("videomae", "mvd")
 TOKEN_ORDERS = ("grouped", "natural")
 ATTN_IMPLS = ("sdpa", "explicit")
 TGI_ACTS = ("none", "gelu")
+TGI_IMPLS = ("auto", "conv3d", "gather", "triton")
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,11 @@ class ModelConfig:
     token_order: str = "grouped"
     attn_impl: str = "sdpa"
     grad_checkpointing: bool = False
+    # TGI's 3x3x3 conv: "conv3d" = index_select to the grid + cuDNN Conv3d (the plain
+    # definition); "gather"/"triton" = the neighbour-table formula on the grouped order
+    # (PyTorch / Triton kernel, far.models.kernels); "auto" = Triton on CUDA when
+    # available, else conv3d.
+    tgi_impl: str = "auto"
 
     # ---- derived quantities -------------------------------------------------
     @property
@@ -115,6 +121,7 @@ def _validate(c: ModelConfig) -> None:
         ("token_order", TOKEN_ORDERS),
         ("attn_impl", ATTN_IMPLS),
         ("tgi_act", TGI_ACTS),
+        ("tgi_impl", TGI_IMPLS),
     ]:
         if getattr(c, name) not in choices:
             _fail(name, f"{getattr(c, name)!r} is not one of {', '.join(choices)}")

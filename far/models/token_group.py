@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from far.models.config import ModelConfig
+from far.models.kernels.tgi_conv import neighbour_table, tgi_conv, tgi_conv_gather, triton_usable
 from far.models.layout import TokenLayout
 
 
@@ -28,12 +29,28 @@ class TokenGroupInteraction(nn.Module):
         self.up = nn.Linear(width, cfg.embed_dim)
         self.grid = (layout.t, layout.h, layout.w)
         self.grouped = cfg.token_order == "grouped"
+        self.groups = cfg.tgi_num_groups
+        self.impl = cfg.tgi_impl
         if self.grouped:
             self.register_buffer("perm", layout.perm.clone(), persistent=False)
             self.register_buffer("inv_perm", layout.inv_perm.clone(), persistent=False)
+            perm, inv = layout.perm, layout.inv_perm
+        else:
+            perm = inv = torch.arange(layout.num_tokens)
+        # (27, N) neighbour table in the model's token order (far.models.kernels.tgi_conv)
+        self.register_buffer("nbr", neighbour_table(perm, inv, self.grid), persistent=False)
+
+    def _use_table(self, y: torch.Tensor) -> bool:
+        if self.impl == "auto":
+            return triton_usable(y) and (y.shape[-1] // self.groups) % 16 == 0
+        return self.impl in ("gather", "triton")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.down(x)  # (B, N, w) in the model's token order
+        if self._use_table(y):
+            conv = tgi_conv if self.impl != "gather" else tgi_conv_gather
+            y = self.act(conv(y, self.nbr, self.conv.weight, self.conv.bias, self.groups))
+            return x + self.up(y)
         if self.grouped:
             y = y.index_select(1, self.inv_perm)
         b, n, w = y.shape

@@ -1,0 +1,1 @@
+"""GPU benchmarks of the fine-tuning step (`far bench`)."""

@@ -1,0 +1,361 @@
+"""``far bench``: the fine-tuning step on a CUDA GPU, per backbone x variant x mode.
+
+One step = forward + backward + fused AdamW under bf16 autocast, as the training
+engine's GPU step does; the step time is the median of ``--steps`` CUDA-event-timed
+steps after ``--warmup`` steps. Reported: clips/s, step ms, peak memory (allocated,
+the timed steps only), and model FLOP utilisation = 3 x 2 x forward MACs x batch /
+step time / peak (790 TFLOP/s: an 8192^3 bf16 matmul on the lent H100).
+
+Before timing, ``--check`` asserts on the GPU that the fast FAR path (grouped token
+order, Triton TGI kernel) equals the plain definition (natural order with masks,
+cuDNN Conv3d), in fp32 and under bf16 autocast, forward and gradients.
+
+    far bench --sizes vit_s,vit_b --modes eager,compiled --out bench-out/bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import gc
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+PEAK_TFLOPS = 790.0
+BATCH = {"vit_s": 32, "vit_b": 16}
+# variant name -> model config overrides (on top of the backbone)
+VARIANTS = {
+    "reference": dict(variant="baseline", attn_impl="explicit"),
+    "global": dict(variant="baseline"),
+    "hsda": dict(variant="far", tgi="none"),
+    "far_conv3d": dict(variant="far", tgi_impl="conv3d"),
+    "far": dict(variant="far"),
+}
+
+
+def forward_macs(cfg) -> float:
+    """Forward multiply-adds per clip, fvcore-style (linear/conv/attention matmuls)."""
+    from far.models.attention import head_sets
+
+    n, d = cfg.num_tokens, cfg.embed_dim
+    t, h, w = cfg.grid
+    per_head = d // cfg.num_heads
+    embed = n * d * cfg.in_chans * cfg.tubelet_size * cfg.patch_size**2
+    linear = n * d * d * (4 + 2 * cfg.mlp_ratio)
+    attn = 0.0
+    for nh, pattern in head_sets(cfg):
+        keys = {"global": n, "sparse_dense": n / 2, "temporal": t}[pattern]
+        attn += 2 * n * keys * nh * per_head
+    tgi = 0.0
+    if cfg.tgi != "none":
+        width = d // cfg.tgi_reduction
+        tgi = 2 * n * d * width + n * width * (width // cfg.tgi_num_groups) * 27
+    head = d * 2 * cfg.num_classes
+    return embed + cfg.depth * (linear + attn + tgi) + head
+
+
+def _cfg(size: str, variant: str, **extra):
+    from far.models import model_config
+
+    return model_config(backbone=size, num_classes=174, **VARIANTS[variant], **extra)
+
+
+# ---- correctness on the GPU -------------------------------------------------------
+def _rel(a, b) -> float:
+    return float((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30))
+
+
+def check_fast_path(size: str, log) -> dict:
+    """FAR fast path (grouped, Triton TGI) vs the definition (natural masks, Conv3d)."""
+    import torch
+
+    from far.models import build_model
+
+    torch.manual_seed(0)
+    dev = "cuda"
+    fast = build_model(_cfg(size, "far", drop_path=0.0)).to(dev)
+    ref = build_model(_cfg(size, "far", drop_path=0.0, token_order="natural", tgi_impl="conv3d")).to(dev)
+    ref.load_state_dict(fast.state_dict())
+    with torch.no_grad():  # non-trivial classifier so the gradients are not all tiny
+        for m in (fast, ref):
+            m.head.weight.normal_(0, 0.02)
+    x = torch.randn(2, 3, 16, 224, 224, device=dev)
+    res = {}
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        for name, ctx_dtype, tol in [("fp32", None, 1e-4), ("bf16", torch.bfloat16, 3e-2)]:
+            outs, grads = [], []
+            for m in (fast, ref):
+                m.zero_grad(set_to_none=True)
+                with torch.autocast("cuda", dtype=ctx_dtype or torch.float32, enabled=ctx_dtype is not None):
+                    out = m(x)
+                out.float().square().mean().backward()
+                outs.append(out.float())
+                grads.append({k: p.grad for k, p in m.named_parameters()})
+            err_out = _rel(outs[0], outs[1])
+            err_grad = max(_rel(grads[0][k], grads[1][k]) for k in grads[1] if grads[1][k].abs().sum() > 0)
+            tgi_keys = [k for k in grads[1] if ".tgi." in k]
+            err_tgi = max(_rel(grads[0][k], grads[1][k]) for k in tgi_keys)
+            res[name] = dict(out_rel_err=err_out, max_grad_rel_err=err_grad, tgi_grad_rel_err=err_tgi, tol=tol)
+            log(f"check {size} {name}: out {err_out:.2e}  grads max {err_grad:.2e} (tgi {err_tgi:.2e})  tol {tol:.0e}")
+            assert err_out < tol and err_grad < tol * 10 and err_tgi < tol * 10, f"fast path differs ({name})"
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+    del fast, ref
+    return res
+
+
+# ---- TGI micro-benchmark -----------------------------------------------------------
+def microbench_tgi(size: str, log, reps: int = 50) -> dict:
+    """One TGI conv (bottleneck y -> conv -> back), forward + backward, per implementation."""
+    import torch
+    import torch.nn.functional as F
+
+    from far.models.kernels.tgi_conv import tgi_conv_triton
+    from far.models.layout import TokenLayout
+    from far.models.token_group import TokenGroupInteraction
+
+    cfg = _cfg(size, "far")
+    lay = TokenLayout(*cfg.grid)
+    tgi = TokenGroupInteraction(cfg, lay).cuda()
+    b = BATCH[size]
+    c, g = cfg.embed_dim // cfg.tgi_reduction, cfg.tgi_num_groups
+    y = torch.randn(b, lay.num_tokens, c, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    w, bias = tgi.conv.weight, tgi.conv.bias
+    inv, perm, grid = tgi.inv_perm, tgi.perm, tgi.grid
+
+    def conv3d(y, cl=False):
+        z = y.index_select(1, inv).reshape(b, *grid, c).permute(0, 4, 1, 2, 3)
+        if cl:
+            z = z.contiguous(memory_format=torch.channels_last_3d)
+        z = F.conv3d(z, w.to(y.dtype), bias.to(y.dtype), padding=1, groups=g)
+        return z.permute(0, 2, 3, 4, 1).reshape(b, -1, c).index_select(1, perm)
+
+    impls = {
+        "conv3d_cudnn": lambda y: conv3d(y),
+        "conv3d_cudnn_channels_last": lambda y: conv3d(y, True),
+        "triton_neighbour_table": lambda y: tgi_conv_triton(y, tgi.nbr, w, bias, g),
+    }
+    gout = torch.randn_like(y)
+    res = {}
+    for name, fn in impls.items():
+        for phase in ("fwd", "fwd_bwd"):
+            def run():
+                out = fn(y)
+                if phase == "fwd_bwd":
+                    torch.autograd.grad(out, (y, w, bias), gout)
+            for _ in range(5):
+                run()
+            torch.cuda.synchronize()
+            times = []
+            for _ in range(reps):
+                s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                s.record()
+                run()
+                e.record()
+                e.synchronize()
+                times.append(s.elapsed_time(e))
+            res[f"{name}_{phase}_ms"] = statistics.median(times)
+        log(f"tgi conv {size} b={b}: {name:28s} fwd {res[f'{name}_fwd_ms']:.3f} ms  fwd+bwd {res[f'{name}_fwd_bwd_ms']:.3f} ms")
+    return res
+
+
+# ---- the step ----------------------------------------------------------------------
+def graph_breaks(model, x) -> dict:
+    import torch
+
+    torch._dynamo.reset()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        ex = torch._dynamo.explain(model)(x)
+    torch._dynamo.reset()
+    return dict(graph_count=ex.graph_count, graph_break_count=ex.graph_break_count,
+                break_reasons=[str(r.reason) for r in ex.break_reasons][:5])
+
+
+def time_step(size: str, variant: str, mode: str, steps: int, warmup: int, log, checkpointing=False, profile_path=None) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    from far.models import build_model
+
+    torch.manual_seed(0)
+    cfg = _cfg(size, variant, grad_checkpointing=checkpointing)
+    b = BATCH[size]
+    model = build_model(cfg).cuda().train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05, fused=True)
+    x = torch.randn(b, 3, cfg.num_frames, cfg.img_size, cfg.img_size, device="cuda")
+    target = torch.randint(0, cfg.num_classes, (b,), device="cuda")
+    fwd = torch.compile(model) if mode == "compiled" else model
+
+    def step():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = F.cross_entropy(fwd(x), target)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    t0 = time.perf_counter()
+    for _ in range(warmup):
+        step()
+    torch.cuda.synchronize()
+    warm_s = time.perf_counter() - t0
+    gc.collect()
+    torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(steps):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        step()
+        e.record()
+        e.synchronize()
+        times.append(s.elapsed_time(e))
+    peak = torch.cuda.max_memory_allocated() / 2**30
+    ms = statistics.median(times)
+    macs = forward_macs(cfg)
+    row = dict(size=size, variant=variant, mode=mode, batch=b, grad_checkpointing=checkpointing,
+               step_ms=ms, step_ms_min=min(times), step_ms_max=max(times), clips_per_s=b / ms * 1e3,
+               peak_mem_gib=peak, fwd_gmacs_per_clip=macs / 1e9,
+               mfu=6 * macs * b / (ms * 1e-3) / (PEAK_TFLOPS * 1e12), warmup_s=warm_s)
+    log(f"{size} {variant:10s} {mode:8s} ckpt={int(checkpointing)} {ms:8.2f} ms  {row['clips_per_s']:7.1f} clips/s  "
+        f"{peak:6.2f} GiB  MFU {row['mfu'] * 100:5.1f}%  (warm-up {warm_s:.0f} s)")
+    if profile_path:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for _ in range(3):
+                step()
+            torch.cuda.synchronize()
+        ka = prof.key_averages()
+        try:
+            table = ka.table(sort_by="self_device_time_total", row_limit=30)
+        except Exception:
+            table = ka.table(sort_by="self_cuda_time_total", row_limit=30)
+        Path(profile_path).write_text(f"# {size} {variant} {mode}, 3 steps, batch {b}\n{table}\n")
+        log(f"profile -> {profile_path}")
+    del model, opt, fwd, x
+    gc.collect()
+    torch.cuda.empty_cache()
+    torch._dynamo.reset()
+    return row
+
+
+def env_info() -> dict:
+    import torch
+
+    info = dict(date=_dt.date.today().isoformat(), python=platform.python_version(), torch=torch.__version__,
+                cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version())
+    try:
+        import triton
+
+        info["triton"] = triton.__version__
+    except Exception:
+        info["triton"] = None
+    if torch.cuda.is_available():
+        p = torch.cuda.get_device_properties(0)
+        info |= dict(device=p.name, sms=p.multi_processor_count, memory_gib=round(p.total_memory / 2**30, 1))
+    return info
+
+
+def format_table(rows: list[dict]) -> str:
+    base = {(r["size"], r["mode"]): r for r in rows if r["variant"] == "global" and not r["grad_checkpointing"]}
+    ref = {r["size"]: r for r in rows if r["variant"] == "reference" and r["mode"] == "eager"}
+    head = f"{'model':6s} {'variant':10s} {'mode':8s} {'ckpt':4s} {'step ms':>8s} {'clips/s':>8s} {'x global':>8s} {'x ref':>6s} {'peak GiB':>8s} {'mem/glob':>8s} {'MFU %':>6s}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        g = base.get((r["size"], r["mode"]))
+        rf = ref.get(r["size"])
+        xg = f"{r['clips_per_s'] / g['clips_per_s']:.3f}" if g else "-"
+        xm = f"{r['peak_mem_gib'] / g['peak_mem_gib']:.3f}" if g else "-"
+        xr = f"{r['clips_per_s'] / rf['clips_per_s']:.2f}" if rf else "-"
+        lines.append(f"{r['size']:6s} {r['variant']:10s} {r['mode']:8s} {int(r['grad_checkpointing']):4d} {r['step_ms']:8.2f} "
+                     f"{r['clips_per_s']:8.1f} {xg:>8s} {xr:>6s} {r['peak_mem_gib']:8.2f} {xm:>8s} {r['mfu'] * 100:6.1f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="far bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="vit_s,vit_b")
+    ap.add_argument("--variants", default="reference,global,hsda,far_conv3d,far")
+    ap.add_argument("--modes", default="eager,compiled")
+    ap.add_argument("--compiled-variants", default="global,hsda,far",
+                    help="variants also run compiled (the explicit reference is eager only)")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--checkpointing", default="", help="variants also run with grad_checkpointing=True (eager)")
+    ap.add_argument("--no-check", action="store_true", help="skip the GPU equality check")
+    ap.add_argument("--microbench", action="store_true", help="time the TGI conv implementations alone")
+    ap.add_argument("--explain", action="store_true", help="count torch.compile graph breaks of FAR")
+    ap.add_argument("--profile", default="", help="write torch.profiler tables of FAR (eager+compiled) here (a folder)")
+    ap.add_argument("--out", default="bench-out/bench.json")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    if not torch.cuda.is_available():
+        print("far bench: needs a CUDA GPU", file=sys.stderr)
+        return 2
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    log = lambda s: print(s, flush=True)
+    info = env_info()
+    log(json.dumps(info))
+    sizes = [s for s in args.sizes.split(",") if s]
+    variants = [v for v in args.variants.split(",") if v]
+    modes = [m for m in args.modes.split(",") if m]
+    compiled_variants = set(args.compiled_variants.split(","))
+    result: dict = dict(env=info, peak_tflops=PEAK_TFLOPS, steps=args.steps, warmup=args.warmup,
+                        note="bf16 autocast, forward+backward+fused AdamW, median step, input 16x224x224",
+                        checks={}, microbench={}, graph_breaks={}, rows=[])
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save():
+        out.write_text(json.dumps(result, indent=1))
+
+    for size in sizes:
+        if not args.no_check:
+            result["checks"][size] = check_fast_path(size, log)
+        if args.microbench:
+            result["microbench"][size] = microbench_tgi(size, log)
+        if args.explain:
+            from far.models import build_model
+
+            m = build_model(_cfg(size, "far")).cuda()
+            xb = torch.randn(2, 3, 16, 224, 224, device="cuda")
+            result["graph_breaks"][size] = graph_breaks(m, xb)
+            log(f"torch._dynamo.explain FAR {size}: {result['graph_breaks'][size]}")
+            del m
+        save()
+    prof_dir = Path(args.profile) if args.profile else None
+    if prof_dir:
+        prof_dir.mkdir(parents=True, exist_ok=True)
+    for mode in modes:
+        for size in sizes:
+            for variant in variants:
+                if mode == "compiled" and variant not in compiled_variants:
+                    continue
+                pp = str(prof_dir / f"profile_{size}_{variant}_{mode}.txt") if prof_dir and size == "vit_b" and variant in ("far", "global") else None
+                result["rows"].append(time_step(size, variant, mode, args.steps, args.warmup, log, profile_path=pp))
+                save()
+    for variant in [v for v in args.checkpointing.split(",") if v]:
+        for size in sizes:
+            result["rows"].append(time_step(size, variant, "eager", args.steps, args.warmup, log, checkpointing=True))
+            save()
+    table = format_table(result["rows"])
+    result["table"] = table
+    save()
+    print()
+    print(f"{info.get('device')}  torch {info['torch']}  triton {info['triton']}  {info['date']}")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""The TGI's neighbour-table convolution equals the Conv3d definition (CPU), and the
+Triton kernels equal it on the GPU (``-m gpu``)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from far.models import build_model
+from far.models.kernels.tgi_conv import HAVE_TRITON, neighbour_table, tgi_conv, tgi_conv_gather
+from far.models.layout import TokenLayout
+
+SMALL = dict(backbone="vit_tiny_cpu", depth=2, drop_path=0.0, num_classes=7)
+
+
+def _definition(y_grouped, lay, weight, bias, groups):
+    """index_select to the (T, H, W) grid, cuDNN-style Conv3d, back to grouped order."""
+    b, n, c = y_grouped.shape
+    grid = y_grouped[:, lay.inv_perm].transpose(1, 2).reshape(b, c, lay.t, lay.h, lay.w)
+    out = F.conv3d(grid, weight, bias, padding=1, groups=groups)
+    return out.flatten(2).transpose(1, 2)[:, lay.perm]
+
+
+@pytest.mark.parametrize("grid", [(4, 4, 4), (2, 3, 5), (3, 3, 3)])
+def test_neighbour_table(grid):
+    lay = TokenLayout(*grid)
+    nbr = neighbour_table(lay.perm, lay.inv_perm, grid)
+    assert nbr.shape == (27, lay.num_tokens) and nbr.dtype == torch.int32
+    assert torch.equal(nbr[13], torch.arange(lay.num_tokens, dtype=torch.int32))  # centre tap
+    # mirrored taps are inverse maps: nbr[26-k][nbr[k][n]] == n where both are inside
+    for k in range(27):
+        ok = nbr[k] >= 0
+        back = nbr[26 - k][nbr[k][ok].long()]
+        assert torch.equal(back, torch.arange(lay.num_tokens, dtype=torch.int32)[ok])
+    # number of in-grid neighbours of a corner token is 8
+    corner = lay.inv_perm[0]
+    assert int((nbr[:, corner] >= 0).sum()) == 8
+
+
+@pytest.mark.parametrize("groups,grid", [(6, (4, 4, 4)), (1, (4, 4, 4)), (2, (2, 3, 5))])
+def test_gather_conv_equals_conv3d_forward_and_backward(groups, grid):
+    torch.manual_seed(0)
+    lay = TokenLayout(*grid)
+    c = 24
+    y = torch.randn(2, lay.num_tokens, c, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(c, c // groups, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(c, dtype=torch.float64, requires_grad=True)
+    nbr = neighbour_table(lay.perm, lay.inv_perm, grid)
+    got = tgi_conv_gather(y, nbr, w, b, groups)
+    ref = _definition(y, lay, w, b, groups)
+    torch.testing.assert_close(got, ref)
+    g = torch.randn_like(ref)
+    grads = torch.autograd.grad(got, (y, w, b), g)
+    grads_ref = torch.autograd.grad(ref, (y, w, b), g)
+    for a, r in zip(grads, grads_ref):
+        torch.testing.assert_close(a, r)
+
+
+def test_natural_order_table_equals_conv3d():
+    lay = TokenLayout(3, 4, 4)
+    ident = torch.arange(lay.num_tokens)
+    nbr = neighbour_table(ident, ident, (3, 4, 4))
+    y = torch.randn(1, lay.num_tokens, 16)
+    w, b = torch.randn(16, 8, 3, 3, 3), torch.randn(16)
+    ref = F.conv3d(y.transpose(1, 2).reshape(1, 16, 3, 4, 4), w, b, padding=1, groups=2).flatten(2).transpose(1, 2)
+    torch.testing.assert_close(tgi_conv_gather(y, nbr, w, b, 2), ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("impl", ["gather", "triton", "auto"])
+def test_model_tgi_impls_equal_conv3d(impl):
+    """Whole FAR model: every TGI implementation computes the conv3d model's function
+    (on CPU "triton" and "auto" take the PyTorch fallback), gradients included."""
+    torch.manual_seed(0)
+    ref = build_model(**SMALL, variant="far", tgi_impl="conv3d")
+    fast = build_model(**SMALL, variant="far", tgi_impl=impl)
+    fast.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 3, 8, 64, 64)
+    out, out_ref = fast(x), ref(x)
+    torch.testing.assert_close(out, out_ref, rtol=1e-5, atol=1e-5)
+    out.square().sum().backward()
+    out_ref.square().sum().backward()
+    for (name, p), p_ref in zip(fast.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p.grad, p_ref.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_grad_checkpointing_same_gradients():
+    torch.manual_seed(0)
+    a = build_model(**SMALL, variant="far", tgi_impl="gather").train()
+    b = build_model(**SMALL, variant="far", tgi_impl="gather", grad_checkpointing=True).train()
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(1, 3, 8, 64, 64)
+    a(x).sum().backward()
+    b(x).sum().backward()
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not (torch.cuda.is_available() and HAVE_TRITON), reason="needs CUDA and Triton")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("c,groups", [(96, 6), (192, 12)])
+def test_triton_conv_equals_definition(dtype, c, groups):
+    torch.manual_seed(0)
+    lay = TokenLayout(8, 14, 14)
+    dev = "cuda"
+    y = torch.randn(3, lay.num_tokens, c, device=dev, dtype=dtype, requires_grad=True)
+    w = (torch.randn(c, c // groups, 3, 3, 3, device=dev) * 0.1).requires_grad_()
+    b = torch.randn(c, device=dev, requires_grad=True)
+    nbr = neighbour_table(lay.perm, lay.inv_perm, lay_grid := (8, 14, 14)).to(dev)
+    got = tgi_conv(y, nbr, w, b, groups)
+    g = torch.randn_like(got)
+    grads = torch.autograd.grad(got, (y, w, b), g)
+    y64, w64, b64 = (t.detach().double().requires_grad_() for t in (y, w, b))
+    ref = _definition(y64, TokenLayout(*lay_grid), w64, b64, groups)
+    grads_ref = torch.autograd.grad(ref, (y64, w64, b64), g.double())
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    rel = lambda a, r: float((a.double() - r).norm() / r.norm())
+    assert rel(got, ref) < tol
+    for a, r in zip(grads, grads_ref):
+        assert rel(a, r) < tol
