@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("far.data.cli", "generate synthetic datasets, prepare SSv2/K400 lists"),
     "fetch": ("far.fetch", "download and verify an official pre-trained checkpoint"),
     "pretrain": ("far.pretrain.cli", "offline VideoMAE / MVD pre-training at small scale"),
+    "grid": ("far.grid", "list the pipeline's runs, write one run's resolved config"),
     "train": ("far.engine.train", "fine-tune a model with DeepSpeed (resumable)"),
     "test": ("far.engine.evaluate", "multi-view test of a fine-tuned model"),
     "report": ("far.reports.cli", "regenerate the paper's tables and figures"),

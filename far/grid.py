@@ -1,0 +1,205 @@
+"""The experiment grid: from a pipeline params file to the set of unique jobs.
+
+``params/default.yaml`` / ``params/paper.yaml`` say which tables to regenerate, on
+which datasets, with which pre-training, backbones, recipes and seeds. This module
+expands that into:
+
+- fine-tuning runs, one per unique (dataset, pre-training, model config, seed) —
+  identical configurations are one job, shared by every table row that needs them;
+- pre-training jobs (offline mode) or checkpoints to fetch (paper mode);
+- for each run, the fully resolved run config that ``far train`` reads.
+
+It is imported by the Snakefile (no torch import here) and by the reports.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from far.tables import DEFAULT_TABLES, Table, load_tables
+
+PAPER_BACKBONES = ("vit_s", "vit_b")
+
+
+@dataclass
+class Run:
+    """One fine-tuning job."""
+
+    run_id: str
+    dataset: str
+    pretraining: str
+    backbone: str  # the paper's size name (vit_s / vit_b); the model may map it to a CPU size
+    model: dict[str, Any]
+    seed: int
+    rows: list[tuple[str, str]] = field(default_factory=list)  # (table, row) it serves
+
+
+@dataclass
+class Cell:
+    """A table cell: one row of one table, averaged over the seeds' runs."""
+
+    table: str
+    row: str
+    run_ids: list[str]
+    paper: dict[str, float]
+
+
+def _slug(model: Mapping[str, Any]) -> str:
+    blob = json.dumps(model, sort_keys=True, default=list).encode()
+    return hashlib.sha1(blob).hexdigest()[:8]
+
+
+def _variant_name(model: Mapping[str, Any]) -> str:
+    v = model.get("variant")
+    if v and set(model) <= {"variant", "backbone", "num_classes", "pos_embed"}:
+        return v
+    return "v" + _slug(model)
+
+
+class Grid:
+    """The expanded grid of one params file."""
+
+    def __init__(self, params: Mapping[str, Any], tables_path: str | Path = DEFAULT_TABLES):
+        self.params = dict(params)
+        self.tables: dict[str, Table] = load_tables(tables_path)
+        self.runs: dict[str, Run] = {}
+        self.cells: list[Cell] = []
+        for number in [str(t) for t in self.params["tables"]]:
+            if number == "1":  # Table 1 is the recipe: written from params, no runs
+                continue
+            self._expand_table(self.tables[number])
+
+    # ---- expansion -------------------------------------------------------------
+    def _expand_table(self, table: Table) -> None:
+        ab = self.params["ablation"]
+        for row in table.rows:
+            if table.kind == "ablation":
+                dataset, pretraining = ab["dataset"], ab["pretraining"]
+            else:
+                dataset, pretraining = table.dataset, row.pretraining
+            paper_backbone = row.model["backbone"]
+            model = {k: v for k, v in row.model.items() if k != "num_classes"}
+            model["backbone"] = self.params["backbones"][paper_backbone]
+            model["num_classes"] = self.params["datasets"][dataset]["num_classes"]
+            model |= self.params.get("model_overrides", {})
+            model = self._canonical(model)
+            ids = []
+            for seed in self.params["seeds"]:
+                run_id = f"{dataset}-{pretraining}-{paper_backbone}-{_variant_name(row.model)}-{_slug(model)}-s{seed}"
+                run = self.runs.setdefault(run_id, Run(run_id, dataset, pretraining, paper_backbone, model, int(seed)))
+                run.rows.append((table.number, row.row))
+                ids.append(run_id)
+            self.cells.append(Cell(table.number, row.row, ids, row.paper))
+
+    @staticmethod
+    def _canonical(model: dict[str, Any]) -> dict[str, Any]:
+        """The fully resolved model config, so equal models get equal ids."""
+        from far.models.config import model_config  # no torch: config.py is plain Python
+
+        return model_config(model).to_dict()
+
+    # ---- pre-training ------------------------------------------------------------
+    def pretraining_source(self, pretraining: str, dataset: str) -> str:
+        """Which dataset the weights of ``pretraining`` for fine-tuning on ``dataset`` come from."""
+        return self.params["pretraining"][pretraining]["datasets"][dataset]
+
+    def init_checkpoint(self, run: Run) -> str:
+        """Path of the pre-trained checkpoint a run starts from."""
+        src = self.pretraining_source(run.pretraining, run.dataset)
+        p = self.params["pretraining"][run.pretraining]
+        if p["kind"] == "offline":
+            return f"data/pretrained/{run.pretraining}-{src}-{run.backbone}/checkpoint.pth"
+        name = p["checkpoints"][src][run.backbone]
+        return f"data/checkpoints/{name}"  # resolved to the registry's filename by the fetch rule
+
+    def pretrain_jobs(self) -> list[tuple[str, str, str]]:
+        """(method, dataset, paper backbone) of every offline pre-training the runs need."""
+        jobs = set()
+        for run in self.runs.values():
+            p = self.params["pretraining"][run.pretraining]
+            if p["kind"] == "offline":
+                src = self.pretraining_source(run.pretraining, run.dataset)
+                jobs.add((run.pretraining, src, run.backbone))
+                if run.pretraining == "mvd":  # its video teacher: VideoMAE on the same data
+                    jobs.add(("videomae", src, run.backbone))
+        return sorted(jobs)
+
+    # ---- run configs ---------------------------------------------------------------
+    def recipe(self, run: Run) -> dict[str, Any]:
+        """Table 1's recipe for the run's cell, then the params file's overrides."""
+        r = copy.deepcopy(self.params["recipes"][run.pretraining][run.dataset][run.backbone])
+        for section, values in self.params.get("recipe_overrides", {}).items():
+            r.setdefault(section, {}).update(values)
+        return r
+
+    def run_config(self, run_id: str) -> dict[str, Any]:
+        """The fully resolved run config of ``far train`` for ``run_id``."""
+        run = self.runs[run_id]
+        ds = self.params["datasets"][run.dataset]
+        recipe = self.recipe(run)
+        prepared = ds["prepared"]
+        data = dict(ds["data"]) | recipe.pop("data", {})
+        data |= dict(train_list=f"{prepared}/train.csv", val_list=f"{prepared}/val.csv", root=ds.get("root", ""),
+                     num_classes=ds["num_classes"])
+        model = dict(run.model) | {"drop_path": recipe.pop("drop_path", run.model.get("drop_path", 0.1))}
+        cfg = {
+            "seed": run.seed,
+            "model": model,
+            "data": data,
+            "init": self.init_checkpoint(run),
+            "optim": recipe.pop("optim", {}),
+            "batch": recipe.pop("batch", {}),
+            "augment": recipe.pop("augment", {}),
+            "deepspeed": dict(self.params.get("deepspeed", {})),
+            "checkpoint": dict(self.params.get("checkpoint", {})),
+            "test": dict(self.params.get("test", {})) | {"clips": ds["views"][0], "crops": ds["views"][1]},
+            "tracking": dict(self.params.get("tracking", {})) | {
+                "run_name": run.run_id,
+                "tags": {"cell": f"{run.dataset}/{run.pretraining}/{run.backbone}", "seed": str(run.seed),
+                         "dataset": run.dataset, "pretraining": run.pretraining,
+                         "rows": "; ".join(f"T{t} {r}" for t, r in run.rows)},
+            },
+            "log": dict(self.params.get("log", {})),
+        }
+        if recipe:
+            raise ValueError(f"recipe for {run.run_id}: unknown section(s) {sorted(recipe)}")
+        return cfg
+
+
+def load_params(path: str | Path) -> dict[str, Any]:
+    """Read a params YAML (the Snakefile validates it against workflow/schemas first)."""
+    return yaml.safe_load(Path(path).read_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``far grid``: list the grid's runs, or write one run's config."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="far grid", description=__doc__.split("\n\n")[0])
+    p.add_argument("--params", default="params/default.yaml")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("list", help="one line per fine-tuning run")
+    w = sub.add_parser("run-config", help="write the resolved run config of RUN_ID")
+    w.add_argument("run_id")
+    w.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    grid = Grid(load_params(args.params))
+    if args.cmd == "list":
+        for run in grid.runs.values():
+            print(run.run_id, "|", "; ".join(f"T{t} {r}" for t, r in run.rows))
+        print(f"{len(grid.runs)} runs, {len(grid.pretrain_jobs())} pre-training jobs", file=sys.stderr)
+        return 0
+    if args.run_id not in grid.runs:
+        print(f"far grid: unknown run {args.run_id!r}", file=sys.stderr)
+        return 2
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(yaml.safe_dump(grid.run_config(args.run_id), sort_keys=False))
+    return 0
