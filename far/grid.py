@@ -68,6 +68,9 @@ class Grid:
 
     def __init__(self, params: Mapping[str, Any], tables_path: str | Path = DEFAULT_TABLES):
         self.params = dict(params)
+        if "recipes" not in self.params and "recipes_file" in self.params:
+            # Table 1 lives in its own file (params/recipes.yaml), shared by both modes.
+            self.params["recipes"] = load_params(self.params["recipes_file"])["recipes"]
         self.tables: dict[str, Table] = load_tables(tables_path)
         self.runs: dict[str, Run] = {}
         self.cells: list[Cell] = []
