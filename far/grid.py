@@ -73,6 +73,7 @@ class Grid:
             self.params["recipes"] = load_params(self.params["recipes_file"])["recipes"]
         self.tables: dict[str, Table] = load_tables(tables_path)
         self.runs: dict[str, Run] = {}
+        self._ids: dict[tuple, str] = {}
         self.cells: list[Cell] = []
         for number in [str(t) for t in self.params["tables"]]:
             if number == "1":  # Table 1 is the recipe: written from params, no runs
@@ -88,18 +89,37 @@ class Grid:
             else:
                 dataset, pretraining = table.dataset, row.pretraining
             paper_backbone = row.model["backbone"]
-            model = {k: v for k, v in row.model.items() if k != "num_classes"}
-            model["backbone"] = self.params["backbones"][paper_backbone]
+            model = {k: v for k, v in row.model.items() if k not in ("num_classes", "backbone")}
+            model = self.backbone_spec(paper_backbone) | model
             model["num_classes"] = self.params["datasets"][dataset]["num_classes"]
             model |= self.params.get("model_overrides", {})
             model = self._canonical(model)
             ids = []
             for seed in self.params["seeds"]:
-                run_id = f"{dataset}-{pretraining}-{paper_backbone}-{_variant_name(row.model)}-{_slug(model)}-s{seed}"
+                # One job per resolved configuration: the key ignores how the row spelled it
+                # (T2 "Global" and T7 "MVD ViT-S" are the same model); the id keeps the
+                # first row's name for readability.
+                key = (dataset, pretraining, paper_backbone, _slug(model), int(seed))
+                run_id = self._ids.setdefault(
+                    key, f"{dataset}-{pretraining}-{paper_backbone}-{_variant_name(row.model)}-{_slug(model)}-s{seed}")
                 run = self.runs.setdefault(run_id, Run(run_id, dataset, pretraining, paper_backbone, model, int(seed)))
                 run.rows.append((table.number, row.row))
                 ids.append(run_id)
             self.cells.append(Cell(table.number, row.row, ids, row.paper))
+
+    def backbone_spec(self, paper_backbone: str) -> dict[str, Any]:
+        """The model keys a paper backbone (vit_s / vit_b) maps to in this params file:
+        ``backbones.<name>`` is a ModelConfig backbone name or a mapping with ``backbone``
+        and field overrides (e.g. ``{backbone: vit_mini_cpu, img_size: 64}``)."""
+        spec = self.params["backbones"][paper_backbone]
+        return {"backbone": spec} if isinstance(spec, str) else dict(spec)
+
+    def dataset_paths(self, dataset: str) -> dict[str, str]:
+        """Where a dataset lives: ``raw`` (the official layout, downloaded or synthetic),
+        ``prepared`` (``far data prepare``'s lists, always ``data/prepared/<dataset>``) and
+        ``root`` (the video root the lists are relative to: ``root`` or else ``raw``)."""
+        ds = self.params["datasets"][dataset]
+        return {"raw": ds["raw"], "prepared": f"data/prepared/{dataset}", "root": ds.get("root", ds["raw"])}
 
     @staticmethod
     def _canonical(model: dict[str, Any]) -> dict[str, Any]:
@@ -114,25 +134,80 @@ class Grid:
         return self.params["pretraining"][pretraining]["datasets"][dataset]
 
     def init_checkpoint(self, run: Run) -> str:
-        """Path of the pre-trained checkpoint a run starts from."""
+        """Path of the pre-trained checkpoint a run starts from (under data/checkpoints/)."""
         src = self.pretraining_source(run.pretraining, run.dataset)
         p = self.params["pretraining"][run.pretraining]
         if p["kind"] == "offline":
-            return f"data/pretrained/{run.pretraining}-{src}-{run.backbone}/checkpoint.pth"
-        name = p["checkpoints"][src][run.backbone]
-        return f"data/checkpoints/{name}"  # resolved to the registry's filename by the fetch rule
+            return f"data/checkpoints/offline/{pretrain_name(run.pretraining, src, run.backbone)}/checkpoint.pth"
+        return f"data/checkpoints/{self.fetch_filename(p['checkpoints'][src][run.backbone])}"
+
+    def fetch_filename(self, name: str) -> str:
+        """File name under data/checkpoints/ of registry entry ``name`` (params/checkpoints.yaml)."""
+        from far.fetch import load_registry  # stdlib + yaml only
+
+        if not hasattr(self, "_registry"):
+            self._registry = load_registry(self.params.get("checkpoints_registry", "params/checkpoints.yaml"))
+        if name not in self._registry:
+            raise ValueError(f"pretraining.*.checkpoints: {name!r} is not in the checkpoint registry "
+                             f"(known: {', '.join(sorted(self._registry))})")
+        return self._registry[name].filename
+
+    def fetch_jobs(self) -> dict[str, str]:
+        """Registry name -> file name of every official checkpoint the runs start from."""
+        out = {}
+        for run in self.runs.values():
+            p = self.params["pretraining"][run.pretraining]
+            if p["kind"] == "fetch":
+                name = p["checkpoints"][self.pretraining_source(run.pretraining, run.dataset)][run.backbone]
+                out[name] = self.fetch_filename(name)
+        return dict(sorted(out.items()))
 
     def pretrain_jobs(self) -> list[tuple[str, str, str]]:
-        """(method, dataset, paper backbone) of every offline pre-training the runs need."""
+        """(method, dataset, paper backbone) of every offline pre-training the runs need,
+        MVD's two teachers included (VideoMAE and image MAE on the same data and backbone)."""
         jobs = set()
         for run in self.runs.values():
             p = self.params["pretraining"][run.pretraining]
             if p["kind"] == "offline":
                 src = self.pretraining_source(run.pretraining, run.dataset)
                 jobs.add((run.pretraining, src, run.backbone))
-                if run.pretraining == "mvd":  # its video teacher: VideoMAE on the same data
+                if run.pretraining == "mvd":
                     jobs.add(("videomae", src, run.backbone))
+                    jobs.add(("image_mae", src, run.backbone))
         return sorted(jobs)
+
+    def pretrain_names(self) -> list[str]:
+        return [pretrain_name(*job) for job in self.pretrain_jobs()]
+
+    def pretrain_teachers(self, name: str) -> dict[str, str]:
+        """MVD: the checkpoints of its video and image teachers; {} for the others."""
+        method, src, backbone = parse_pretrain_name(name)
+        if method != "mvd":
+            return {}
+        return {kind: f"data/checkpoints/offline/{pretrain_name(m, src, backbone)}/checkpoint.pth"
+                for kind, m in (("video", "videomae"), ("image", "image_mae"))}
+
+    def pretrain_config(self, name: str) -> dict[str, Any]:
+        """The PretrainConfig mapping of ``far pretrain --config`` for job ``name``
+        (``params.pretrain``: ``common`` then the method's section)."""
+        method, src, backbone = parse_pretrain_name(name)
+        if name not in self.pretrain_names():
+            raise KeyError(name)
+        settings = copy.deepcopy(self.params.get("pretrain", {}))
+        cfg = dict(settings.get("common", {})) | dict(settings.get(method, {}))
+        model = self._canonical(self.backbone_spec(backbone))
+        ds = self.params["datasets"][src]
+        paths = self.dataset_paths(src)
+        data = dict(ds["data"]) | dict(cfg.pop("data", {}))
+        data |= dict(train_list=f"{paths['prepared']}/train.csv", val_list=f"{paths['prepared']}/val.csv",
+                     root=paths["root"], num_classes=ds["num_classes"], num_frames=model["num_frames"],
+                     input_size=model["img_size"])
+        tracking = {k: v for k, v in self.params.get("tracking", {}).items() if k in ("enabled", "uri", "experiment")}
+        cfg |= {"method": method,
+                "model": self.backbone_spec(backbone),
+                "data": data,
+                "tracking": tracking | {"run_name": f"pretrain-{name}"} | dict(cfg.get("tracking", {}))}
+        return cfg
 
     # ---- run configs ---------------------------------------------------------------
     def recipe(self, run: Run) -> dict[str, Any]:
@@ -147,10 +222,12 @@ class Grid:
         run = self.runs[run_id]
         ds = self.params["datasets"][run.dataset]
         recipe = self.recipe(run)
-        prepared = ds["prepared"]
+        paths = self.dataset_paths(run.dataset)
         data = dict(ds["data"]) | recipe.pop("data", {})
-        data |= dict(train_list=f"{prepared}/train.csv", val_list=f"{prepared}/val.csv", root=ds.get("root", ""),
-                     num_classes=ds["num_classes"])
+        # The clip shape follows the model (16x224 in the paper, the CPU sizes' own in the default).
+        data |= dict(train_list=f"{paths['prepared']}/train.csv", val_list=f"{paths['prepared']}/val.csv",
+                     root=paths["root"], num_classes=ds["num_classes"], num_frames=run.model["num_frames"],
+                     input_size=run.model["img_size"])
         model = dict(run.model) | {"drop_path": recipe.pop("drop_path", run.model.get("drop_path", 0.1))}
         cfg = {
             "seed": run.seed,
@@ -176,6 +253,21 @@ class Grid:
         return cfg
 
 
+PRETRAIN_METHODS = ("videomae", "mvd", "image_mae")
+
+
+def pretrain_name(method: str, dataset: str, backbone: str) -> str:
+    """Folder name of an offline pre-training job: ``<method>-<dataset>-<paper backbone>``."""
+    return f"{method}-{dataset}-{backbone}"
+
+
+def parse_pretrain_name(name: str) -> tuple[str, str, str]:
+    parts = name.split("-")
+    if len(parts) != 3 or parts[0] not in PRETRAIN_METHODS:
+        raise ValueError(f"not a pre-training job name (method-dataset-backbone): {name!r}")
+    return parts[0], parts[1], parts[2]
+
+
 def load_params(path: str | Path) -> dict[str, Any]:
     """Read a params YAML (the Snakefile validates it against workflow/schemas first)."""
     return yaml.safe_load(Path(path).read_text())
@@ -190,15 +282,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--params", default="params/default.yaml")
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list", help="one line per fine-tuning run")
-    w = sub.add_parser("run-config", help="write the resolved run config of RUN_ID")
+    w = sub.add_parser("run-config", help="write the resolved run config of RUN_ID (for `far train --config`)")
     w.add_argument("run_id")
     w.add_argument("--out", required=True)
+    pc = sub.add_parser("pretrain-config", help="write the PretrainConfig of an offline pre-training job "
+                                                "(method-dataset-backbone, for `far pretrain --config`)")
+    pc.add_argument("name")
+    pc.add_argument("--out", required=True)
     args = p.parse_args(argv)
     grid = Grid(load_params(args.params))
     if args.cmd == "list":
         for run in grid.runs.values():
             print(run.run_id, "|", "; ".join(f"T{t} {r}" for t, r in run.rows))
-        print(f"{len(grid.runs)} runs, {len(grid.pretrain_jobs())} pre-training jobs", file=sys.stderr)
+        print(f"{len(grid.runs)} runs, {len(grid.pretrain_jobs())} pre-training jobs, "
+              f"{len(grid.fetch_jobs())} checkpoints to fetch", file=sys.stderr)
+        return 0
+    if args.cmd == "pretrain-config":
+        if args.name not in grid.pretrain_names():
+            print(f"far grid: unknown pre-training job {args.name!r} (known: {', '.join(grid.pretrain_names())})",
+                  file=sys.stderr)
+            return 2
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(yaml.safe_dump(grid.pretrain_config(args.name), sort_keys=False))
         return 0
     if args.run_id not in grid.runs:
         print(f"far grid: unknown run {args.run_id!r}", file=sys.stderr)

@@ -1,0 +1,31 @@
+# The FAR pipeline: data -> pre-trained checkpoints -> fine-tuning -> multi-view test
+# -> FLOP counting -> reports/. Every setting comes from one params file:
+#
+#   snakemake --cores 2                                    # params/default.yaml (embedded, CPU)
+#   snakemake --configfile params/paper.yaml --profile workflow/profiles/slurm
+#
+# Rules are thin: each calls the `far` CLI; the grid (which runs exist, their configs)
+# is far/grid.py. See docs/pipeline.md.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/checkpoints.smk"
+include: "workflow/rules/finetune.smk"
+include: "workflow/rules/test.smk"
+include: "workflow/rules/complexity.smk"
+include: "workflow/rules/report.smk"
+include: "workflow/rules/dvc.smk"
+
+
+rule all:
+    input:
+        REPORT_OUTPUTS,
+        "results/dvc_status.json",
+    default_target: True

@@ -1,0 +1,122 @@
+# Params: one file, validated before any job starts; the grid of runs from far/grid.py.
+import json
+import os
+import re
+
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from far.grid import Grid, parse_pretrain_name
+
+# Exactly one params file: `--configfile` replaces params/default.yaml (Snakemake's own
+# `configfile:` directive would deep-merge the two, mixing default and paper settings).
+_given = [str(p) for p in workflow.config_settings.configfiles]
+if len(_given) > 1:
+    raise WorkflowError(f"give one params file with --configfile, got {len(_given)}: {_given}")
+if workflow.config_settings.config:
+    raise WorkflowError(
+        "--config overrides are not supported: every job reads its settings from the params file "
+        "(copy params/default.yaml, edit it, and pass it with --configfile)"
+    )
+PARAMS_FILE = os.path.relpath(_given[0]) if _given else "params/default.yaml"
+if not _given:
+    config.update(yaml.safe_load(open(PARAMS_FILE)))
+validate(config, "../schemas/params.schema.yaml")
+try:
+    GRID = Grid(config)
+except (KeyError, ValueError) as err:  # cross-field problems the schema cannot see
+    raise WorkflowError(f"{PARAMS_FILE}: {err}") from err
+if workflow.is_main_process:
+    # Every run config and pre-training config through the validators of `far train` /
+    # `far pretrain` (field-named errors), before any job starts. Cluster jobs re-read the
+    # Snakefile: they skip this (it imports torch).
+    from far.engine.config import ConfigError, RunConfig
+    from far.pretrain.config import config_from_dict
+
+    for _run in GRID.runs:
+        try:
+            RunConfig.from_dict(GRID.run_config(_run))
+        except (ConfigError, ValueError) as err:
+            raise WorkflowError(f"{PARAMS_FILE}: run {_run}: {err}") from err
+    for _job in GRID.pretrain_names():
+        try:
+            config_from_dict(GRID.pretrain_config(_job))
+        except ValueError as err:
+            raise WorkflowError(f"{PARAMS_FILE}: pre-training {_job}: {err}") from err
+
+RESULTS = "results"
+DATASETS = sorted({r.dataset for r in GRID.runs.values()} | {s for (_, s, _) in GRID.pretrain_jobs()})
+RUN_IDS = list(GRID.runs)
+PRETRAIN = GRID.pretrain_names()
+FETCH = GRID.fetch_jobs()  # registry name -> file name
+TABLES = [str(t) for t in config["tables"]]
+REPORT_OUTPUTS = [f"reports/table{t}.md" for t in TABLES] + ["reports/README.md"]
+
+wildcard_constraints:
+    dataset="|".join(DATASETS) or "none",
+    run="|".join(map(re.escape, RUN_IDS)) or "none",
+    pretrain="|".join(map(re.escape, PRETRAIN)) or "none",
+
+
+def res(rule_name):
+    """Resources of a rule: params `resources.default`, then `resources.<rule>`."""
+    r = dict(config["resources"].get("default", {})) | dict(config["resources"].get(rule_name, {}))
+    out = {"mem_mb": r.get("mem_mb", 2000), "runtime": r.get("runtime", 60), "tasks": r.get("tasks", 1)}
+    if r.get("gpus", 0):
+        out["gpu"] = r["gpus"]  # snakemake-executor-plugin-slurm: --gpus=N (or set gres in slurm_extra)
+    if r.get("cpus_per_task"):
+        out["cpus_per_task"] = r["cpus_per_task"]
+    if out["tasks"] > 1:
+        # Tells the SLURM plugin not to wrap the job in `srun -n1`: the rule's own
+        # launcher (launch() below) starts the tasks.
+        out["mpi"] = "srun"
+    return out
+
+
+def threads(rule_name):
+    r = dict(config["resources"].get("default", {})) | dict(config["resources"].get(rule_name, {}))
+    return r.get("threads", 1)
+
+
+def launch(tasks):
+    """Shell prefix starting `tasks` processes of a far command: srun inside a SLURM
+    allocation (each task reads SLURM_PROCID etc.), torchrun otherwise; nothing for 1."""
+    if tasks <= 1:
+        return "far"
+    return (f'$(if [ -n "${{SLURM_JOB_ID:-}}" ]; then echo "srun --ntasks={tasks} far"; '
+            f'else echo "torchrun --standalone --nproc-per-node={tasks} -m far.cli"; fi)')
+
+
+# Every job: CPU torch/DeepSpeed without compiling ops, one BLAS thread per Snakemake
+# thread, no telemetry.
+# DeepSpeed's accelerator is CPU where there is no NVIDIA driver (unless set).
+ENV = (
+    "export DS_BUILD_OPS=0 OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} "
+    "MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=1 PYTHONUNBUFFERED=1; "
+    "[ -n \"${{DS_ACCELERATOR:-}}\" ] || command -v nvidia-smi >/dev/null || export DS_ACCELERATOR=cpu; "
+)
+
+
+# MLflow: the store and experiment are created once, before the jobs that log to them
+# (two jobs creating a fresh sqlite store at the same moment would race). `ancient`:
+# the store changes with every run, which must not make the finished jobs stale.
+TRACKING = dict(config.get("tracking", {}))
+if TRACKING.get("enabled", True):
+    MLFLOW_INIT = ancient(RESULTS + "/mlflow_experiment.json")
+
+    rule mlflow_experiment:
+        output:
+            RESULTS + "/mlflow_experiment.json",
+        params:
+            uri=TRACKING.get("uri", "sqlite:///mlflow.db"),
+            name=TRACKING.get("experiment", "far"),
+        log:
+            "logs/mlflow_experiment.log",
+        shell:
+            'export MLFLOW_TRACKING_URI="${{MLFLOW_TRACKING_URI:-{params.uri}}}"; '
+            "(mlflow experiments get --experiment-name {params.name:q} >/dev/null 2>&1 "
+            "|| mlflow experiments create --experiment-name {params.name:q}) > {log} 2>&1 "
+            "&& mlflow experiments get --experiment-name {params.name:q} --output json > {output}"
+else:
+    MLFLOW_INIT = []

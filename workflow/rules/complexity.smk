@@ -1,0 +1,13 @@
+# FLOPs / parameters of the paper-size models (Tables 2-8) with fvcore.
+
+
+rule complexity:
+    output:
+        RESULTS + "/complexity.json",
+    log:
+        "logs/complexity.log",
+    threads: threads("complexity")
+    resources:
+        **res("complexity"),
+    shell:
+        ENV + "far complexity --json --out {output} > {log} 2>&1"

@@ -1,0 +1,68 @@
+# Datasets: synthetic generation (default) or the user's download (paper), then
+# `far data prepare` -> data/prepared/<dataset>/{train,val}.csv (+ classes.json, report.json).
+
+SYNTH = {d: config["datasets"][d]["synth"] for d in DATASETS if config["datasets"][d].get("synth")}
+for _d in SYNTH:
+    if config["datasets"][_d]["raw"] != f"data/raw/{_d}":
+        raise WorkflowError(f"{PARAMS_FILE}: datasets.{_d}.raw must be data/raw/{_d} for a synthetic dataset")
+
+
+def synth_args(dataset):
+    s = SYNTH[dataset]
+    flags = {"classes": "--classes", "videos_per_class_train": "--videos-per-class-train",
+             "videos_per_class_val": "--videos-per-class-val", "size": "--size", "frames": "--frames",
+             "fps": "--fps", "seed": "--seed"}
+    return " ".join(f"{flags[k]} {v}" for k, v in s.items())
+
+
+def prepare_args(dataset):
+    p = config["datasets"][dataset].get("prepare", {})
+    out = f"--workers {p.get('workers', 1)}"
+    if p.get("reencode_short_side"):
+        out += f" --reencode-short-side {p['reencode_short_side']}"
+    return out
+
+
+rule synth_dataset:
+    """A synthetic dataset in the official SSv2/K400 layout (embedded default)."""
+    output:
+        directory("data/raw/{dataset}"),
+    params:
+        args=lambda w: synth_args(w.dataset),
+    log:
+        "logs/data/synth_{dataset}.log",
+    threads: threads("synth_dataset")
+    resources:
+        **res("synth_dataset"),
+    shell:
+        ENV + "far data synth --kind {wildcards.dataset} --out {output} {params.args} --quiet > {log} 2>&1"
+
+
+rule prepare_dataset:
+    """Check the raw dataset and write the path-label lists. Real datasets are not an
+    input of the DAG (they are downloaded by hand, see docs/data.md): a missing one
+    fails here with `far data prepare`'s message saying what is missing."""
+    input:
+        lambda w: [f"data/raw/{w.dataset}"] if w.dataset in SYNTH else [],
+    output:
+        train="data/prepared/{dataset}/train.csv",
+        val="data/prepared/{dataset}/val.csv",
+        classes="data/prepared/{dataset}/classes.json",
+        report="data/prepared/{dataset}/report.json",
+    params:
+        raw=lambda w: config["datasets"][w.dataset]["raw"],
+        args=lambda w: prepare_args(w.dataset),
+    log:
+        "logs/data/prepare_{dataset}.log",
+    threads: threads("prepare_dataset")
+    resources:
+        **res("prepare_dataset"),
+    shell:
+        ENV + "far data prepare --dataset {wildcards.dataset} --root {params.raw} --out data/prepared/{wildcards.dataset} "
+        "{params.args} --quiet > {log} 2>&1"
+
+
+rule datasets:
+    """Every prepared dataset of the grid (a target for DVC's `datasets` stage)."""
+    input:
+        expand("data/prepared/{dataset}/train.csv", dataset=DATASETS),

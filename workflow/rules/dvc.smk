@@ -1,0 +1,23 @@
+# DVC versions the data (dvc.yaml: datasets, checkpoints); Snakemake owns execution.
+# After the data exist, this records their hashes in dvc.lock (`dvc commit`) so that
+# `dvc status` is clean and `dvc push` can store them; its output is that status.
+
+DVC_DATA = expand("data/prepared/{dataset}/{f}", dataset=DATASETS, f=["train.csv", "val.csv", "report.json"]) + sorted(
+    {GRID.init_checkpoint(r) for r in GRID.runs.values()}
+)
+
+
+rule dvc_commit:
+    input:
+        DVC_DATA,
+    output:
+        RESULTS + "/dvc_status.json",
+    log:
+        "logs/dvc_commit.log",
+    threads: 1
+    resources:
+        **res("dvc_commit"),
+    shell:
+        "export DVC_NO_ANALYTICS=1; dvc commit --force datasets checkpoints > {log} 2>&1 "
+        "&& dvc status --json datasets checkpoints > {output} 2>> {log} "
+        "&& grep -qx '{{}}' {output}"

@@ -1,0 +1,18 @@
+# Multi-view test (2x3 views SSv2, 5x3 K400) of each fine-tuned model.
+
+
+rule test:
+    input:
+        train=RUN_DIR + "/train.json",
+    output:
+        RUN_DIR + "/test/metrics.json",
+    params:
+        far=lambda w, resources: launch(resources.tasks),
+    log:
+        RUN_DIR + "/test.log",
+    threads: threads("test")
+    resources:
+        **res("test"),
+    shell:
+        ENV + "{params.far} test --config " + RUN_SH + "/run.yaml --checkpoint " + RUN_SH + "/model.pth --out "
+        + RUN_SH + "/test --no-progress > {log} 2>&1"
