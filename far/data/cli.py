@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from far.data.synth import SynthSpec
+from far.data.synth import DEFAULT_FRAMES, SynthSpec
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--videos-per-class-train", type=int, default=defaults.videos_per_class_train)
     s.add_argument("--videos-per-class-val", type=int, default=defaults.videos_per_class_val)
     s.add_argument("--size", type=_size, default=(defaults.height, defaults.width), help="HxW (default %(default)s)")
-    s.add_argument("--frames", type=int, default=defaults.frames)
+    s.add_argument("--frames", type=int, default=None,
+                   help=f"frames per video (default: {DEFAULT_FRAMES['ssv2']} for ssv2, {DEFAULT_FRAMES['k400']} for k400)")
     s.add_argument("--fps", type=int, default=defaults.fps)
     s.add_argument("--seed", type=int, default=defaults.seed)
     s.add_argument("--quiet", action="store_true", help="no progress bar")

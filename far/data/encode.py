@@ -8,6 +8,7 @@ interrupted run never leaves a half-written video under the final name.
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from collections.abc import Iterable
@@ -25,22 +26,40 @@ CODECS: dict[str, tuple[str, dict[str, str]]] = {
                             "crf": "32", "b": "0", "threads": "1"}),
 }
 
+# Muxer flag: without it the webm muxer writes random track/segment UIDs, so the same
+# frames would give different bytes on every run.
+BITEXACT = {"fflags": "+bitexact"}
+
 
 class EncoderUnavailable(RuntimeError):
     """The PyAV/FFmpeg build lacks an encoder this project needs."""
 
 
+@functools.lru_cache(maxsize=None)  # opening an encoder costs ~20 ms; once per process
 def check_encoder(codec: str) -> None:
-    """Raise :class:`EncoderUnavailable` with a clear message if ``codec`` cannot encode."""
+    """Raise :class:`EncoderUnavailable` with a clear message if ``codec`` cannot encode.
+
+    The encoder is really opened (on a 64x64 stream with this project's options): a
+    codec that exists but fails to open would otherwise only fail on the first frame.
+    """
+    import sys
+
+    decord_first = "decord" in sys.modules and "av" not in sys.modules
     import av
 
     try:
-        av.codec.Codec(codec, "w")
+        ctx = av.codec.CodecContext.create(codec, "w")
+        ctx.width, ctx.height, ctx.pix_fmt = 64, 64, "yuv420p"
+        ctx.time_base = Fraction(1, 12)
+        ctx.options = dict(CODECS[codec][1]) if codec in CODECS else {}
+        ctx.open()
     except Exception as err:  # av raises UnknownCodecError (a ValueError subclass) or others
-        raise EncoderUnavailable(
-            f"PyAV {av.__version__} has no {codec!r} encoder ({err}); install a PyAV wheel "
-            "built with libx264/libvpx (the PyPI `av` wheels include both)"
-        ) from err
+        hint = "install a PyAV wheel built with libx264/libvpx (the PyPI `av` wheels include both)"
+        if decord_first or (codec == "libvpx-vp9" and "decord" in sys.modules):
+            # See far/data/video.py: decord's bundled libvpx shadows PyAV's when decord is loaded first.
+            hint = ("decord was imported before PyAV and its bundled libvpx shadows PyAV's; import av "
+                    "before decord (far.data.video.import_decord does) or encode in a fresh process")
+        raise EncoderUnavailable(f"PyAV {av.__version__} cannot open the {codec!r} encoder ({err}); {hint}") from err
 
 
 def _atomic_target(path: Path) -> Path:
@@ -64,7 +83,7 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: int, codec:
     tmp = _atomic_target(path)
     fmt, options = CODECS[codec]
     try:
-        with av.open(str(tmp), "w", format=fmt) as container:
+        with av.open(str(tmp), "w", format=fmt, options=BITEXACT) as container:
             stream = None
             for frame in frames:
                 if stream is None:
@@ -111,7 +130,7 @@ def reencode(src: str | Path, dst: str | Path, short_side: int) -> Path:
     check_encoder("libx264")
     tmp = _atomic_target(dst)
     try:
-        with av.open(str(src)) as inp, av.open(str(tmp), "w", format="mp4") as out:
+        with av.open(str(src)) as inp, av.open(str(tmp), "w", format="mp4", options=BITEXACT) as out:
             vin = inp.streams.video[0]
             vin.thread_type = "AUTO"
             rate = vin.average_rate or vin.guessed_rate or Fraction(25)

@@ -8,8 +8,10 @@ Writes into ``out``:
   lists valid when the data folder moves; pass ``video_root`` as ``DataConfig.root``.
 * ``classes.json``: class name -> index.
 * ``report.json``: counts per split, missing files, and every unusable video with its
-  reason (empty / < 1 KB / unreadable / undecodable, checked by decoding the first and
-  last frame with decord). Unusable videos are left out of the lists.
+  reason and category (empty / too_small / unreadable / undecodable / truncated,
+  checked by opening it with decord, decoding its first and last frame and comparing
+  its length with the container header). Unusable videos are left out of the lists.
+  Fields are described in docs/data.md.
 
 Checking (and re-encoding) runs in a process pool. Nothing time-dependent is written,
 so the same input gives byte-identical outputs.
@@ -27,40 +29,43 @@ from pathlib import Path
 from typing import Any
 
 from far.data.layouts import Layout, read_layout
-from far.data.video import CorruptVideo, probe
+from far.data.video import CATEGORIES, CorruptVideo, probe
 
 log = logging.getLogger(__name__)
 
+# (path, frame count or None, reason or None, category or None)
+Checked = tuple[str, int | None, str | None, str | None]
 
-def check_video(path: str) -> tuple[str, int | None, str | None]:
-    """(path, frame count, None) if usable, else (path, None, reason)."""
+
+def check_video(path: str) -> Checked:
+    """(path, frame count, None, None) if usable, else (path, None, reason, category)."""
     try:
-        return path, probe(path), None
+        return path, probe(path), None, None
     except CorruptVideo as err:
-        return path, None, err.reason
+        return path, None, err.reason, err.category
     except Exception as err:  # anything else decord/FFmpeg throws is also "undecodable"
-        return path, None, f"undecodable: {type(err).__name__}: {err}"[:300]
+        return path, None, f"undecodable: {type(err).__name__}: {err}"[:300], "undecodable"
 
 
-def _reencode_job(job: tuple[str, str, int]) -> tuple[str, int | None, str | None]:
+def _reencode_job(job: tuple[str, str, int]) -> Checked:
     from far.data.encode import reencode
 
     src, dst, short_side = job
     try:
         reencode(src, dst, short_side)
-        return src, 1, None
+        return src, 1, None, None
     except Exception as err:
-        return src, None, f"re-encode failed: {type(err).__name__}: {err}"[:300]
+        return src, None, f"re-encode failed: {type(err).__name__}: {err}"[:300], "undecodable"
 
 
-def _run_pool(fn: Callable[[Any], tuple[str, int | None, str | None]], jobs: list[Any], workers: int,
-              desc: str, progress: bool) -> list[tuple[str, int | None, str | None]]:
+def _run_pool(fn: Callable[[Any], Checked], jobs: list[Any], workers: int, desc: str,
+              progress: bool) -> list[Checked]:
     """Map ``fn`` over ``jobs`` (in order) with a tqdm bar; a crashing decoder is isolated."""
     from tqdm import tqdm
 
     if workers <= 1:
         return [fn(j) for j in tqdm(jobs, desc=desc, disable=not progress)]
-    results: list[tuple[str, int | None, str | None]] = []
+    results: list[Checked] = []
     try:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             for r in tqdm(pool.map(fn, jobs, chunksize=4), total=len(jobs), desc=desc, disable=not progress):
@@ -76,7 +81,7 @@ def _run_pool(fn: Callable[[Any], tuple[str, int | None, str | None]], jobs: lis
                     results.append(solo.submit(fn, j).result())
             except BrokenProcessPool:
                 path = j[0] if isinstance(j, tuple) else j
-                results.append((str(path), None, "decoder crashed the process"))
+                results.append((str(path), None, "decoder crashed the process", "undecodable"))
     return results
 
 
@@ -96,7 +101,7 @@ def prepare(dataset: str, root: str | Path, out: str | Path, reencode_short_side
     out.mkdir(parents=True, exist_ok=True)
     class_index = {name: i for i, name in enumerate(layout.classes)}
     all_paths = [str(p) for split in ("train", "val") for p, _ in layout.entries[split]]
-    checked = {p: (n, reason) for p, n, reason in _run_pool(check_video, all_paths, workers, "check", progress)}
+    checked = {p: (n, reason, cat) for p, n, reason, cat in _run_pool(check_video, all_paths, workers, "check", progress)}
 
     video_root = layout.root.resolve()
     targets: dict[str, Path] = {p: Path(p) for p in all_paths}
@@ -108,9 +113,9 @@ def prepare(dataset: str, root: str | Path, out: str | Path, reencode_short_side
             targets[p] = video_root / rel
             if checked[p][1] is None:
                 jobs.append((p, str(targets[p]), int(reencode_short_side)))
-        for p, ok, reason in _run_pool(_reencode_job, jobs, workers, "re-encode", progress):
+        for p, ok, reason, cat in _run_pool(_reencode_job, jobs, workers, "re-encode", progress):
             if ok is None:
-                checked[p] = (None, reason)
+                checked[p] = (None, reason, cat)
 
     report: dict[str, Any] = {
         "dataset": dataset, "root": str(layout.root.resolve()), "video_root": str(video_root),
@@ -119,17 +124,19 @@ def prepare(dataset: str, root: str | Path, out: str | Path, reencode_short_side
     }
     for split, fname in (("train", "train.csv"), ("val", "val.csv")):
         lines, bad = [], []
+        by_category = dict.fromkeys(CATEGORIES[1:], 0)
         for path, name in layout.entries[split]:
-            n, reason = checked[str(path)]
+            n, reason, category = checked[str(path)]
             if reason is not None:
-                bad.append({"path": str(path), "reason": reason})
+                bad.append({"path": str(path), "category": category, "reason": reason})
+                by_category[category] += 1
                 continue
             lines.append(f"{_relative(targets[str(path)], video_root)} {class_index[name]}")
         (out / fname).write_text("".join(line + "\n" for line in lines))
         report["unusable"][split] = bad
         report["counts"][split] = {"annotated": len(layout.entries[split]) + len(layout.missing[split]),
                                    "missing": len(layout.missing[split]), "unusable": len(bad),
-                                   "listed": len(lines)}
+                                   "unusable_by_category": by_category, "listed": len(lines)}
     (out / "classes.json").write_text(json.dumps(class_index, indent=1) + "\n")
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     return report
@@ -141,8 +148,13 @@ def summary(report: dict[str, Any]) -> Iterable[str]:
     for split, c in report["counts"].items():
         yield (f"  {split}: {c['listed']} listed of {c['annotated']} annotated "
                f"({c['missing']} missing, {c['unusable']} unusable)")
+    for split, missing in report["missing"].items():
+        for path in missing[:10]:
+            yield f"  missing [{split}] {path}"
+        if len(missing) > 10:
+            yield f"  ... and {len(missing) - 10} more missing in report.json"
     for split, bad in report["unusable"].items():
         for b in bad[:10]:
             yield f"  unusable [{split}] {b['path']}: {b['reason']}"
         if len(bad) > 10:
-            yield f"  ... and {len(bad) - 10} more in report.json"
+            yield f"  ... and {len(bad) - 10} more unusable in report.json"

@@ -74,6 +74,13 @@ PALETTE: tuple[tuple[str, tuple[int, int, int]], ...] = (
 SHAPES = ("disc", "square", "triangle", "pentagon", "star", "cross")
 
 
+# Frames per video by kind. SSv2-like: 32 frames (2.7 s at 12 fps; real SSv2 clips
+# are 2-6 s at 12 fps) exceed the 16 segments. K400-like: 80 frames, more than the
+# 64-frame dense window (16 x stride 4), so random training windows and the 5 test
+# clips are really different clips, as on real K400 (300 frames).
+DEFAULT_FRAMES = {"ssv2": 32, "k400": 80}
+
+
 @dataclass(frozen=True)
 class SynthSpec:
     """What to generate: kind, class count, videos per class, frame size, length, fps, seed."""
@@ -84,13 +91,15 @@ class SynthSpec:
     videos_per_class_val: int = 4
     height: int = 96
     width: int = 128
-    frames: int = 32
+    frames: int | None = None  # None: DEFAULT_FRAMES[kind]
     fps: int = 12
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in ("ssv2", "k400"):
             raise ValueError(f"SynthSpec.kind: {self.kind!r} not in ('ssv2', 'k400')")
+        if self.frames is None:
+            object.__setattr__(self, "frames", DEFAULT_FRAMES[self.kind])
         limit = 2 * len(SSV2_PAIRS) if self.kind == "ssv2" else len(K400_CLASSES)
         if not 2 <= self.classes <= limit:
             raise ValueError(f"SynthSpec.classes: must be in [2, {limit}] for {self.kind} (got {self.classes})")
@@ -395,6 +404,7 @@ def generate(spec: SynthSpec, out: str | Path, progress: bool = True) -> dict:
             for c in range(spec.classes) for n in range(per)]
     writer: Callable[[str, int, int], dict] = _write_ssv2_video if spec.kind == "ssv2" else _write_k400_video
     records = [writer(spec, out, job) for job in tqdm(jobs, desc=f"synthetic-{spec.kind}", disable=not progress)]
+    _check_decodable(spec, next(out.glob(f"{SSV2_VIDEO_DIR}/*.webm" if spec.kind == "ssv2" else "train/*.mp4")))
     if spec.kind == "ssv2":
         _write_ssv2_annotations(spec, out, records)
     else:
@@ -404,6 +414,22 @@ def generate(spec: SynthSpec, out: str | Path, progress: bool = True) -> dict:
                "size": [spec.height, spec.width], "frames": spec.frames, "fps": spec.fps, "seed": spec.seed}
     (out / "synthetic.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _check_decodable(spec: SynthSpec, path: Path) -> None:
+    """Fail loudly if the loader's decoder cannot read what was written.
+
+    decord 0.6 cannot return frames of some small widths (seen here: 16, 24, 48 and 72
+    px, any height); a dataset of those would be reported unusable video by video.
+    """
+    from far.data.video import CorruptVideo, probe
+
+    try:
+        probe(path)
+    except CorruptVideo as err:
+        raise ValueError(f"SynthSpec.width/height: decord cannot read the generated {spec.height}x{spec.width} "
+                         f"videos ({err.reason}); decord 0.6 fails on some small widths (16, 24, 48, 72): "
+                         "choose another size") from err
 
 
 def _write_ssv2_video(spec: SynthSpec, out: Path, job: tuple[str, int, int]) -> dict:
