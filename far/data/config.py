@@ -45,6 +45,9 @@ class DataConfig:
     test_crops: int = 3
     randaug_magnitude: int = 9
     randaug_std: float = 0.5
+    # Ops per image: the paper gives only (m, std); 4 is the reference code's default
+    # (`--aa rand-m7-n4-mstd0.5-inc1`).
+    randaug_num_ops: int = 4
     flip: bool = False  # never for SSv2: "left to right" would become "right to left"
     reprob: float = 0.25
     num_sample: int = 2  # repeated augmentation: augmented copies of one decoded clip
@@ -121,7 +124,7 @@ def _validate(cfg: DataConfig) -> None:
         check_type(name, str)
     for name, low in (("num_classes", 1), ("num_frames", 1), ("stride", 1), ("input_size", 8),
                       ("short_side", 8), ("test_clips", 1), ("test_crops", 1), ("num_sample", 1),
-                      ("randaug_magnitude", 0), ("max_replace_tries", 1), ("seed", 0)):
+                      ("randaug_magnitude", 0), ("randaug_num_ops", 0), ("max_replace_tries", 1), ("seed", 0)):
         if check_type(name, int) < low:
             _fail(name, getattr(cfg, name), f"must be >= {low}")
     if cfg.short_side < cfg.input_size:

@@ -1,18 +1,22 @@
 """Clip-level augmentation (train) and resize + crops (test).
 
-Every random choice is made ONCE PER CLIP and applied to all its frames, as in the
-reference: a crop box, a flip decision, RandAugment ops and magnitudes, an erased
-rectangle. Frames with different augmentations would fake motion.
+Random choices are made ONCE PER CLIP and applied to all its frames, as in the
+reference: the crop box, the flip decision, RandAugment's ops and magnitudes.
+Frames with different crops or colour ops would fake motion. Random erasing is the
+exception, as in the reference: it runs timm's ``RandomErasing`` on the clip viewed
+as a batch of frames (T, C, H, W), so each frame is erased with probability
+``reprob`` at its own random rectangle.
 
 timm's RandAugment and RandomErasing draw from the global ``random`` / ``np.random``
-state. :func:`seeded_globals` seeds those from the clip's own seed for the duration
+/ torch state. :func:`seeded_globals` seeds those from the clip's own seed for the duration
 of one call and restores them afterwards, so (a) every frame gets the identical
-draws and (b) nothing leaks into the caller's random state.
+RandAugment draws and (b) nothing leaks into the caller's random state.
 
 Train order: random resized crop (from original-resolution frames) -> RandAugment ->
 flip -> to float, normalise -> random erasing. The reference runs RandAugment before
 the crop, on the full frame; doing it after the crop is cheaper and keeps
-RandAugment's translate distances relative to the network input.
+RandAugment's translate distances relative to the network input. RandAugment uses
+the reference's settings: ``rand-m{m}-n{n}-mstd{std}-inc1`` with bicubic resampling.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import contextlib
 import math
 import random
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,15 +36,21 @@ from far.data.config import DataConfig
 
 @contextlib.contextmanager
 def seeded_globals(seed: int) -> Iterator[None]:
-    """Seed python ``random`` and ``np.random`` with ``seed`` inside the block, then restore."""
-    py_state, np_state = random.getstate(), np.random.get_state()
+    """Seed python ``random``, ``np.random`` and torch's CPU RNG with ``seed`` inside the block.
+
+    All three are restored afterwards. torch matters too: RandomErasing draws its
+    "pixel" noise with ``torch.empty(...).normal_()``.
+    """
+    py_state, np_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
     random.seed(seed)
     np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
     try:
         yield
     finally:
         random.setstate(py_state)
         np.random.set_state(np_state)
+        torch.set_rng_state(torch_state)
 
 
 def random_resized_crop_box(height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float],
@@ -82,22 +93,51 @@ def to_normalised_tensor(frames: np.ndarray, mean: tuple[float, ...], std: tuple
     return x.sub_(m).div_(s)
 
 
+def _posterize(img: Any, bits_to_keep: int, **kwargs: Any) -> Any:
+    """timm's posterize with Pillow < 11 semantics for 0 bits (a black image).
+
+    RandAugment "inc1" keeps ``4 - int(level / 10 * 4)`` bits, i.e. 0 at magnitude 10,
+    which m9 with mstd 0.5 reaches a few % of the time; Pillow >= 11 refuses
+    ``posterize(img, 0)`` ("bits must be between or equal to 1 and 8"), while the
+    reference (older Pillow) returned the image with every bit masked off."""
+    from PIL import Image, ImageOps
+
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep <= 0:
+        return Image.new(img.mode, img.size)
+    return ImageOps.posterize(img, bits_to_keep)
+
+
+def _allow_posterize_zero_bits() -> None:
+    from timm.data import auto_augment
+
+    for name in ("Posterize", "PosterizeIncreasing", "PosterizeOriginal"):
+        auto_augment.NAME_TO_OP[name] = _posterize
+
+
 class TrainTransform:
     """Random resized crop, clip-consistent RandAugment, optional flip, normalise, erasing."""
 
     def __init__(self, cfg: DataConfig) -> None:
         import far.torchvision_compat  # noqa: F401  (must precede timm)
         from timm.data.auto_augment import rand_augment_transform
+        from PIL import Image
         from timm.data.random_erasing import RandomErasing
 
         self.cfg = cfg
         hparams = {
             "translate_const": int(cfg.input_size * 0.45),
             "img_mean": tuple(int(round(255 * m)) for m in cfg.mean),
+            # The reference passes --train_interpolation bicubic; without it timm
+            # draws bilinear or bicubic at random.
+            "interpolation": Image.BICUBIC,
         }
-        self.policy = f"rand-m{cfg.randaug_magnitude}-mstd{cfg.randaug_std}-inc1"
+        _allow_posterize_zero_bits()
+        self.policy = f"rand-m{cfg.randaug_magnitude}-n{cfg.randaug_num_ops}-mstd{cfg.randaug_std}-inc1"
         self.randaug = rand_augment_transform(self.policy, hparams)
-        # mode "pixel": per-pixel normal noise; one rectangle per clip (see __call__).
+        # Reference: mode "pixel" (per-pixel normal noise), max_count 1, no clean
+        # split; applied per frame (see __call__).
         self.erasing = (RandomErasing(cfg.reprob, mode="pixel", max_count=1, num_splits=0, device="cpu")
                         if cfg.reprob > 0 else None)
 
@@ -122,23 +162,26 @@ class TrainTransform:
             clip = clip[:, :, ::-1]
         x = to_normalised_tensor(clip, cfg.mean, cfg.std)
         if self.erasing is not None:
-            c, t, hh, ww = x.shape
-            # Viewing (C, T, H, W) as one (C*T, H, W) image makes timm erase the same
-            # rectangle in every frame (noise differs per pixel, as in mode "pixel").
+            # (C, T, H, W) -> a (T, C, H, W) view: timm treats it as a batch and erases
+            # each frame independently, in place, as the reference does.
             with seeded_globals(rng.getrandbits(63)):
-                self.erasing(x.view(c * t, hh, ww))
+                self.erasing(x.transpose(0, 1))
         return x
 
 
 def eval_crop_offsets(height: int, width: int, size: int, crops: int) -> list[tuple[int, int]]:
-    """(top, left) of ``crops`` square crops: left/centre/right, or top/centre/bottom if portrait."""
+    """(top, left) of ``crops`` square crops: left/centre/right, or top/centre/bottom if portrait.
+
+    Reference: along the long side, crop ``k`` starts at ``int(k * (long - size) / (crops - 1))``
+    (so the last crop touches the far edge); the short side is centred.
+    """
     if crops == 1:
         return [((height - size) // 2, (width - size) // 2)]
     if width >= height:
         top = (height - size) // 2
-        return [(top, int(round(i * (width - size) / (crops - 1)))) for i in range(crops)]
+        return [(top, int(i * (width - size) / (crops - 1))) for i in range(crops)]
     left = (width - size) // 2
-    return [(int(round(i * (height - size) / (crops - 1))), left) for i in range(crops)]
+    return [(int(i * (height - size) / (crops - 1)), left) for i in range(crops)]
 
 
 class EvalTransform:
