@@ -1,0 +1,230 @@
+"""far report: tables and figures from fake run outputs (two seeds, missing runs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from far.grid import Grid
+from far.reports import cli
+from far.reports.collect import SeedStat
+from far.reports.tables import SYNTHETIC_BANNER, data_label
+
+ROOT = Path(__file__).resolve().parent.parent
+PARAMS = {
+    "mode": "default",
+    "tables": [1, 3, 7],
+    "seeds": [0, 1],
+    "ablation": {"dataset": "ssv2", "pretraining": "mvd"},
+    "backbones": {"vit_s": "vit_tiny_cpu", "vit_b": "vit_mini_cpu"},
+    "datasets": {"ssv2": {"num_classes": 4, "synth": {"classes": 4}, "views": [2, 3]}},
+    "recipes_file": str(ROOT / "params" / "recipes.yaml"),
+    "recipe_overrides": {"optim": {"epochs": 2, "warmup_epochs": 1}},
+    "tracking": {"uri": "sqlite:///mlruns.db"},
+}
+# Hand-written `far complexity --json` records (only Table 3's and Table 7's ViT-S rows).
+COMPLEXITY = [
+    {"table": "3", "row": "w/o Bottleneck", "gflops": 51.30, "params_m": 21.97, "paper_gflops": 51.3,
+     "paper_params_m": 22.0, "gflops_tolerance": 0.15, "params_m_tolerance": 0.05},
+    {"table": "3", "row": "Bottleneck w Group", "gflops": 53.48, "params_m": 23.40, "paper_gflops": 53.5,
+     "paper_params_m": 23.4, "gflops_tolerance": 0.15, "params_m_tolerance": 0.05},
+    {"table": "7", "row": "ViT-S", "gflops": 56.97, "params_m": 21.94, "paper_gflops": 57, "paper_params_m": None,
+     "gflops_tolerance": 0.5},
+]
+PARTIAL = ("3", "w/o Bottleneck")  # seed 1's run missing
+MISSING = ("3", "Bottleneck w/o Group")  # both seeds' runs missing
+
+
+def fake_top1(j: int, seed: int) -> float:
+    return 40.0 + j + 1.5 * seed
+
+
+def fake_top5(j: int, seed: int) -> float:
+    return 80.0 + j - 0.5 * seed
+
+
+def write_run(results: Path, run_id: str, j: int, seed: int) -> None:
+    d = results / "runs" / run_id
+    (d / "test").mkdir(parents=True)
+    mlflow = f"mlf{j:03d}s{seed}"
+    (d / "train.json").write_text(json.dumps({"epochs": 2, "steps": 8, "train_loss": 1.0, "wall_s": 3.0,
+                                              "mlflow_run_id": mlflow, "params_m": 0.5, "gflops": 0.1}))
+    pd.DataFrame({"epoch": [0, 1], "step": [4, 8], "train_loss": [1.4, 1.0], "lr": [1e-3, 5e-4],
+                  "clips_per_s": [10.0, 11.0], "val_top1": [20.0, 30.0 + seed], "val_top5": [60.0, 70.0],
+                  "wall_s": [1.5, 3.0]}).to_csv(d / "history.csv", index=False)
+    (d / "test" / "metrics.json").write_text(json.dumps({
+        "top1": fake_top1(j, seed), "top5": fake_top5(j, seed), "videos": 24, "views": 6, "clips": 2, "crops": 3,
+        "unreadable": [], "mlflow_run_id": mlflow}))
+
+
+@pytest.fixture(scope="module")
+def grid() -> Grid:
+    return Grid(PARAMS)
+
+
+def run_index(grid: Grid) -> dict[str, int]:
+    """The fake values of a run are a function of its position in the grid (runs are shared by cells)."""
+    groups = list(dict.fromkeys(rid.rsplit("-s", 1)[0] for rid in grid.runs))  # the run minus its seed
+    return {rid: groups.index(rid.rsplit("-s", 1)[0]) for rid in grid.runs}
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory, grid):
+    """Results for every run but PARTIAL's seed 1 and both of MISSING's; params and complexity files."""
+    base = tmp_path_factory.mktemp("report")
+    results = base / "results"
+    cells = {(c.table, c.row): c for c in grid.cells}
+    skipped = set(cells[MISSING].run_ids) | {cells[PARTIAL].run_ids[1]}
+    for rid, j in run_index(grid).items():
+        if rid not in skipped:
+            write_run(results, rid, j, grid.runs[rid].seed)
+    params_file = base / "params.yaml"
+    params_file.write_text(yaml.safe_dump(PARAMS))
+    comp = base / "complexity.json"
+    comp.write_text(json.dumps(COMPLEXITY))
+    return {"base": base, "results": results, "params": params_file, "complexity": comp, "skipped": skipped}
+
+
+@pytest.fixture(scope="module")
+def report(fake):
+    out = fake["base"] / "reports"
+    assert cli.main(["--params", str(fake["params"]), "--results", str(fake["results"]),
+                     "--complexity", str(fake["complexity"]), "--out", str(out)]) == 0
+    return out
+
+
+def _cell(grid: Grid, table: str, row: str):
+    return next(c for c in grid.cells if (c.table, c.row) == (table, row))
+
+
+@pytest.mark.parametrize("row", ["FAR (MVD) ViT-S", "MVD ViT-B"])
+def test_complete_cell_mean_spread_diff(report, grid, row):
+    cell, idx = _cell(grid, "7", row), run_index(grid)
+    runs = [(idx[r], grid.runs[r].seed) for r in cell.run_ids]
+    top1 = [fake_top1(j, s) for j, s in runs]
+    mean, half = sum(top1) / 2, (max(top1) - min(top1)) / 2
+    rec = pd.read_csv(report / "table7.csv").set_index("row").loc[row]
+    assert rec["status"] == "ok" and rec["seeds_found"] == 2
+    assert rec["top1_mean"] == pytest.approx(mean)
+    assert rec["top1_spread"] == pytest.approx(half) == pytest.approx(0.75)
+    assert rec["top1_paper"] == cell.paper["top1"]
+    assert rec["top1_diff"] == pytest.approx(mean - cell.paper["top1"], abs=1e-4)
+    assert rec["top5_mean"] == pytest.approx(sum(fake_top5(j, s) for j, s in runs) / 2)
+    assert rec["top5_spread"] == pytest.approx(0.25)
+    ids = [f"mlf{j:03d}s{s}" for j, s in runs]
+    assert rec["mlflow_run_ids"] == ";".join(ids)
+    md = (report / "table7.md").read_text()
+    method, backbone = row.rsplit(" ", 1)
+    line = next(ln for ln in md.splitlines() if ln.startswith(f"| {method} | {backbone} |"))
+    assert f"| {mean:.2f} ± 0.75 | {cell.paper['top1']} | {mean - cell.paper['top1']:+.2f} |" in line
+    assert ", ".join(f"`{i}`" for i in ids) in line
+    assert "| 2×3 | 2×3 |" in line  # views used (from metrics.json) and the paper's (from the title)
+
+
+def test_shared_runs_give_equal_cells(report, grid):
+    """T3 'Bottleneck w Group' and T7 'FAR (MVD) ViT-S' are one model: one pair of runs, same numbers."""
+    assert _cell(grid, "3", "Bottleneck w Group").run_ids == _cell(grid, "7", "FAR (MVD) ViT-S").run_ids
+    t3 = pd.read_csv(report / "table3.csv").set_index("row").loc["Bottleneck w Group"]
+    t7 = pd.read_csv(report / "table7.csv").set_index("row").loc["FAR (MVD) ViT-S"]
+    assert t3["top1_mean"] == t7["top1_mean"] and t3["mlflow_run_ids"] == t7["mlflow_run_ids"]
+
+
+def test_complexity_columns(report):
+    t7 = pd.read_csv(report / "table7.csv").set_index("row")
+    assert t7.loc["MVD ViT-S", "gflops"] == pytest.approx(56.97)
+    assert t7.loc["MVD ViT-S", "gflops_diff"] == pytest.approx(-0.03)
+    assert bool(t7.loc["MVD ViT-S", "gflops_within_tolerance"])
+    assert pd.isna(t7.loc["FAR (MVD) ViT-S", "gflops"])  # not in the hand-written JSON
+    t3 = pd.read_csv(report / "table3.csv").set_index("row")
+    assert t3.loc["w/o Bottleneck", "params_m_diff"] == pytest.approx(-0.03)
+    md = (report / "table3.md").read_text()
+    assert "| 53.48 | 53.5 | -0.02 ✓ | 23.40 | 23.4 | +0.00 ✓ |" in md
+    assert "| Bottleneck w/o Group | missing | 71.0 | – |" in md
+
+
+def test_partial_and_missing_cells(report, grid, fake):
+    cell = _cell(grid, *PARTIAL)
+    j = run_index(grid)[cell.run_ids[0]]
+    t3 = pd.read_csv(report / "table3.csv").set_index("row")
+    assert t3.loc[PARTIAL[1], "status"] == "partial"
+    assert t3.loc[PARTIAL[1], "top1_mean"] == pytest.approx(fake_top1(j, 0))
+    assert pd.isna(t3.loc[PARTIAL[1], "top1_spread"])
+    assert t3.loc[MISSING[1], "status"] == "missing"
+    assert pd.isna(t3.loc[MISSING[1], "top1_mean"])
+    md = (report / "table3.md").read_text()
+    assert f"| {fake_top1(j, 0):.2f} (1/2 seeds) | 70.6 |" in md
+    missing = (report / "missing.txt").read_text().splitlines()
+    assert len(missing) == 3 * len(fake["skipped"])  # train, history and test of each absent run
+    readme = (report / "README.md").read_text()
+    for rid in fake["skipped"]:
+        assert f"{rid}/test/metrics.json (absent)" in readme
+
+
+def test_synthetic_label_and_table1(report):
+    for n in (3, 7):
+        assert SYNTHETIC_BANNER in (report / f"table{n}.md").read_text()
+    assert SYNTHETIC_BANNER in (report / "README.md").read_text()
+    assert (pd.read_csv(report / "cells.csv")["data_label"] == "synthetic").all()
+    t1 = (report / "table1.md").read_text()
+    assert "| learning rate | 1e-3 (S), 5e-4 (B) | 1e-3 | 1e-3 (S), 5e-4 (B) | 1e-3 |" in t1
+    assert "| accumulation step | 8 (S), 16 (B) | 6 (S), 16 (B) | 6 (S), 4 (B) | 6 (S), 16 (B) |" in t1
+    assert "| flip augmentation | no | yes | no | yes |" in t1
+    assert "optim.epochs = 2" in t1  # the params' override is stated
+    assert (report / "table1.tex").read_text().startswith(r"\begin{table}")
+
+
+def test_data_label():
+    assert data_label({"datasets": {"ssv2": {"num_classes": 174}}}) is None
+    assert data_label({"datasets": {"ssv2": {"synthetic": True}}}) == SYNTHETIC_BANNER
+    mixed = {"datasets": {"ssv2": {"synth": {"classes": 4}}, "k400": {"num_classes": 400}}}
+    assert data_label(mixed, "ssv2") == SYNTHETIC_BANNER and data_label(mixed, "k400") is None
+    assert data_label({"mode": "synthetic", "datasets": {}}) == SYNTHETIC_BANNER
+    assert data_label({"label": "toy run"}) == "toy run"
+
+
+def test_figures_written(report, grid, fake):
+    readme = (report / "README.md").read_text()
+    figs = report / "figures"
+    assert (figs / "attention_patterns.png").stat().st_size > 10_000
+    for n in (3, 7):
+        assert (figs / f"accuracy_vs_gflops_table{n}.png").stat().st_size > 5_000
+        assert f"figures/accuracy_vs_gflops_table{n}.png" in readme
+    curves = sorted((figs / "curves").glob("*.png"))
+    # one figure per distinct set of runs that has any history; the fully missing cell has none
+    groups = {c.run_ids[0].rsplit("-s", 1)[0] for c in grid.cells if (c.table, c.row) != MISSING}
+    assert {p.stem for p in curves} == groups
+    assert "no history yet" in readme
+
+
+def test_pattern_frames_follow_the_masks():
+    from far.models.config import model_config
+    from far.reports.figures import pattern_frames
+
+    cfg = model_config({"backbone": "vit_s"})
+    t, h, w = cfg.grid
+    glob, _ = pattern_frames(cfg, "global", frames=t)
+    temp, _ = pattern_frames(cfg, "temporal", (0, 3, 4), frames=t)
+    sd, _ = pattern_frames(cfg, "sparse_dense", (0, 3, 4), frames=t)
+    assert glob.all()
+    assert temp.sum() == t and temp[:, 3, 4].all()  # the same position in every frame
+    assert sd.sum() == t * h * w // 2 and sd[:, 3, 4].all() and not sd[:, 3, 5].any()  # the checkerboard
+
+
+def test_strict_names_missing_files(fake, capsys):
+    out = fake["base"] / "strict"
+    rc = cli.main(["--params", str(fake["params"]), "--results", str(fake["results"]),
+                   "--complexity", str(fake["complexity"]), "--out", str(out), "--strict"])
+    assert rc == 1 and not out.exists()
+    err = capsys.readouterr().err
+    for rid in fake["skipped"]:
+        assert f"{rid}/test/metrics.json" in err
+
+
+def test_seedstat_half_range():
+    s = SeedStat((70.0, 71.0, 73.0), 3)
+    assert s.mean == pytest.approx(71.3333333) and s.spread == 1.5
+    assert SeedStat((70.0,), 2).spread is None and SeedStat((), 2).mean is None
