@@ -58,7 +58,7 @@ def write_run(results: Path, run_id: str, j: int, seed: int) -> None:
                   "wall_s": [1.5, 3.0]}).to_csv(d / "history.csv", index=False)
     (d / "test" / "metrics.json").write_text(json.dumps({
         "top1": fake_top1(j, seed), "top5": fake_top5(j, seed), "videos": 24, "views": 6, "clips": 2, "crops": 3,
-        "unreadable": [], "mlflow_run_id": mlflow}))
+        "unreadable": ["bad.webm"] if (j, seed) == (0, 0) else [], "mlflow_run_id": mlflow}))
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +157,7 @@ def test_partial_and_missing_cells(report, grid, fake):
     assert t3.loc[PARTIAL[1], "status"] == "partial"
     assert t3.loc[PARTIAL[1], "top1_mean"] == pytest.approx(fake_top1(j, 0))
     assert pd.isna(t3.loc[PARTIAL[1], "top1_spread"])
+    assert t3.loc[PARTIAL[1], "unreadable_videos"] == (1 if j == 0 else 0)
     assert t3.loc[MISSING[1], "status"] == "missing"
     assert pd.isna(t3.loc[MISSING[1], "top1_mean"])
     md = (report / "table3.md").read_text()

@@ -99,8 +99,12 @@ def run_group_name(cell: CellResult) -> str:
     return re.sub(r"-s\d+$", "", cell.cell.run_ids[0]) if cell.cell.run_ids else slug(cell.cell.row)
 
 
-def training_curves(cell: CellResult, out: Path, label: str | None = None) -> Path | None:
-    """Train loss and validation top-1 per epoch, one line per seed; None if no history exists."""
+def training_curves(cell: CellResult, out: Path, label: str | None = None,
+                    rows: list[tuple[str, str]] | None = None) -> Path | None:
+    """Train loss and validation top-1 per epoch, one line per seed; None if no history exists.
+
+    ``rows``: the (table, row) cells these runs serve, named in the title (default: ``cell``'s).
+    """
     runs = [r for r in cell.runs if r.history is not None and len(r.history)]
     if not runs:
         return None
@@ -119,6 +123,7 @@ def training_curves(cell: CellResult, out: Path, label: str | None = None) -> Pa
     title = f"{run_group_name(cell)}  ({run0.dataset} · {run0.pretraining} · {run0.backbone})"
     if label:
         title += " · SYNTHETIC data"
+    title += "\n" + "; ".join(f"T{t} {r}" for t, r in (rows or [(cell.cell.table, cell.cell.row)]))
     fig.suptitle(title, fontsize=9)
     return _save(fig, out)
 
@@ -223,11 +228,9 @@ def build_figures(tables: dict[str, Table], numbers: list[str], results: Results
                                out / f"accuracy_vs_gflops_table{number}.png", label)
         if p:
             index["accuracy"][number] = p
+    groups: dict[str, tuple[CellResult, list[tuple[str, str]]]] = {}
     for cell in results.cells:
-        group = run_group_name(cell)
-        if group in index["curves"]:
-            index["curves"][group][1].append((cell.cell.table, cell.cell.row))
-            continue
-        p = training_curves(cell, out / "curves" / f"{group}.png", label)
-        index["curves"][group] = (p, [(cell.cell.table, cell.cell.row)])
+        groups.setdefault(run_group_name(cell), (cell, []))[1].append((cell.cell.table, cell.cell.row))
+    for group, (cell, rows) in groups.items():
+        index["curves"][group] = (training_curves(cell, out / "curves" / f"{group}.png", label, rows), rows)
     return index
