@@ -1,0 +1,397 @@
+"""``far train``: DeepSpeed fine-tuning with the paper's recipe, resumable, tracked.
+
+One invocation = one fine-tune into an output folder ``OUT``::
+
+    OUT/config.yaml        the fully resolved run config (every model/data field)
+    OUT/checkpoints/       resumable training states (far.engine.state; atomic, keep-last-k)
+    OUT/history.csv        one row per epoch: epoch, step, train_loss, lr, clips_per_s,
+                           val_top1, val_top5, wall_s (also OUT/metrics.jsonl, appended)
+    OUT/model.pth          the final weights (far-finetuned-v1, read by far test)
+    OUT/test/              the multi-view test, when ``test.run_at_end``
+    OUT/train.json         written last: the run's summary (the pipeline's done-marker)
+
+Started again on the same ``OUT`` it resumes from the last complete checkpoint (a
+half-written one is never picked up). SIGTERM (SLURM's pre-emption warning) saves a
+checkpoint at the next optimizer step and exits with 143; the next start resumes it.
+
+Determinism: the model is initialised from ``seed``; each epoch's sample order is a
+function of (seed, epoch) and each rank's augmentation of (seed, epoch, rank); the
+schedule is a pure function of the step and the RNG states are checkpointed. On CPU
+(fp32) a run resumed at an epoch boundary therefore ends bit-identical to an
+uninterrupted one. A mid-epoch (SIGTERM) resume continues the same sample order but
+draws fresh augmentations for the rest of that epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import logging
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from far.engine.config import ConfigError, RunConfig
+
+log = logging.getLogger(__name__)
+
+HISTORY_FIELDS = ("epoch", "step", "train_loss", "lr", "clips_per_s", "val_top1", "val_top5", "wall_s")
+EXIT_PREEMPTED = 143  # 128 + SIGTERM, what a killed job would have returned
+
+
+class Preempted(Exception):
+    """SIGTERM arrived; a checkpoint was written."""
+
+
+class _StopFlag:
+    """SIGTERM -> set a flag checked at optimizer-step boundaries (all ranks agree)."""
+
+    def __init__(self) -> None:
+        self.set = False
+        self._old = None
+
+    def install(self) -> None:
+        try:
+            self._old = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread (e.g. in a test harness): no handler
+            self._old = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.set = True
+
+    def restore(self) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+
+    def agreed(self) -> bool:
+        """True on every rank if any rank got the signal (one tiny all-reduce)."""
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            t = torch.tensor([1.0 if self.set else 0.0])
+            dist.all_reduce(t)
+            return bool(t.item() > 0)
+        return self.set
+
+
+def _all_mean(total: float, count: int) -> float:
+    import torch.distributed as dist
+
+    t = torch.tensor([total, float(count)], dtype=torch.float64)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t)
+    return float(t[0] / max(1.0, t[1].item()))
+
+
+def _criterion(run: RunConfig, mixup_on: bool) -> torch.nn.Module:
+    """timm's losses: soft targets under Mixup/CutMix (which smooth the labels themselves)."""
+    import far.torchvision_compat  # noqa: F401
+    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+
+    if mixup_on:
+        return SoftTargetCrossEntropy()
+    if run.augment.label_smoothing > 0:
+        return LabelSmoothingCrossEntropy(smoothing=run.augment.label_smoothing)
+    return torch.nn.CrossEntropyLoss()
+
+
+def data_version(run: RunConfig) -> str:
+    """A short hash of the train and val lists: which data a run saw (an MLflow tag)."""
+    h = hashlib.sha1()
+    dc = run.data_config()
+    for f in (dc.train_list, dc.val_list):
+        p = Path(f)
+        h.update(p.read_bytes() if f and p.is_file() else b"")
+    return h.hexdigest()[:12]
+
+
+def _write_history(out: Path, history: list[dict[str, Any]]) -> None:
+    tmp = out / ".history.csv.tmp"
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=HISTORY_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        for row in history:
+            w.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in HISTORY_FIELDS})
+    tmp.replace(out / "history.csv")
+
+
+def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resume: bool = True,
+          stop_after_epoch: int | None = None) -> dict[str, Any]:
+    """Fine-tune (or resume) one run into ``out``; returns the summary written to train.json.
+
+    ``stop_after_epoch`` ends this invocation after that many epochs, as if the job had
+    been killed there (tests of resume use it with SIGKILL-free determinism).
+    """
+    from tqdm import tqdm
+
+    from far.checkpoints import load_checkpoint, save_finetuned
+    from far.engine import deepspeed_setup as dss
+    from far.engine import state as es
+    from far.engine.data import EpochSampler, build_mixup, derived_seed, eval_dataset, train_dataset, train_loader
+    from far.engine.distributed import barrier
+    from far.engine.evaluate import _progress, evaluate, run_test
+    from far.engine.optim import Schedule, apply_lr, build_optimizer, scaled_lr
+    from far.engine.tracking import flatten, git_commit, make_tracker
+    from far.models import build_model
+
+    out = Path(out)
+    t_start = time.perf_counter()
+    d = dss.init_distributed()
+    main, rank, world = d.is_main, d.rank, d.world_size
+    show = _progress(run, progress) and main
+    batch = run.batch.resolve(world)
+    dc = run.data_config()
+    mc = run.model_config()
+
+    # ---- model: identical initial weights on every rank, then per-rank RNG streams ----
+    torch.manual_seed(run.seed)
+    model = build_model(mc)
+    init_report = None
+    if run.init:
+        init_report = load_checkpoint(model, run.init)  # complete or refused; logs its report
+    torch.manual_seed(derived_seed(run.seed, 1, rank))  # drop path / dropout differ per rank
+
+    # ---- data, schedule, optimiser, engine ----
+    dataset = train_dataset(run)
+    sampler = EpochSampler(len(dataset), seed=run.seed, rank=rank, world_size=world)
+    steps_per_epoch = (sampler.per_rank // batch.micro) // batch.accumulation
+    if steps_per_epoch < 1:
+        raise ConfigError(f"batch.total: {batch.total} videos per step but the training list has only "
+                          f"{len(dataset)} videos ({dc.train_list})")
+    peak_lr = scaled_lr(run.optim.base_lr, batch.total)
+    sched = Schedule.from_config(run.optim, peak_lr, steps_per_epoch)
+    optimizer = build_optimizer(model, run.optim, peak_lr)
+    clips_per_micro = batch.micro * dc.num_sample
+    ds_config = dss.build_config(micro_batch=clips_per_micro, accumulation=batch.accumulation, world_size=world,
+                                 settings=run.deepspeed.settings())
+    engine, ds_opt = dss.initialize(model, optimizer, ds_config)
+    dtype = dss.input_dtype(ds_config)
+    mixup = build_mixup(run.augment, mc.num_classes)
+    criterion = _criterion(run, mixup is not None)
+
+    # ---- resume ----
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        for p in es.clean_incomplete(out):
+            log.warning("removed an incomplete checkpoint left by a crash: %s", p)
+    barrier()
+    trainer = es.TrainerState(world_size=world)
+    latest = es.latest_checkpoint(out) if resume else None
+    if latest is not None:
+        trainer = es.load(engine, latest, rank=rank)
+        if main:
+            log.info("resuming from %s (epoch %d/%d, step %d of it)", latest.name, trainer.epoch + 1,
+                     run.optim.epochs, trainer.step_in_epoch)
+    resumed_from = (trainer.epoch, trainer.step_in_epoch) if latest is not None else None
+
+    # ---- tracking (rank 0) ----
+    resolved = run.resolved_dict()
+    tracker = make_tracker(run.tracking.enabled, run.tracking.uri, run.tracking.experiment, run.tracking.run_name,
+                           trainer.mlflow_run_id, main)
+    trainer.mlflow_run_id = tracker.run_id if main else trainer.mlflow_run_id
+    n_params = sum(p.numel() for p in model.parameters())
+    if main:
+        (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+        from far.complexity import count_flops
+
+        flops, _ = count_flops(mc)
+        derived = {"batch.resolved_total": batch.total, "batch.resolved_micro": batch.micro,
+                   "batch.resolved_accumulation": batch.accumulation, "world_size": world,
+                   "steps_per_epoch": steps_per_epoch, "peak_lr": peak_lr, "precision": dss.precision_of(ds_config),
+                   "model.params": n_params, "model.gflops_per_view": round(flops / 1e9, 4)}
+        tracker.log_params(flatten(resolved) | {k: str(v) for k, v in derived.items()})
+        tracker.set_tags(dict(run.tracking.tags) | {"far.stage": "finetune", "seed": run.seed,
+                                                    "git_commit": git_commit(), "data_version": data_version(run),
+                                                    "init": run.init or "random",
+                                                    "resumed_from_epoch": resumed_from[0] if resumed_from else None})
+        tracker.log_artifact(out / "config.yaml")
+        gflops = flops / 1e9
+    # ---- the loop ----
+    stop = _StopFlag()
+    stop.install()
+    status = "FAILED"
+    val_data = None
+    try:
+        for epoch in range(trainer.epoch, run.optim.epochs):
+            start_step = trainer.step_in_epoch
+            sampler.set_epoch(epoch, start=start_step * batch.accumulation * batch.micro)
+            loader = train_loader(dataset, sampler, batch.micro, seed=derived_seed(run.seed, epoch), epoch=epoch,
+                                  rank=rank, num_workers=run.batch.num_workers)
+            engine.train()
+            bar = tqdm(total=steps_per_epoch, initial=start_step, desc=f"epoch {epoch + 1}/{run.optim.epochs}",
+                       unit="step", disable=not show, dynamic_ncols=True)
+            loss_sum, loss_n, clips, replaced = 0.0, 0, 0, 0
+            t_epoch = time.perf_counter()
+            step_in_epoch = start_step
+            lr = sched.lr(epoch * steps_per_epoch + step_in_epoch)
+            micro_left = (steps_per_epoch - start_step) * batch.accumulation
+            for i, b in enumerate(loader):
+                if i >= micro_left:
+                    break
+                if i % batch.accumulation == 0:
+                    lr = sched.lr(epoch * steps_per_epoch + step_in_epoch)
+                    apply_lr(ds_opt, lr)
+                x = b["video"].to(engine.device, non_blocking=True)
+                y = b["label"].to(engine.device, non_blocking=True)
+                replaced += len(b["replaced"])
+                if mixup is not None:
+                    x, y = mixup(x, y)
+                logits = engine(x.to(dtype))
+                loss = criterion(logits.float(), y)
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    raise FloatingPointError(f"loss is {value} at epoch {epoch + 1}, step {step_in_epoch}")
+                engine.backward(loss)
+                engine.step()
+                loss_sum, loss_n, clips = loss_sum + value, loss_n + 1, clips + x.shape[0]
+                if (i + 1) % batch.accumulation:
+                    continue
+                step_in_epoch += 1
+                global_step = epoch * steps_per_epoch + step_in_epoch
+                rate = clips * world / max(1e-9, time.perf_counter() - t_epoch)
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_sum / loss_n:.4f}", lr=f"{lr:.2e}", clips_s=f"{rate:.1f}")
+                if main and not show and (step_in_epoch % run.log.every_steps == 0 or step_in_epoch == steps_per_epoch):
+                    log.info("epoch %d/%d step %d/%d  loss %.4f  lr %.3e  %.1f clips/s", epoch + 1, run.optim.epochs,
+                             step_in_epoch, steps_per_epoch, loss_sum / loss_n, lr, rate)
+                if main and step_in_epoch % run.log.every_steps == 0:
+                    tracker.log_metrics({"train/loss_step": value, "train/lr_step": lr}, global_step)
+                if step_in_epoch < steps_per_epoch and stop.agreed():
+                    trainer.epoch, trainer.step_in_epoch, trainer.global_step = epoch, step_in_epoch, global_step
+                    es.save(engine, out, trainer, rank=rank, keep_last=run.checkpoint.keep_last)
+                    raise Preempted(f"SIGTERM: saved epoch {epoch + 1} step {step_in_epoch}")
+            bar.close()
+            seconds = time.perf_counter() - t_epoch
+            train_loss = _all_mean(loss_sum, loss_n)
+            row: dict[str, Any] = {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch, "train_loss": train_loss,
+                                   "lr": lr, "clips_per_s": _all_mean(clips * world / max(seconds, 1e-9), 1),
+                                   "val_top1": None, "val_top5": None,
+                                   "wall_s": (trainer.history[-1]["wall_s"] if trainer.history else 0.0) + seconds,
+                                   "replaced_videos": replaced}
+            last = epoch + 1 == run.optim.epochs
+            if (epoch + 1) % run.test.val_every == 0 or last:
+                if val_data is None:
+                    val_data = eval_dataset(run, clips=1, crops=1, max_videos=run.test.val_max_videos)
+                merged, bad = evaluate(engine.module, val_data, rank=rank, world_size=world,
+                                       batch=run.batch.eval_micro, num_workers=run.batch.num_workers,
+                                       device=engine.device, dtype=dtype, progress=False)
+                from far.engine.metrics import accuracy
+
+                acc = accuracy(merged.probs, merged.label)
+                row |= {"val_top1": acc["top1"], "val_top5": acc["top5"]}
+            trainer.history.append(row)
+            trainer.epoch, trainer.step_in_epoch, trainer.global_step = epoch + 1, 0, (epoch + 1) * steps_per_epoch
+            if main:
+                _write_history(out, trainer.history)
+                with (out / "metrics.jsonl").open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+                tracker.log_metrics({"train/loss": train_loss, "train/lr": lr, "train/clips_per_s": row["clips_per_s"],
+                                     "train/replaced_videos": replaced}
+                                    | ({"val/top1": row["val_top1"], "val/top5": row["val_top5"]}
+                                       if row["val_top1"] is not None else {}), epoch + 1)
+                msg = f"epoch {epoch + 1}/{run.optim.epochs}: loss {train_loss:.4f}, {row['clips_per_s']:.1f} clips/s"
+                if row["val_top1"] is not None:
+                    msg += f", val top-1 {row['val_top1']:.2f}"
+                log.info(msg)
+                if replaced:
+                    log.warning("epoch %d: %d corrupt video(s) were replaced by others (see the log above)",
+                                epoch + 1, replaced)
+            if (epoch + 1) % run.checkpoint.every_epochs == 0 or last:
+                es.save(engine, out, trainer, rank=rank, keep_last=run.checkpoint.keep_last)
+            if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and not last:
+                status = "KILLED"
+                return {"stopped_after_epoch": epoch + 1}
+            if not last and stop.agreed():
+                raise Preempted(f"SIGTERM: saved after epoch {epoch + 1}")
+
+        # ---- the result ----
+        if main:
+            save_finetuned(engine.module, out / "model.pth", epoch=run.optim.epochs, seed=run.seed,
+                           run_config=resolved, mlflow_run_id=trainer.mlflow_run_id)
+        barrier()
+        test_metrics = None
+        if run.test.run_at_end:
+            tracker.end("FINISHED")  # run_test reopens the same MLflow run for the test metrics
+            test_metrics = run_test(run, out / "model.pth", out / "test", progress=show,
+                                    mlflow_run_id=trainer.mlflow_run_id)
+            tracker = make_tracker(run.tracking.enabled, run.tracking.uri, run.tracking.experiment,
+                                   run.tracking.run_name, trainer.mlflow_run_id, main)
+        summary = {
+            "run_name": run.tracking.run_name,
+            "epochs": run.optim.epochs,
+            "steps": run.optim.epochs * steps_per_epoch,
+            "steps_per_epoch": steps_per_epoch,
+            "train_loss": trainer.history[-1]["train_loss"],
+            "val_top1": trainer.history[-1]["val_top1"],
+            "wall_s": time.perf_counter() - t_start,
+            "train_wall_s": trainer.history[-1]["wall_s"],
+            "resumed_from": list(resumed_from) if resumed_from else None,
+            "world_size": world,
+            "batch": {"total": batch.total, "micro": batch.micro, "accumulation": batch.accumulation},
+            "precision": dss.precision_of(ds_config),
+            "mlflow_run_id": trainer.mlflow_run_id,
+            "params_m": n_params / 1e6,
+            "gflops": gflops if main else None,
+            "init": run.init,
+            "init_report": init_report.to_dict() if init_report is not None else None,
+            "test": {k: test_metrics[k] for k in ("top1", "top5", "videos")} if test_metrics else None,
+        }
+        if main:
+            tracker.log_metrics({"final/train_loss": summary["train_loss"], "final/wall_s": summary["wall_s"]},
+                                summary["steps"])
+            tmp = out / ".train.json.tmp"
+            tmp.write_text(json.dumps(summary, indent=2))
+            tmp.replace(out / "train.json")
+            for name in ("history.csv", "train.json"):
+                tracker.log_artifact(out / name)
+        barrier()
+        status = "FINISHED"
+        return summary
+    except Preempted:
+        status = "KILLED"
+        raise
+    finally:
+        stop.restore()
+        tracker.end(status)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``far train --config RUN.yaml --out DIR``."""
+    from far.checkpoints import CheckpointError
+    from far.engine.config import load_run_config
+
+    p = argparse.ArgumentParser(prog="far train", description="Fine-tune one run with DeepSpeed (resumable).")
+    p.add_argument("--config", required=True, help="the run config (e.g. from `far grid run-config`)")
+    p.add_argument("--out", required=True, help="output folder; an existing one is resumed")
+    p.add_argument("--no-resume", action="store_true", help="ignore checkpoints in OUT (start over)")
+    p.add_argument("--stop-after-epoch", type=int, help="end this invocation after N epochs (as if killed)")
+    bar = p.add_mutually_exclusive_group()
+    bar.add_argument("--progress", dest="progress", action="store_true", default=None)
+    bar.add_argument("--no-progress", dest="progress", action="store_false")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        run = load_run_config(args.config)
+    except ConfigError as err:
+        print(f"far train: {args.config}: {err}", file=sys.stderr)
+        return 2
+    if run.init and not Path(run.init).is_file():
+        print(f"far train: {args.config}: init: checkpoint {run.init} does not exist", file=sys.stderr)
+        return 2
+    try:
+        train(run, args.out, progress=args.progress, resume=not args.no_resume, stop_after_epoch=args.stop_after_epoch)
+    except Preempted as err:
+        log.warning("%s; start the same command again to resume", err)
+        return EXIT_PREEMPTED
+    except (ConfigError, CheckpointError) as err:
+        print(f"far train: {err}", file=sys.stderr)
+        return 2
+    return 0
