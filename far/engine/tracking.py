@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 # training job should not stall on a dead tracking server. Users can still override.
 _HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 _MAX_PARAM_LEN = 6000  # mlflow's limit for a param value
+# Stores found unreachable in this process: not retried (each retry costs seconds) and
+# not warned about again, so a job says it once.
+_UNREACHABLE: set[str] = set()
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -99,6 +102,7 @@ class Tracker(NullTracker):
             self._warn(err)
 
     def _warn(self, err: BaseException) -> None:
+        _UNREACHABLE.add(self.uri)
         if not self._warned:
             log.warning("MLflow tracking store %s unreachable (%s: %s); training continues, metrics only in the output folder", self.uri, type(err).__name__, str(err).splitlines()[0] if str(err) else "")
             self._warned = True
@@ -156,4 +160,7 @@ class Tracker(NullTracker):
 def make_tracker(enabled: bool, uri: str, experiment: str, run_name: str | None, run_id: str | None, is_main: bool) -> NullTracker:
     if not (enabled and is_main):
         return NullTracker()
-    return Tracker(resolve_uri(uri), experiment, run_name, run_id)
+    uri = resolve_uri(uri)
+    if uri in _UNREACHABLE:
+        return NullTracker()
+    return Tracker(uri, experiment, run_name, run_id)

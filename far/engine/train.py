@@ -157,6 +157,13 @@ def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resu
     init_report = None
     if run.init:
         init_report = load_checkpoint(model, run.init)  # complete or refused; logs its report
+    gflops = None
+    if main:
+        from far.complexity import count_flops
+
+        with torch.random.fork_rng(devices=[]):  # it builds and traces a model: keep our RNG untouched
+            flops, _ = count_flops(mc)
+        gflops = flops / 1e9
     torch.manual_seed(derived_seed(run.seed, 1, rank))  # drop path / dropout differ per rank
 
     # ---- data, schedule, optimiser, engine ----
@@ -191,6 +198,7 @@ def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resu
             log.info("resuming from %s (epoch %d/%d, step %d of it)", latest.name, trainer.epoch + 1,
                      run.optim.epochs, trainer.step_in_epoch)
     resumed_from = (trainer.epoch, trainer.step_in_epoch) if latest is not None else None
+    rng_at_start = es.rng_state()
 
     # ---- tracking (rank 0) ----
     resolved = run.resolved_dict()
@@ -200,20 +208,19 @@ def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resu
     n_params = sum(p.numel() for p in model.parameters())
     if main:
         (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
-        from far.complexity import count_flops
-
-        flops, _ = count_flops(mc)
         derived = {"batch.resolved_total": batch.total, "batch.resolved_micro": batch.micro,
                    "batch.resolved_accumulation": batch.accumulation, "world_size": world,
                    "steps_per_epoch": steps_per_epoch, "peak_lr": peak_lr, "precision": dss.precision_of(ds_config),
-                   "model.params": n_params, "model.gflops_per_view": round(flops / 1e9, 4)}
+                   "model.params": n_params, "model.gflops_per_view": round(gflops, 4)}
         tracker.log_params(flatten(resolved) | {k: str(v) for k, v in derived.items()})
         tracker.set_tags(dict(run.tracking.tags) | {"far.stage": "finetune", "seed": run.seed,
-                                                    "git_commit": git_commit(), "data_version": data_version(run),
+                                                    "git_commit": git_commit(Path(__file__).resolve().parent), "data_version": data_version(run),
                                                     "init": run.init or "random",
                                                     "resumed_from_epoch": resumed_from[0] if resumed_from else None})
         tracker.log_artifact(out / "config.yaml")
-        gflops = flops / 1e9
+    # Whatever the set-up above drew from the global RNGs (MLflow, config resolution) must
+    # not shift training: restart from the state the checkpoint (or the seed) defines.
+    es.set_rng_state(rng_at_start)
     # ---- the loop ----
     stop = _StopFlag()
     stop.install()
@@ -339,7 +346,7 @@ def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resu
             "precision": dss.precision_of(ds_config),
             "mlflow_run_id": trainer.mlflow_run_id,
             "params_m": n_params / 1e6,
-            "gflops": gflops if main else None,
+            "gflops": gflops,
             "init": run.init,
             "init_report": init_report.to_dict() if init_report is not None else None,
             "test": {k: test_metrics[k] for k in ("top1", "top5", "videos")} if test_metrics else None,

@@ -1,0 +1,219 @@
+"""far train / far test end to end on a small synthetic dataset, through the real CLI.
+
+One module-scoped set-up (a synthetic K400-like dataset written as real H.264 files, a
+short VideoMAE pre-training in the official checkpoint format) serves every test:
+learning from the pre-trained checkpoint, same-seed determinism, SIGKILL + resume,
+a 2-rank torchrun run whose test counts every video once, MLflow contents, an
+unreachable tracking store, config refusal.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ENV = os.environ | {"DS_ACCELERATOR": "cpu", "DS_BUILD_OPS": "0", "MLFLOW_DISABLE_TELEMETRY": "true",
+                    "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+ENV.pop("MLFLOW_TRACKING_URI", None)
+FAR = [sys.executable, "-m", "far.cli"]
+CLASSES = 4
+
+
+def _run(args: list[str], cwd: Path, timeout: int = 240, check: bool = True) -> subprocess.CompletedProcess:
+    r = subprocess.run(args, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}")
+    return r
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    """Synthetic data + a VideoMAE pre-trained checkpoint (official format)."""
+    root = tmp_path_factory.mktemp("engine")
+    _run(FAR + ["data", "synth", "--kind", "k400", "--out", "raw", "--classes", str(CLASSES),
+                "--videos-per-class-train", "8", "--videos-per-class-val", "3", "--size", "64x80", "--quiet"], root)
+    _run(FAR + ["data", "prepare", "--dataset", "k400", "--root", "raw", "--out", "prep", "--quiet"], root)
+    video_root = json.loads((root / "prep" / "report.json").read_text())["video_root"]
+    data = {"dataset": "k400", "train_list": "prep/train.csv", "val_list": "prep/val.csv", "root": video_root,
+            "num_classes": CLASSES, "num_frames": 8, "sampling": "dense", "stride": 2, "input_size": 64,
+            "short_side": 64, "num_sample": 1, "flip": True}
+    pre = {"method": "videomae", "model": {"backbone": "vit_tiny_cpu"}, "data": data, "epochs": 2, "batch": 4,
+           "lr": 1.5e-3, "warmup_epochs": 1, "mask_ratio": 0.75, "num_workers": 0, "tracking": {"enabled": False}}
+    (root / "pretrain.yaml").write_text(yaml.safe_dump(pre))
+    _run(FAR + ["pretrain", "--method", "videomae", "--config", "pretrain.yaml", "--out", "pre", "--no-progress",
+                "--no-tracking"], root, timeout=300)
+    assert (root / "pre" / "checkpoint.pth").is_file()
+    run = {
+        "seed": 3,
+        "init": "pre/checkpoint.pth",
+        "model": {"backbone": "vit_tiny_cpu", "variant": "far", "num_classes": CLASSES},
+        "data": data | {"randaug_magnitude": 0, "reprob": 0.0},
+        "optim": {"epochs": 4, "warmup_epochs": 1, "base_lr": 0.1, "layer_decay": 0.75},
+        "batch": {"derive": "accumulation", "total": 8, "micro": 4, "num_workers": 0, "eval_micro": 12},
+        "augment": {"mixup": 0.0, "cutmix": 0.0, "label_smoothing": 0.1},
+        "test": {"clips": 2, "crops": 3, "run_at_end": True},
+        "checkpoint": {"keep_last": 2},
+        "tracking": {"uri": "sqlite:///mlflow.db", "experiment": "engine-test", "run_name": "ref",
+                     "tags": {"cell": "k400/videomae/vit_s"}},
+        "log": {"progress_bar": "off", "every_steps": 2},
+    }
+    (root / "run.yaml").write_text(yaml.safe_dump(run))
+    return root
+
+
+def _history(out: Path) -> list[dict[str, str]]:
+    with (out / "history.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def _results(out: Path) -> tuple[list[tuple[str, str]], dict]:
+    hist = [(r["train_loss"], r["val_top1"]) for r in _history(out)]
+    m = json.loads((out / "test" / "metrics.json").read_text())
+    return hist, {k: m[k] for k in ("top1", "top5", "videos")}
+
+
+@pytest.fixture(scope="module")
+def reference(work) -> Path:
+    _run(FAR + ["train", "--config", "run.yaml", "--out", "ref"], work)
+    return work / "ref"
+
+
+def test_finetune_from_pretrained_learns(reference):
+    info = json.loads((reference / "train.json").read_text())
+    assert info["init_report"]["format"] == "videomae_pretrain"
+    assert info["steps"] == 4 * 4 and info["batch"] == {"total": 8, "micro": 4, "accumulation": 2}
+    hist = _history(reference)
+    assert len(hist) == 4
+    assert float(hist[-1]["train_loss"]) < float(hist[0]["train_loss"])
+    metrics = json.loads((reference / "test" / "metrics.json").read_text())
+    assert metrics["videos"] == metrics["expected_videos"] == CLASSES * 3 and metrics["views"] == 6
+    assert metrics["top1"] > 100.0 / CLASSES + 15  # well above chance (25 %)
+    with (reference / "test" / "predictions.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == CLASSES * 3 and len({r["video"] for r in rows}) == len(rows)
+    assert all(int(r["views"]) == 6 for r in rows)
+
+
+def test_same_seed_same_metrics_and_unreachable_tracking(work, reference):
+    cfg = yaml.safe_load((work / "run.yaml").read_text())
+    cfg["tracking"]["uri"] = "http://127.0.0.1:9"  # nothing listens there
+    (work / "run_dead_store.yaml").write_text(yaml.safe_dump(cfg))
+    r = _run(FAR + ["train", "--config", "run_dead_store.yaml", "--out", "again"], work)
+    assert r.stderr.count("unreachable") == 1, r.stderr[-3000:]  # said once, training went on
+    assert _results(work / "again") == _results(reference)
+
+
+def test_sigkill_then_resume_matches_uninterrupted(work, reference):
+    out = work / "killed"
+    proc = subprocess.Popen(FAR + ["train", "--config", "run.yaml", "--out", "killed"], cwd=work, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    ckpts = out / "checkpoints"
+    while time.time() < deadline and proc.poll() is None:
+        if ckpts.is_dir() and any((p / "COMPLETE").is_file() for p in ckpts.glob("ckpt-e0001-*")):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "train.json").exists()
+    # a half-written checkpoint of the crash must never be picked up
+    fake = ckpts / "ckpt-e0003-s00000012"
+    fake.mkdir()
+    (fake / "trainer.json").write_text("{ not json")
+    _run(FAR + ["train", "--config", "run.yaml", "--out", "killed"], work)
+    info = json.loads((out / "train.json").read_text())
+    assert info["resumed_from"] is not None and info["resumed_from"][0] >= 1
+    assert _results(out) == _results(reference)
+    assert len(list(ckpts.glob("ckpt-*"))) == 2  # keep_last
+
+
+def test_mlflow_run_holds_params_metrics_artifacts(work, reference):
+    from mlflow.tracking import MlflowClient
+
+    info = json.loads((reference / "train.json").read_text())
+    client = MlflowClient(tracking_uri=f"sqlite:///{work / 'mlflow.db'}")
+    run = client.get_run(info["mlflow_run_id"])
+    p = run.data.params
+    assert p["optim.base_lr"] == "0.1" and p["model.attention"] == "head_split_sparse_dense" and p["seed"] == "3"
+    assert p["batch.resolved_accumulation"] == "2" and "model.gflops_per_view" in p
+    t = run.data.tags
+    assert t["seed"] == "3" and t["cell"] == "k400/videomae/vit_s" and len(t["data_version"]) == 12
+    assert len(t["git_commit"]) == 40  # the tests run inside the repository
+    loss = client.get_metric_history(run.info.run_id, "train/loss")
+    assert [m.step for m in loss] == [1, 2, 3, 4]
+    assert run.data.metrics["test/top1"] == pytest.approx(json.loads((reference / "test/metrics.json").read_text())["top1"])
+    assert "val/top1" in run.data.metrics and "train/clips_per_s" in run.data.metrics
+    arts = {a.path for a in client.list_artifacts(run.info.run_id)} | {
+        a.path for a in client.list_artifacts(run.info.run_id, "test")}
+    assert {"config.yaml", "history.csv", "train.json", "test/metrics.json", "test/predictions.csv"} <= arts
+    assert run.info.status == "FINISHED"
+
+
+def test_two_rank_torchrun_train_and_test_count_every_video_once(work):
+    cfg = yaml.safe_load((work / "run.yaml").read_text())
+    cfg["optim"]["epochs"] = 1
+    cfg["test"]["run_at_end"] = False
+    cfg["tracking"]["enabled"] = False
+    (work / "run2.yaml").write_text(yaml.safe_dump(cfg))
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29731",
+                "-m", "far.cli"]
+    _run(torchrun + ["train", "--config", "run2.yaml", "--out", "ddp"], work, timeout=300)
+    info = json.loads((work / "ddp" / "train.json").read_text())
+    assert info["world_size"] == 2 and info["batch"] == {"total": 8, "micro": 4, "accumulation": 1}
+    # 11 videos x 6 views = 66 items over 2 ranks; 11 is odd so shards of videos are uneven
+    _run(torchrun + ["test", "--config", "run2.yaml", "--checkpoint", "ddp/model.pth", "--out", "ddp/test",
+                     "--max-videos", "11"], work, timeout=300)
+    m = json.loads((work / "ddp" / "test" / "metrics.json").read_text())
+    assert m["videos"] == m["expected_videos"] == 11 and m["world_size"] == 2
+    assert m["videos_with_missing_views"] == 0
+    with (work / "ddp" / "test" / "predictions.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 11 and len({r["video"] for r in rows}) == 11
+    # the same test on one rank gives the same numbers
+    _run(FAR + ["test", "--config", "run2.yaml", "--checkpoint", "ddp/model.pth", "--out", "ddp/test1",
+                "--max-videos", "11"], work)
+    m1 = json.loads((work / "ddp" / "test1" / "metrics.json").read_text())
+    assert (m1["top1"], m1["top5"], m1["videos"]) == (m["top1"], m["top5"], m["videos"])
+
+
+def test_corrupt_val_video_is_reported(work, reference):
+    bad_root = work / "corrupt"
+    if bad_root.exists():
+        shutil.rmtree(bad_root)
+    shutil.copytree(work / "prep", bad_root)
+    cfg = yaml.safe_load((work / "run.yaml").read_text())
+    first = (bad_root / "val.csv").read_text().splitlines()[0].rsplit(" ", 1)[0]
+    broken = work / "broken.mp4"
+    broken.write_bytes(b"\x00" * 4096)
+    lines = (bad_root / "val.csv").read_text().splitlines()
+    lines[0] = f"{broken} {lines[0].rsplit(' ', 1)[1]}"
+    (bad_root / "val.csv").write_text("\n".join(lines) + "\n")
+    cfg["data"]["val_list"] = str(bad_root / "val.csv")
+    cfg["tracking"]["enabled"] = False
+    (work / "run_corrupt.yaml").write_text(yaml.safe_dump(cfg))
+    _run(FAR + ["test", "--config", "run_corrupt.yaml", "--checkpoint", "ref/model.pth", "--out", "corrupt_test"],
+         work)
+    m = json.loads((work / "corrupt_test" / "metrics.json").read_text())
+    assert [u["path"] for u in m["unreadable"]] == [str(broken)]
+    assert m["videos"] == m["expected_videos"] - 1
+    assert first  # the replaced entry was a real video
+
+
+def test_bad_config_refused_naming_the_field(work):
+    cfg = yaml.safe_load((work / "run.yaml").read_text())
+    cfg["optim"]["layer_decay"] = 1.5
+    (work / "bad.yaml").write_text(yaml.safe_dump(cfg))
+    r = _run(FAR + ["train", "--config", "bad.yaml", "--out", "bad"], work, check=False)
+    assert r.returncode == 2 and "optim.layer_decay" in r.stderr
+    assert not (work / "bad" / "checkpoints").exists()
