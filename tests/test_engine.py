@@ -217,3 +217,28 @@ def test_bad_config_refused_naming_the_field(work):
     r = _run(FAR + ["train", "--config", "bad.yaml", "--out", "bad"], work, check=False)
     assert r.returncode == 2 and "optim.layer_decay" in r.stderr
     assert not (work / "bad" / "checkpoints").exists()
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_143(work, reference):
+    out = work / "preempted"
+    cfg = yaml.safe_load((work / "run.yaml").read_text())
+    cfg["tracking"]["enabled"] = False
+    (work / "run_term.yaml").write_text(yaml.safe_dump(cfg))
+    proc = subprocess.Popen(FAR + ["train", "--config", "run_term.yaml", "--out", "preempted"], cwd=work, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "config.yaml").is_file():  # set-up done: training has started
+            break
+        time.sleep(0.05)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 143, err[-3000:]
+    ckpts = sorted((out / "checkpoints").glob("ckpt-*"))
+    assert ckpts and (ckpts[-1] / "COMPLETE").is_file()
+    state = json.loads((ckpts[-1] / "trainer.json").read_text())
+    assert state["global_step"] > 0 and not (out / "train.json").exists()
+    _run(FAR + ["train", "--config", "run_term.yaml", "--out", "preempted"], work)
+    info = json.loads((out / "train.json").read_text())
+    assert info["resumed_from"] == [state["epoch"], state["step_in_epoch"]] and info["steps"] == 16
