@@ -60,6 +60,40 @@ def forward_macs(cfg) -> float:
     return embed + cfg.depth * (linear + attn + tgi) + head
 
 
+FLOPS_TABLE = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "fvcore_gmacs.json"
+
+
+def fvcore_gmacs(size: str, variant: str) -> tuple[float, str]:
+    """Forward GMACs per clip as ``far complexity`` counts them (fvcore), and the source.
+
+    fvcore is not installed on the GPU machine, so the counts are also stored in
+    ``benchmarks/results/fvcore_gmacs.json`` (``far bench --write-flops`` on any machine);
+    the analytic count :func:`forward_macs` is the last resort (within 0.1 % of fvcore)."""
+    key = f"{size}/{variant}"
+    try:
+        from far.complexity import count_flops
+
+        return count_flops(_cfg(size, variant))[0] / 1e9, "fvcore"
+    except ImportError:
+        pass
+    if FLOPS_TABLE.exists():
+        table = json.loads(FLOPS_TABLE.read_text())["gmacs"]
+        if key in table:
+            return float(table[key]), "fvcore (stored)"
+    return forward_macs(_cfg(size, variant)) / 1e9, "analytic"
+
+
+def write_flops_table(path: Path = FLOPS_TABLE) -> dict:
+    """Count every benchmarked model with fvcore and store the table (CPU, minutes)."""
+    from far.complexity import count_flops
+
+    gmacs = {f"{s}/{v}": count_flops(_cfg(s, v))[0] / 1e9 for s in BATCH for v in VARIANTS}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dict(note="fvcore forward multiply-adds per clip (16x224x224), "
+                                         "far.complexity.count_flops", gmacs=gmacs), indent=1) + "\n")
+    return gmacs
+
+
 def _cfg(size: str, variant: str, **extra):
     from far.models import model_config
 
@@ -68,6 +102,7 @@ def _cfg(size: str, variant: str, **extra):
 
 # ---- correctness on the GPU -------------------------------------------------------
 def _rel(a, b) -> float:
+    a, b = a.detach(), b.detach()
     return float((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30))
 
 
@@ -81,10 +116,10 @@ def check_fast_path(size: str, log) -> dict:
     dev = "cuda"
     fast = build_model(_cfg(size, "far", drop_path=0.0)).to(dev)
     ref = build_model(_cfg(size, "far", drop_path=0.0, token_order="natural", tgi_impl="conv3d")).to(dev)
-    ref.load_state_dict(fast.state_dict())
     with torch.no_grad():  # non-trivial classifier so the gradients are not all tiny
-        for m in (fast, ref):
-            m.head.weight.normal_(0, 0.02)
+        fast.head.weight.normal_(0, 0.02)
+    ref.load_state_dict(fast.state_dict())  # the same weights in both, classifier included
+    fast.eval(), ref.eval()  # no dropout / stochastic depth: the same function, still differentiable
     x = torch.randn(2, 3, 16, 224, 224, device=dev)
     res = {}
     tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
@@ -109,6 +144,44 @@ def check_fast_path(size: str, log) -> dict:
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
     del fast, ref
+    return res
+
+
+def check_kernel(size: str, log) -> dict:
+    """Triton TGI conv (the custom op) vs cuDNN F.conv3d on the (T, H, W) grid, at the
+    model's shape (batch 2): forward and the gradients of input, weight and bias, in
+    float32 (tf32 off) and bfloat16 inputs; errors relative to a float64 conv3d."""
+    import torch
+    import torch.nn.functional as F
+
+    from far.models.kernels.tgi_conv import tgi_conv_triton
+    from far.models.layout import TokenLayout
+    from far.models.token_group import TokenGroupInteraction
+
+    cfg = _cfg(size, "far")
+    lay = TokenLayout(*cfg.grid)
+    tgi = TokenGroupInteraction(cfg, lay).cuda()
+    c, g = cfg.embed_dim // cfg.tgi_reduction, cfg.tgi_num_groups
+    res = {}
+    for dtype, tol in [(torch.float32, 1e-5), (torch.bfloat16, 1e-2)]:
+        torch.manual_seed(1)
+        y = torch.randn(2, lay.num_tokens, c, device="cuda", dtype=dtype, requires_grad=True)
+        w = (torch.randn(c, c // g, 3, 3, 3, device="cuda") * 0.1).to(dtype).requires_grad_()
+        bias = torch.randn(c, device="cuda", dtype=dtype, requires_grad=True)
+        out = tgi_conv_triton(y, tgi.nbr, w, bias, g)
+        gout = torch.randn_like(out)
+        grads = torch.autograd.grad(out, (y, w, bias), gout)
+        y64, w64, b64 = (t.detach().double().requires_grad_() for t in (y, w, bias))
+        grid = y64.index_select(1, tgi.inv_perm).reshape(2, *tgi.grid, c).permute(0, 4, 1, 2, 3)
+        ref = F.conv3d(grid, w64, b64, padding=1, groups=g).permute(0, 2, 3, 4, 1).reshape(2, -1, c)
+        ref = ref.index_select(1, tgi.perm)
+        refs = torch.autograd.grad(ref, (y64, w64, b64), gout.double())
+        errs = dict(out=_rel(out, ref), grad_input=_rel(grads[0], refs[0]),
+                    grad_weight=_rel(grads[1], refs[1]), grad_bias=_rel(grads[2], refs[2]))
+        name = str(dtype).split(".")[-1]
+        res[name] = dict(errs, tol=tol, ok=all(e < tol for e in errs.values()))
+        log(f"check triton tgi_conv {size} {name}: " + "  ".join(f"{k} {v:.1e}" for k, v in errs.items()) + f"  tol {tol:.0e}")
+        assert res[name]["ok"], f"Triton TGI conv differs from conv3d ({name}): {errs}"
     return res
 
 
@@ -168,15 +241,34 @@ def microbench_tgi(size: str, log, reps: int = 50) -> dict:
 
 
 # ---- the step ----------------------------------------------------------------------
-def graph_breaks(model, x) -> dict:
+def graph_breaks(size: str, log) -> dict:
+    """Graph breaks of FAR under torch.compile: ``torch._dynamo.explain`` of the whole
+    model, and one Block compiled with ``fullgraph=True`` run forward and backward
+    (fails loudly on any break)."""
     import torch
 
+    from far.models import build_model
+
+    m = build_model(_cfg(size, "far")).cuda()
+    x = torch.randn(2, 3, 16, 224, 224, device="cuda")
     torch._dynamo.reset()
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        ex = torch._dynamo.explain(model)(x)
+        ex = torch._dynamo.explain(m)(x)
+    res = dict(graph_count=ex.graph_count, graph_break_count=ex.graph_break_count,
+               break_reasons=[str(r.reason) for r in ex.break_reasons][:5])
     torch._dynamo.reset()
-    return dict(graph_count=ex.graph_count, graph_break_count=ex.graph_break_count,
-                break_reasons=[str(r.reason) for r in ex.break_reasons][:5])
+    blk = m.blocks[0]
+    tokens = torch.randn(2, m.cfg.num_tokens, m.cfg.embed_dim, device="cuda", requires_grad=True)
+    try:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            out = torch.compile(blk, fullgraph=True)(tokens)
+        out.float().sum().backward()
+        res["block_fullgraph"] = "ok"
+    except Exception as e:  # reported, not hidden: a break here is a finding
+        res["block_fullgraph"] = f"failed: {type(e).__name__}: {str(e)[:300]}"
+    torch._dynamo.reset()
+    log(f"graph breaks FAR {size}: {res}")
+    return res
 
 
 def time_step(size: str, variant: str, mode: str, steps: int, warmup: int, log, checkpointing=False, profile_path=None) -> dict:
@@ -218,32 +310,44 @@ def time_step(size: str, variant: str, mode: str, steps: int, warmup: int, log, 
         times.append(s.elapsed_time(e))
     peak = torch.cuda.max_memory_allocated() / 2**30
     ms = statistics.median(times)
-    macs = forward_macs(cfg)
+    gmacs, flops_source = fvcore_gmacs(size, variant)
+    macs = gmacs * 1e9
     row = dict(size=size, variant=variant, mode=mode, batch=b, grad_checkpointing=checkpointing,
                step_ms=ms, step_ms_min=min(times), step_ms_max=max(times), clips_per_s=b / ms * 1e3,
-               peak_mem_gib=peak, fwd_gmacs_per_clip=macs / 1e9,
+               peak_mem_gib=peak, fwd_gmacs_per_clip=gmacs, flops_source=flops_source,
                mfu=6 * macs * b / (ms * 1e-3) / (PEAK_TFLOPS * 1e12), warmup_s=warm_s)
     log(f"{size} {variant:10s} {mode:8s} ckpt={int(checkpointing)} {ms:8.2f} ms  {row['clips_per_s']:7.1f} clips/s  "
         f"{peak:6.2f} GiB  MFU {row['mfu'] * 100:5.1f}%  (warm-up {warm_s:.0f} s)")
     if profile_path:
-        from torch.profiler import ProfilerActivity, profile
-
-        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-            for _ in range(3):
-                step()
-            torch.cuda.synchronize()
-        ka = prof.key_averages()
-        try:
-            table = ka.table(sort_by="self_device_time_total", row_limit=30)
-        except Exception:
-            table = ka.table(sort_by="self_cuda_time_total", row_limit=30)
-        Path(profile_path).write_text(f"# {size} {variant} {mode}, 3 steps, batch {b}\n{table}\n")
+        row["profile_top"] = profile_step(step, 3, profile_path, f"{size} {variant} {mode} batch {b}")
         log(f"profile -> {profile_path}")
     del model, opt, fwd, x
     gc.collect()
     torch.cuda.empty_cache()
     torch._dynamo.reset()
     return row
+
+
+def profile_step(step, n: int, path: str, title: str, top: int = 40) -> list[dict]:
+    """torch.profiler over ``n`` steps: append the table to ``path`` and return the
+    ``top`` GPU kernels by self device time (microseconds per step)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(n):
+            step()
+        torch.cuda.synchronize()
+    ka = prof.key_averages()
+    sort = "self_device_time_total" if hasattr(ka[0], "self_device_time_total") else "self_cuda_time_total"
+    with open(path, "a") as f:
+        f.write(f"# {title}, {n} steps\n{ka.table(sort_by=sort, row_limit=40, max_name_column_width=90)}\n\n")
+    kernels = [e for e in ka if str(getattr(e, "device_type", "")).endswith("CUDA")]
+    kernels.sort(key=lambda e: getattr(e, sort), reverse=True)
+    total = sum(getattr(e, sort) for e in kernels)
+    out = [dict(name=e.key[:160], us_per_step=getattr(e, sort) / n, calls_per_step=e.count / n) for e in kernels[:top]]
+    out.append(dict(name="TOTAL (all kernels)", us_per_step=total / n, calls_per_step=sum(e.count for e in kernels) / n))
+    return out
 
 
 def env_info() -> dict:
@@ -279,6 +383,22 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def sdpa_backends(spec: str):
+    """Context: SDPA backends in priority order for every variant alike ('default' = torch's own)."""
+    import contextlib
+
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    if spec == "default":
+        return contextlib.nullcontext()
+    names = dict(cudnn=SDPBackend.CUDNN_ATTENTION, flash=SDPBackend.FLASH_ATTENTION,
+                 efficient=SDPBackend.EFFICIENT_ATTENTION, math=SDPBackend.MATH)
+    # math stays allowed last: the explicit reference never calls SDPA, and a shape no
+    # fused kernel takes must still run rather than fail.
+    order = [names[n] for n in spec.split(",")] + [SDPBackend.MATH]
+    return sdpa_kernel(list(dict.fromkeys(order)), set_priority=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="far bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="vit_s,vit_b")
@@ -292,12 +412,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-check", action="store_true", help="skip the GPU equality check")
     ap.add_argument("--microbench", action="store_true", help="time the TGI conv implementations alone")
     ap.add_argument("--explain", action="store_true", help="count torch.compile graph breaks of FAR")
-    ap.add_argument("--profile", default="", help="write torch.profiler tables of FAR (eager+compiled) here (a folder)")
+    ap.add_argument("--profile", default="", help="variants to profile (torch.profiler, ViT-B, every mode), e.g. far,global")
+    ap.add_argument("--profile-out", default="bench-out/profile.txt", help="profiler tables go here")
+    ap.add_argument("--sdpa", default="cudnn,flash", help="SDPA backends in priority order (cudnn, flash, efficient, math) or 'default'")
+    ap.add_argument("--write-flops", action="store_true", help="count the models with fvcore into benchmarks/results/fvcore_gmacs.json and exit (CPU)")
     ap.add_argument("--out", default="bench-out/bench.json")
     args = ap.parse_args(argv)
 
     import torch
 
+    if args.write_flops:
+        print(json.dumps(write_flops_table(), indent=1))
+        return 0
     if not torch.cuda.is_available():
         print("far bench: needs a CUDA GPU", file=sys.stderr)
         return 2
@@ -310,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     variants = [v for v in args.variants.split(",") if v]
     modes = [m for m in args.modes.split(",") if m]
     compiled_variants = set(args.compiled_variants.split(","))
-    result: dict = dict(env=info, peak_tflops=PEAK_TFLOPS, steps=args.steps, warmup=args.warmup,
+    result: dict = dict(env=info, peak_tflops=PEAK_TFLOPS, steps=args.steps, warmup=args.warmup, sdpa=args.sdpa,
                         note="bf16 autocast, forward+backward+fused AdamW, median step, input 16x224x224",
                         checks={}, microbench={}, graph_breaks={}, rows=[])
     out = Path(args.out)
@@ -321,33 +447,29 @@ def main(argv: list[str] | None = None) -> int:
 
     for size in sizes:
         if not args.no_check:
-            result["checks"][size] = check_fast_path(size, log)
+            result["checks"][size] = dict(kernel=check_kernel(size, log), model=check_fast_path(size, log))
         if args.microbench:
             result["microbench"][size] = microbench_tgi(size, log)
         if args.explain:
-            from far.models import build_model
-
-            m = build_model(_cfg(size, "far")).cuda()
-            xb = torch.randn(2, 3, 16, 224, 224, device="cuda")
-            result["graph_breaks"][size] = graph_breaks(m, xb)
-            log(f"torch._dynamo.explain FAR {size}: {result['graph_breaks'][size]}")
-            del m
+            result["graph_breaks"][size] = graph_breaks(size, log)
         save()
-    prof_dir = Path(args.profile) if args.profile else None
-    if prof_dir:
-        prof_dir.mkdir(parents=True, exist_ok=True)
-    for mode in modes:
-        for size in sizes:
-            for variant in variants:
-                if mode == "compiled" and variant not in compiled_variants:
-                    continue
-                pp = str(prof_dir / f"profile_{size}_{variant}_{mode}.txt") if prof_dir and size == "vit_b" and variant in ("far", "global") else None
-                result["rows"].append(time_step(size, variant, mode, args.steps, args.warmup, log, profile_path=pp))
+    profiled = {v for v in args.profile.split(",") if v}
+    if profiled:
+        Path(args.profile_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.profile_out).write_text("")
+    with sdpa_backends(args.sdpa):
+        for mode in modes:
+            for size in sizes:
+                for variant in variants:
+                    if mode == "compiled" and variant not in compiled_variants:
+                        continue
+                    pp = args.profile_out if size == "vit_b" and variant in profiled else None
+                    result["rows"].append(time_step(size, variant, mode, args.steps, args.warmup, log, profile_path=pp))
+                    save()
+        for variant in [v for v in args.checkpointing.split(",") if v]:
+            for size in sizes:
+                result["rows"].append(time_step(size, variant, "eager", args.steps, args.warmup, log, checkpointing=True))
                 save()
-    for variant in [v for v in args.checkpointing.split(",") if v]:
-        for size in sizes:
-            result["rows"].append(time_step(size, variant, "eager", args.steps, args.warmup, log, checkpointing=True))
-            save()
     table = format_table(result["rows"])
     result["table"] = table
     save()

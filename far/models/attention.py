@@ -132,11 +132,14 @@ class Attention(nn.Module):
         if self.q_bias is not None:
             bias = torch.cat([self.q_bias, torch.zeros_like(self.v_bias), self.v_bias])
         qkv = F.linear(x, self.qkv.weight, bias).reshape(b, n, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, N, d), views
-        outs, h0 = [], 0
-        for nh, pattern in self.sets:
-            sl = slice(h0, h0 + nh)
-            outs.append(self._attend(q[:, sl], k[:, sl], v[:, sl], pattern))
-            h0 += nh
+        # Split the head sets on the qkv tensor itself, before q/k/v are taken apart: the
+        # backward of a split is one concatenation, while slicing q, k and v separately
+        # would make autograd zero-fill and add a full-size gradient per slice (six of
+        # them for a head split) before stacking: several extra passes in eager mode.
+        parts = [qkv] if len(self.sets) == 1 else qkv.split([nh for nh, _ in self.sets], dim=3)
+        outs = []
+        for part, (_, pattern) in zip(parts, self.sets):
+            q, k, v = part.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, nh, N, d), views
+            outs.append(self._attend(q, k, v, pattern))
         out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)  # (B, N, heads, d)
         return self.proj(out.reshape(b, n, c))
