@@ -24,8 +24,16 @@ include: "workflow/rules/report.smk"
 include: "workflow/rules/dvc.smk"
 
 
+# Every stage's outputs are listed, not only the reports: Snakemake does not rerun a job
+# for a missing intermediate file when the final outputs are up to date, so naming them
+# here makes "delete a run's train.json (or its folder)" rerun that run, its test and
+# the report, and nothing else.
 rule all:
     input:
         REPORT_OUTPUTS,
-        "results/dvc_status.json",
+        expand(RUN_DIR + "/train.json", run=RUN_IDS),
+        expand(RUN_DIR + "/test/metrics.json", run=RUN_IDS),
+        DVC_DATA,
+        RESULTS + "/complexity.json",
+        RESULTS + "/dvc_status.json",
     default_target: True

@@ -116,10 +116,12 @@ class Grid:
 
     def dataset_paths(self, dataset: str) -> dict[str, str]:
         """Where a dataset lives: ``raw`` (the official layout, downloaded or synthetic),
-        ``prepared`` (``far data prepare``'s lists, always ``data/prepared/<dataset>``) and
-        ``root`` (the video root the lists are relative to: ``root`` or else ``raw``)."""
+        ``prepared`` (``far data prepare``'s lists, always ``data/prepared/<mode>/<dataset>``,
+        so that the default's synthetic lists never stand in for the paper's) and ``root``
+        (the video root the lists are relative to: ``root`` or else ``raw``)."""
         ds = self.params["datasets"][dataset]
-        return {"raw": ds["raw"], "prepared": f"data/prepared/{dataset}", "root": ds.get("root", ds["raw"])}
+        return {"raw": ds["raw"], "prepared": prepared_dir(self.params["mode"], dataset),
+                "root": ds.get("root", ds["raw"])}
 
     @staticmethod
     def _canonical(model: dict[str, Any]) -> dict[str, Any]:
@@ -254,6 +256,11 @@ class Grid:
 
 
 PRETRAIN_METHODS = ("videomae", "mvd", "image_mae")
+
+
+def prepared_dir(mode: str, dataset: str) -> str:
+    """Folder of a dataset's prepared lists (``far data prepare --out``)."""
+    return f"data/prepared/{mode}/{dataset}"
 
 
 def pretrain_name(method: str, dataset: str, backbone: str) -> str:

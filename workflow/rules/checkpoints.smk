@@ -7,7 +7,7 @@ PRETRAIN_DIR = "data/checkpoints/offline/{wildcards.pretrain}"  # in shell comma
 
 def pretrain_inputs(w):
     method, src, _ = parse_pretrain_name(w.pretrain)
-    return {"data": f"data/prepared/{src}/train.csv", "mlflow": MLFLOW_INIT} | GRID.pretrain_teachers(w.pretrain)
+    return {"data": GRID.dataset_paths(src)["prepared"] + "/train.csv", "mlflow": MLFLOW_INIT} | GRID.pretrain_teachers(w.pretrain)
 
 
 def teacher_flags(w):
@@ -28,6 +28,7 @@ rule pretrain:
         teachers=teacher_flags,
     log:
         "logs/pretrain/{pretrain}.log",
+    priority: 40
     threads: threads("pretrain")
     resources:
         **res("pretrain"),

@@ -22,7 +22,17 @@ if workflow.config_settings.config:
 PARAMS_FILE = os.path.relpath(_given[0]) if _given else "params/default.yaml"
 if not _given:
     config.update(yaml.safe_load(open(PARAMS_FILE)))
-validate(config, "../schemas/params.schema.yaml")
+try:
+    validate(config, "../schemas/params.schema.yaml")
+except WorkflowError as err:  # restate jsonschema's report as "field: problem"
+    text = str(err)
+    where = re.search(r"On instance((?:\[[^\]]+\])*)", text)
+    what = re.search(r"ValidationError: (.*)", text)
+    field = ".".join(re.findall(r"\['?([^'\]]+)'?\]", where.group(1))) if where and where.group(1) else "(top level)"
+    raise WorkflowError(
+        f"{PARAMS_FILE}: field {field}: {what.group(1) if what else text} "
+        "(checked against workflow/schemas/params.schema.yaml)"
+    ) from None
 try:
     GRID = Grid(config)
 except (KeyError, ValueError) as err:  # cross-field problems the schema cannot see
@@ -113,6 +123,7 @@ if TRACKING.get("enabled", True):
             name=TRACKING.get("experiment", "far"),
         log:
             "logs/mlflow_experiment.log",
+        priority: 50
         shell:
             'export MLFLOW_TRACKING_URI="${{MLFLOW_TRACKING_URI:-{params.uri}}}"; '
             "(mlflow experiments get --experiment-name {params.name:q} >/dev/null 2>&1 "

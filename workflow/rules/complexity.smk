@@ -6,6 +6,7 @@ rule complexity:
         RESULTS + "/complexity.json",
     log:
         "logs/complexity.log",
+    priority: 20  # off the critical path: runs alongside the fine-tunes, not last
     threads: threads("complexity")
     resources:
         **res("complexity"),

@@ -3,8 +3,9 @@
 
 SYNTH = {d: config["datasets"][d]["synth"] for d in DATASETS if config["datasets"][d].get("synth")}
 for _d in SYNTH:
-    if config["datasets"][_d]["raw"] != f"data/raw/{_d}":
-        raise WorkflowError(f"{PARAMS_FILE}: datasets.{_d}.raw must be data/raw/{_d} for a synthetic dataset")
+    if config["datasets"][_d]["raw"] != f"data/raw/synthetic/{_d}":
+        raise WorkflowError(f"{PARAMS_FILE}: datasets.{_d}.raw must be data/raw/synthetic/{_d} for a synthetic dataset")
+PREPARED = "data/prepared/" + config["mode"] + "/{dataset}"  # = far.grid.prepared_dir
 
 
 def synth_args(dataset):
@@ -26,11 +27,12 @@ def prepare_args(dataset):
 rule synth_dataset:
     """A synthetic dataset in the official SSv2/K400 layout (embedded default)."""
     output:
-        directory("data/raw/{dataset}"),
+        directory("data/raw/synthetic/{dataset}"),
     params:
         args=lambda w: synth_args(w.dataset),
     log:
         "logs/data/synth_{dataset}.log",
+    priority: 50  # the critical path: data -> pre-training -> fine-tunes
     threads: threads("synth_dataset")
     resources:
         **res("synth_dataset"),
@@ -43,26 +45,27 @@ rule prepare_dataset:
     input of the DAG (they are downloaded by hand, see docs/data.md): a missing one
     fails here with `far data prepare`'s message saying what is missing."""
     input:
-        lambda w: [f"data/raw/{w.dataset}"] if w.dataset in SYNTH else [],
+        lambda w: [f"data/raw/synthetic/{w.dataset}"] if w.dataset in SYNTH else [],
     output:
-        train="data/prepared/{dataset}/train.csv",
-        val="data/prepared/{dataset}/val.csv",
-        classes="data/prepared/{dataset}/classes.json",
-        report="data/prepared/{dataset}/report.json",
+        train=PREPARED + "/train.csv",
+        val=PREPARED + "/val.csv",
+        classes=PREPARED + "/classes.json",
+        report=PREPARED + "/report.json",
     params:
         raw=lambda w: config["datasets"][w.dataset]["raw"],
         args=lambda w: prepare_args(w.dataset),
     log:
         "logs/data/prepare_{dataset}.log",
+    priority: 50
     threads: threads("prepare_dataset")
     resources:
         **res("prepare_dataset"),
     shell:
-        ENV + "far data prepare --dataset {wildcards.dataset} --root {params.raw} --out data/prepared/{wildcards.dataset} "
+        ENV + "far data prepare --dataset {wildcards.dataset} --root {params.raw} --out data/prepared/" + config["mode"] + "/{wildcards.dataset} "
         "{params.args} --quiet > {log} 2>&1"
 
 
 rule datasets:
     """Every prepared dataset of the grid (a target for DVC's `datasets` stage)."""
     input:
-        expand("data/prepared/{dataset}/train.csv", dataset=DATASETS),
+        expand(PREPARED + "/train.csv", dataset=DATASETS),

@@ -2,7 +2,7 @@
 # After the data exist, this records their hashes in dvc.lock (`dvc commit`) so that
 # `dvc status` is clean and `dvc push` can store them; its output is that status.
 
-DVC_DATA = expand("data/prepared/{dataset}/{f}", dataset=DATASETS, f=["train.csv", "val.csv", "report.json"]) + sorted(
+DVC_DATA = expand(PREPARED + "/{f}", dataset=DATASETS, f=["train.csv", "val.csv", "report.json"]) + sorted(
     {GRID.init_checkpoint(r) for r in GRID.runs.values()}
 )
 

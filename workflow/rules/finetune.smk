@@ -9,8 +9,9 @@ RUN_SH = RESULTS + "/runs/{wildcards.run}"  # in shell commands
 
 def train_inputs(w):
     run = GRID.runs[w.run]
-    return {"init": GRID.init_checkpoint(run), "train": f"data/prepared/{run.dataset}/train.csv",
-            "val": f"data/prepared/{run.dataset}/val.csv", "mlflow": MLFLOW_INIT}
+    prepared = GRID.dataset_paths(run.dataset)["prepared"]
+    return {"init": GRID.init_checkpoint(run), "train": f"{prepared}/train.csv", "val": f"{prepared}/val.csv",
+            "mlflow": MLFLOW_INIT}
 
 
 rule train:

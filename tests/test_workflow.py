@@ -1,0 +1,176 @@
+"""The pipeline's wiring, fast: params schema refusal, the paper grid's dry-run, grid dedup.
+
+The dry-runs call `snakemake -n` in a temporary copy of the workflow files (Snakefile,
+workflow/, params/, far/ is imported from the installed package), so they neither see
+nor touch the outputs of a real run in the repository.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+SNAKEMAKE = shutil.which("snakemake") or str(Path(sys.executable).parent / "snakemake")
+SCHEMA = ROOT / "workflow" / "schemas" / "params.schema.yaml"
+
+pytestmark = pytest.mark.skipif(not Path(SNAKEMAKE).exists(), reason="snakemake is not installed")
+
+
+def load(name: str) -> dict:
+    return yaml.safe_load((ROOT / "params" / name).read_text())
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """A copy of the workflow definition (no data, no results)."""
+    for name in ("Snakefile", "dvc.yaml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    shutil.copytree(ROOT / "workflow", tmp_path / "workflow")
+    shutil.copytree(ROOT / "params", tmp_path / "params")
+    return tmp_path
+
+
+def dry_run(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([SNAKEMAKE, "-n", "--quiet", "rules", *args], cwd=workdir, capture_output=True, text=True,
+                          timeout=300)
+
+
+def job_counts(out: str) -> dict[str, int]:
+    counts = {}
+    for line in out.splitlines():
+        m = re.fullmatch(r"(\w+)\s+(\d+)", line.strip())
+        if m:
+            counts[m.group(1)] = int(m.group(2))
+    return counts
+
+
+# ---- schema -------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["default.yaml", "paper.yaml"])
+def test_params_files_pass_the_schema(name):
+    from snakemake.utils import validate
+
+    validate(load(name), str(SCHEMA))
+
+
+@pytest.mark.parametrize("mutate, field", [
+    (lambda c: c["datasets"]["ssv2"].__setitem__("views", [2, 4]), "views"),
+    (lambda c: c["pretraining"]["mvd"].__setitem__("kind", "download"), "kind"),
+    (lambda c: c.__setitem__("seeds", []), "seeds"),
+    (lambda c: c["resources"]["train"].__setitem__("gpus", -1), "gpus"),
+    (lambda c: c.__setitem__("tabels", ["2"]), "tabels"),
+    (lambda c: c["pretraining"]["videomae"].pop("checkpoints"), "checkpoints"),
+])
+def test_schema_refuses_a_wrong_field_naming_it(mutate, field):
+    from snakemake.utils import validate
+    from snakemake.exceptions import WorkflowError
+
+    cfg = copy.deepcopy(load("paper.yaml"))
+    mutate(cfg)
+    with pytest.raises(WorkflowError) as err:
+        validate(cfg, str(SCHEMA))
+    assert field in str(err.value)
+
+
+def test_wrong_config_refused_before_any_job(workdir):
+    """A bad params file stops Snakemake at parse time, naming the field; nothing runs."""
+    cfg = load("default.yaml")
+    cfg["datasets"]["k400"]["views"] = [5, 2]
+    (workdir / "bad.yaml").write_text(yaml.safe_dump(cfg))
+    res = subprocess.run([SNAKEMAKE, "--cores", "1", "--configfile", "bad.yaml"], cwd=workdir, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode != 0
+    assert "bad.yaml: field datasets.k400.views.1: 2 is not one of [1, 3]" in res.stderr, res.stderr[-2000:]
+    assert not (workdir / "data").exists() and not (workdir / "results").exists()
+
+
+def test_run_config_error_refused_before_any_job(workdir):
+    """Field-level errors of the run configs (far.engine.config) also stop the parse."""
+    cfg = load("default.yaml")
+    cfg["recipe_overrides"]["optim"]["layer_decay"] = 1.5
+    (workdir / "bad.yaml").write_text(yaml.safe_dump(cfg))
+    res = dry_run(workdir, "--configfile", "bad.yaml")
+    assert res.returncode != 0
+    assert "optim.layer_decay: must be in (0, 1], got 1.5" in res.stdout + res.stderr
+
+
+# ---- the grid -------------------------------------------------------------------------
+def test_grid_shares_identical_configs():
+    from far.grid import Grid
+
+    for name, per_seed in (("default.yaml", 27), ("paper.yaml", 27)):
+        params = load(name)
+        grid = Grid(params)
+        # 5+3+2+3+3 ablation rows and 16 main rows are 27 distinct models per seed:
+        # T2 Global = T7 MVD ViT-S; FAR = T3 "Bottleneck w Group" = T4 Group-Mean =
+        # T5 1:1 = T6 Before Attention = T7 FAR (MVD) ViT-S.
+        assert len(grid.runs) == per_seed * len(params["seeds"]), name
+        by_row = {(c.table, c.row): c.run_ids for c in grid.cells}
+        assert by_row[("2", "Global")] == by_row[("7", "MVD ViT-S")]
+        far = by_row[("7", "FAR (MVD) ViT-S")]
+        for key in (("3", "Bottleneck w Group"), ("4", "Group-Mean"), ("5", "1:1"), ("6", "Before Attention")):
+            assert by_row[key] == far, key
+        assert by_row[("2", "Head-Split Sparse-Dense")] != by_row[("3", "w/o Bottleneck")]  # classifier differs
+        configs = [yaml.safe_dump(grid.run_config(r) | {"tracking": None}) for r in grid.runs]
+        assert len(set(configs)) == len(configs), "two runs with one configuration"
+
+
+def test_paper_grid_checkpoints():
+    from far.grid import Grid
+
+    grid = Grid(load("paper.yaml"))
+    assert grid.pretrain_jobs() == []
+    assert sorted(grid.fetch_jobs()) == ["mvd_vit_b_k400", "mvd_vit_s_k400", "videomae_vit_b_k400",
+                                         "videomae_vit_b_ssv2", "videomae_vit_s_k400", "videomae_vit_s_ssv2"]
+    run = next(r for r in grid.runs.values() if r.dataset == "ssv2" and r.pretraining == "mvd")
+    assert grid.init_checkpoint(run) == "data/checkpoints/mvd_vit_s_k400_teacher_vit_l_400ep.pth"
+    cfg = grid.run_config(run.run_id)
+    assert (cfg["data"]["num_frames"], cfg["data"]["input_size"]) == (16, 224)
+    assert (cfg["test"]["clips"], cfg["test"]["crops"]) == (2, 3)
+    assert cfg["optim"]["epochs"] == 40 and cfg["batch"]["total"] == 384
+
+
+def test_default_grid_pretrains_mvd_teachers():
+    from far.grid import Grid
+
+    grid = Grid(load("default.yaml"))
+    names = grid.pretrain_names()
+    for bb in ("vit_s", "vit_b"):
+        assert {f"videomae-k400-{bb}", f"image_mae-k400-{bb}", f"mvd-k400-{bb}", f"videomae-ssv2-{bb}"} <= set(names)
+    assert grid.pretrain_teachers("mvd-k400-vit_s") == {
+        "video": "data/checkpoints/offline/videomae-k400-vit_s/checkpoint.pth",
+        "image": "data/checkpoints/offline/image_mae-k400-vit_s/checkpoint.pth"}
+    cfg = grid.pretrain_config("mvd-k400-vit_b")
+    assert cfg["method"] == "mvd" and cfg["model"]["backbone"] == "vit_mini_cpu"
+
+
+# ---- dry-runs -------------------------------------------------------------------------
+def test_paper_dry_run_lists_every_job(workdir):
+    res = dry_run(workdir, "--configfile", "params/paper.yaml")
+    assert res.returncode == 0, res.stderr[-3000:]
+    counts = job_counts(res.stdout)
+    assert counts["train"] == 54 and counts["test"] == 54
+    assert counts["fetch_checkpoint"] == 6 and counts["prepare_dataset"] == 2
+    assert counts["complexity"] == 1 and counts["report"] == 1
+    assert "pretrain" not in counts and "synth_dataset" not in counts
+    assert counts["total"] == 121
+
+
+def test_default_dry_run(workdir):
+    res = dry_run(workdir)
+    assert res.returncode == 0, res.stderr[-3000:]
+    counts = job_counts(res.stdout)
+    assert counts["train"] == counts["test"] == 54
+    assert counts["pretrain"] == 8 and counts["synth_dataset"] == 2
+
+
+def test_two_params_files_refused(workdir):
+    res = dry_run(workdir, "--configfile", "params/paper.yaml", "params/default.yaml")
+    assert res.returncode != 0 and "one params file" in res.stdout + res.stderr
