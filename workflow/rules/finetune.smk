@@ -28,5 +28,6 @@ rule train:
     resources:
         **res("train"),
     shell:
-        ENV + "far grid --params " + PARAMS_FILE + " run-config {wildcards.run} --out " + RUN_SH + "/run.yaml"
-        " && {params.far} train --config " + RUN_SH + "/run.yaml --out " + RUN_SH + " --no-progress > {log} 2>&1"
+        ENV + 'FAR="{params.far}"; echo "launcher: $FAR" > {log}; '
+        "far grid --params " + PARAMS_FILE + " run-config {wildcards.run} --out " + RUN_SH + "/run.yaml"
+        " && $FAR train --config " + RUN_SH + "/run.yaml --out " + RUN_SH + " --no-progress >> {log} 2>&1"

@@ -14,5 +14,6 @@ rule test:
     resources:
         **res("test"),
     shell:
-        ENV + "{params.far} test --config " + RUN_SH + "/run.yaml --checkpoint " + RUN_SH + "/model.pth --out "
-        + RUN_SH + "/test --no-progress > {log} 2>&1"
+        ENV + 'FAR="{params.far}"; echo "launcher: $FAR" > {log}; '
+        "$FAR test --config " + RUN_SH + "/run.yaml --checkpoint " + RUN_SH + "/model.pth --out "
+        + RUN_SH + "/test --no-progress >> {log} 2>&1"
