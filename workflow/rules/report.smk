@@ -15,7 +15,6 @@ rule report:
             expand("reports/table{t}.csv", t=TABLES),
             caption="../report/tables.rst",
             category="Tables",
-            labels=lambda f: {"table": os.path.basename(f).removesuffix(".csv")},
         ),
         figures=report(
             directory("reports/figures"),
