@@ -74,7 +74,10 @@ def res(rule_name):
     r = dict(config["resources"].get("default", {})) | dict(config["resources"].get(rule_name, {}))
     out = {"mem_mb": r.get("mem_mb", 2000), "runtime": r.get("runtime", 60), "tasks": r.get("tasks", 1)}
     if r.get("gpus", 0):
-        out["gpu"] = r["gpus"]  # snakemake-executor-plugin-slurm: --gpus=N (or set gres in slurm_extra)
+        out["gpu"] = r["gpus"]  # snakemake-executor-plugin-slurm: --gpus=N
+        # The plugin asks for --ntasks-per-gpu=<tasks> unless told otherwise, i.e. tasks x
+        # gpus processes; the fine-tunes want one process per GPU.
+        out["tasks_per_gpu"] = max(1, out["tasks"] // r["gpus"])
     if r.get("cpus_per_task"):
         out["cpus_per_task"] = r["cpus_per_task"]
     if out["tasks"] > 1:
