@@ -215,6 +215,7 @@ def _workflow_copy(dest: Path, train_tasks: int) -> Path:
     shutil.copy(ROOT / "Snakefile", dest / "Snakefile")
     shutil.copytree(ROOT / "workflow", dest / "workflow")
     shutil.copytree(ROOT / "params", dest / "params")
+    (dest / "profiles").symlink_to("workflow/profiles")  # as in the repository
     params = yaml.safe_load((ROOT / "params" / "default.yaml").read_text())
     params["resources"]["train"]["tasks"] = train_tasks
     (dest / "params" / "slurm-test.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -35,6 +35,7 @@ def workdir(tmp_path: Path) -> Path:
         shutil.copy(ROOT / name, tmp_path / name)
     shutil.copytree(ROOT / "workflow", tmp_path / "workflow")
     shutil.copytree(ROOT / "params", tmp_path / "params")
+    (tmp_path / "profiles").symlink_to("workflow/profiles")  # as in the repository
     return tmp_path
 
 
