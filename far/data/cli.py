@@ -34,6 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"frames per video (default: {DEFAULT_FRAMES['ssv2']} for ssv2, {DEFAULT_FRAMES['k400']} for k400)")
     s.add_argument("--fps", type=int, default=defaults.fps)
     s.add_argument("--seed", type=int, default=defaults.seed)
+    s.add_argument("--object-scale", type=float, default=defaults.object_scale,
+                   help="object radius as a fraction of the short side (default %(default)s)")
+    s.add_argument("--background-contrast", type=float, default=defaults.background_contrast,
+                   help="background texture contrast, 0-1; 1 = full range (default %(default)s)")
+    s.add_argument("--motion-amplitude", type=float, default=defaults.motion_amplitude,
+                   help="motion amplitude as a fraction of the frame (default %(default)s)")
+    s.add_argument("--motion-period", type=float, default=defaults.motion_period,
+                   help="k400: frames per motion cycle (default %(default)s)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("prepare", help="check a raw SSv2/K400 download and write path-label lists")
@@ -59,7 +67,9 @@ def main(argv: list[str]) -> int:
             spec = SynthSpec(kind=args.kind, classes=args.classes,
                              videos_per_class_train=args.videos_per_class_train,
                              videos_per_class_val=args.videos_per_class_val, height=args.size[0],
-                             width=args.size[1], frames=args.frames, fps=args.fps, seed=args.seed)
+                             width=args.size[1], frames=args.frames, fps=args.fps, seed=args.seed,
+                             object_scale=args.object_scale, background_contrast=args.background_contrast,
+                             motion_amplitude=args.motion_amplitude, motion_period=args.motion_period)
             info = generate(spec, args.out, progress=not args.quiet)
         except (ValueError, EncoderUnavailable) as err:
             print(f"far data synth: {err}", file=sys.stderr)

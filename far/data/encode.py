@@ -21,7 +21,8 @@ import numpy as np
 # Why these options: deterministic, fast, small. x264 with threads=1 gives identical
 # bytes for identical input; VP9 in realtime mode with one thread likewise.
 CODECS: dict[str, tuple[str, dict[str, str]]] = {
-    "libx264": ("mp4", {"preset": "veryfast", "crf": "23", "threads": "1"}),
+    "libx264": ("mp4", {"preset": "veryfast", "crf": "23", "threads": "1",
+                         "x264-params": "threads=1:lookahead-threads=1:sliced-threads=0"}),
     "libvpx-vp9": ("webm", {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0",
                             "crf": "32", "b": "0", "threads": "1"}),
 }
@@ -93,7 +94,9 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: int, codec:
                     stream.options = dict(options)
                     # No encoder/muxer version strings or times: same frames -> same bytes.
                     container.metadata.clear()
-                vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+                # Convert to yuv420p here, not implicitly inside encode(): measured, the
+                # implicit path occasionally gave x264 different input for equal frames.
+                vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24").reformat(format="yuv420p")
                 for packet in stream.encode(vf):
                     container.mux(packet)
             if stream is None:

@@ -94,6 +94,11 @@ class SynthSpec:
     frames: int | None = None  # None: DEFAULT_FRAMES[kind]
     fps: int = 12
     seed: int = 0
+    # Scene knobs (learnability at the CPU backbones' scale: 8x64x64 clips, 16-px patches).
+    object_scale: float = 0.25  # object radius / min(H, W), jittered x0.85-1.15 per video
+    background_contrast: float = 0.35  # background deviation from its mean colour (1 = full-range)
+    motion_amplitude: float = 0.3  # K400: motion amplitude / min(H, W); SSv2: half the travel / frame extent
+    motion_period: float = 24.0  # K400: frames per motion cycle (mean; jittered x0.75-1.25 per video)
 
     def __post_init__(self) -> None:
         if self.kind not in ("ssv2", "k400"):
@@ -112,6 +117,12 @@ class SynthSpec:
         for name, low in (("height", 16), ("width", 16), ("frames", 2), ("fps", 1)):
             if getattr(self, name) < low:
                 raise ValueError(f"SynthSpec.{name}: must be >= {low} (got {getattr(self, name)})")
+        for name, low, high in (("object_scale", 0.02, 0.45), ("background_contrast", 0.0, 1.0),
+                                ("motion_amplitude", 0.0, 0.45)):
+            if not low <= getattr(self, name) <= high:
+                raise ValueError(f"SynthSpec.{name}: must be in [{low}, {high}] (got {getattr(self, name)})")
+        if self.motion_period < 2:
+            raise ValueError(f"SynthSpec.motion_period: must be >= 2 frames (got {self.motion_period})")
         if self.height % 2 or self.width % 2:
             raise ValueError(f"SynthSpec.height/width: must be even for yuv420p (got {self.height}x{self.width})")
 
@@ -187,7 +198,7 @@ def draw_frame(background: np.ndarray, shape: str, colour: np.ndarray, marker: n
     _fill_polygon(body, _unit_polygon(shape) @ rot.T * pose.radius + centre)
     dot = np.zeros((h, w), dtype=bool)
     a = np.linspace(0, 2 * math.pi, 12, endpoint=False)
-    dot_poly = np.stack([np.cos(a), np.sin(a)], 1) * max(pose.radius * 0.22, 1.2)
+    dot_poly = np.stack([np.cos(a), np.sin(a)], 1) * max(pose.radius * 0.25, 1.2)
     _fill_polygon(dot, dot_poly + centre + rot @ np.array([0.55 * pose.radius, 0.0]))
     out = background.astype(np.float32)
     for m, col in ((body, colour), (dot & body, marker)):
@@ -195,8 +206,13 @@ def draw_frame(background: np.ndarray, shape: str, colour: np.ndarray, marker: n
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
-def make_background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """A random static background: solid, gradient, stripes or soft blobs."""
+def make_background(rng: np.random.Generator, h: int, w: int, contrast: float = 1.0) -> np.ndarray:
+    """A random static background: solid, gradient, stripes or soft blobs.
+
+    ``contrast`` scales every pixel's deviation from the background's mean colour
+    (texture and noise alike): 1 keeps the full-range textures, smaller values keep the
+    variety of layouts and colours but make the object the most salient thing in view.
+    """
     kind = rng.integers(4)
     c1, c2 = rng.integers(0, 256, 3).astype(np.float32), rng.integers(0, 256, 3).astype(np.float32)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -220,6 +236,10 @@ def make_background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
             img = img * (1 - g) + rng.integers(0, 256, 3).astype(np.float32) * g
     # Mild pixel noise (static) so backgrounds are not trivially flat.
     img = img + rng.normal(0, 6, (h, w, 1)).astype(np.float32)
+    # numpy's SIMD float sums can differ in the last bit with the buffer's alignment;
+    # rounding the mean keeps the same seed giving the same pixels (and the same bytes).
+    mean = np.round(img.reshape(-1, 3).mean(0, dtype=np.float64), 2).astype(np.float32)
+    img = mean + contrast * (img - mean)
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
@@ -258,17 +278,25 @@ class SSv2Scene:
         return f"{PALETTE[self.colour_index][0]} {self.shape}"
 
 
-def sample_ssv2_scene(rng: np.random.Generator, h: int, w: int) -> SSv2Scene:
-    """Draw a scene. The distribution does not depend on the class (pair property)."""
-    bg = make_background(rng, h, w)
+def sample_ssv2_scene(rng: np.random.Generator, h: int, w: int, object_scale: float = 0.25,
+                      background_contrast: float = 0.35, motion_amplitude: float = 0.3) -> SSv2Scene:
+    """Draw a scene. The distribution does not depend on the class (pair property).
+
+    Defaults are :class:`SynthSpec`'s: object radius ``object_scale`` x min(H, W)
+    (x0.85-1.15), moving classes travel ``2 x motion_amplitude`` (x0.8-1.2) of the
+    frame's extent, centred with a little jitter.
+    """
+    bg = make_background(rng, h, w, background_contrast)
     shape = SHAPES[int(rng.integers(len(SHAPES)))]
     ci = _contrasting(rng, bg, range(len(PALETTE)))
+    half = motion_amplitude * float(rng.uniform(0.8, 1.2))
+    centre = 0.5 + float(rng.uniform(-0.05, 0.05))
     return SSv2Scene(
         background=bg, shape=shape, colour_index=ci,
         marker=tuple(int(v) for v in 255 - np.array(PALETTE[ci][1])),
-        radius=float(rng.uniform(0.12, 0.18)),
-        static_xy=(float(rng.uniform(0.35, 0.65)), float(rng.uniform(0.35, 0.65))),
-        lo=float(rng.uniform(0.15, 0.3)), hi=float(rng.uniform(0.7, 0.85)),
+        radius=object_scale * float(rng.uniform(0.85, 1.15)),
+        static_xy=(float(rng.uniform(0.4, 0.6)), float(rng.uniform(0.4, 0.6))),
+        lo=centre - half, hi=centre + half,
         s_lo=float(rng.uniform(0.4, 0.6)), s_hi=float(rng.uniform(1.3, 1.6)),
         angle0=float(rng.uniform(0, 2 * math.pi)), span=float(rng.uniform(0.5, 1.5) * math.pi),
     )
@@ -320,40 +348,52 @@ def render_ssv2(scene: SSv2Scene, class_index: int, frames: int) -> np.ndarray:
 # --------------------------------------------------------------------------- K400-like
 
 
-def render_k400(rng: np.random.Generator, class_index: int, frames: int, h: int, w: int) -> np.ndarray:
-    """Frames of a K400-like video of ``class_index``: class shape/hue and class motion."""
+def render_k400(rng: np.random.Generator, class_index: int, frames: int, h: int, w: int,
+                object_scale: float = 0.25, background_contrast: float = 0.35, motion_amplitude: float = 0.3,
+                motion_period: float = 24.0) -> np.ndarray:
+    """Frames of a K400-like video of ``class_index``: class shape/hue and class motion.
+
+    The motion runs at a speed per frame (one cycle per ~``motion_period`` frames),
+    not per clip, so that any sampled window shows it whatever the video length;
+    one-way motions (fall, wave, hop, drift) restart every two cycles.
+    """
     import colorsys
 
     _, shape, hue, motion = K400_CLASSES[class_index]
-    bg = make_background(rng, h, w)
     hue = (hue + rng.uniform(-12, 12)) % 360
     colour = np.array(colorsys.hsv_to_rgb(hue / 360, rng.uniform(0.7, 1.0), rng.uniform(0.75, 1.0))) * 255
+    # A background whose mean colour is far from the object's (a few deterministic redraws).
+    for _ in range(8):
+        bg = make_background(rng, h, w, background_contrast)
+        if np.abs(np.round(bg.reshape(-1, 3).mean(0, dtype=np.float64), 2) - colour).sum() > 150:
+            break
     marker = 255 - colour
     m = min(h, w)
-    r = rng.uniform(0.1, 0.15) * m
-    cx0, cy0 = rng.uniform(0.35, 0.65) * w, rng.uniform(0.35, 0.65) * h
+    r = object_scale * rng.uniform(0.85, 1.15) * m
+    cx0, cy0 = rng.uniform(0.4, 0.6) * w, rng.uniform(0.4, 0.6) * h
     phase = rng.uniform(0, 2 * math.pi)
-    cycles = rng.uniform(1.0, 2.0)  # periods per clip
-    amp = rng.uniform(0.15, 0.25) * m
+    period = motion_period * rng.uniform(0.75, 1.25)  # frames per cycle
+    amp = motion_amplitude * rng.uniform(0.8, 1.2) * m
     direction = rng.choice([-1.0, 1.0])
     out = []
     for i in range(frames):
-        t = i / max(frames - 1, 1)
-        wt = 2 * math.pi * cycles * t + phase
+        cyc = i / period  # cycles elapsed
+        t = (cyc / 2 + phase / (2 * math.pi)) % 1.0  # sawtooth in [0, 1): one sweep per two cycles
+        wt = 2 * math.pi * cyc + phase
         cx, cy, rad, ang, alpha = cx0, cy0, r, phase, 1.0
         if motion == "orbit":
             cx, cy = cx0 + amp * math.cos(wt), cy0 + amp * math.sin(wt)
         elif motion == "bounce":
             cy = cy0 + amp - 2 * amp * abs(math.sin(wt / 2))
         elif motion == "zigzag":
-            cx = cx0 + amp * (2 * abs((cycles * t * 2 + phase / math.pi) % 2 - 1) - 1)
+            cx = cx0 + amp * (2 * abs((cyc * 2 + phase / math.pi) % 2 - 1) - 1)
             cy = cy0 + amp * (t - 0.5)
         elif motion == "pulse":
             rad = r * (1 + 0.5 * math.sin(wt))
         elif motion == "shake":
-            cx = cx0 + 0.3 * amp * math.sin(6 * wt)
+            cx = cx0 + 0.4 * amp * math.sin(3 * wt)
         elif motion == "spin":
-            ang = phase + direction * 4 * math.pi * t
+            ang = phase + direction * math.pi * cyc
         elif motion == "fall":
             cy = (0.15 + 0.7 * t * t) * h
         elif motion == "wave":
@@ -361,7 +401,7 @@ def render_k400(rng: np.random.Generator, class_index: int, frames: int, h: int,
         elif motion == "blink":
             alpha = 0.5 + 0.5 * math.cos(2 * wt)
         elif motion == "drift":
-            cx, cy = cx0 + direction * amp * (t - 0.5), cy0 - amp * (t - 0.5)
+            cx, cy = cx0 + direction * 2 * amp * (t - 0.5), cy0 - 2 * amp * (t - 0.5)
         elif motion == "swing":
             ang = phase + 0.8 * math.sin(wt)
             cx = cx0 + amp * math.sin(wt)
@@ -411,7 +451,9 @@ def generate(spec: SynthSpec, out: str | Path, progress: bool = True) -> dict:
         _write_k400_annotations(out, records)
     summary = {"kind": spec.kind, "codec": codec, "classes": spec.class_names(),
                "videos": {s: sum(r["split"] == s for r in records) for s in ("train", "val")},
-               "size": [spec.height, spec.width], "frames": spec.frames, "fps": spec.fps, "seed": spec.seed}
+               "size": [spec.height, spec.width], "frames": spec.frames, "fps": spec.fps, "seed": spec.seed,
+               "object_scale": spec.object_scale, "background_contrast": spec.background_contrast,
+               "motion_amplitude": spec.motion_amplitude, "motion_period": spec.motion_period}
     (out / "synthetic.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -435,7 +477,8 @@ def _check_decodable(spec: SynthSpec, path: Path) -> None:
 def _write_ssv2_video(spec: SynthSpec, out: Path, job: tuple[str, int, int]) -> dict:
     split, c, n = job
     rng = _video_rng(spec, split, c, n)
-    scene = sample_ssv2_scene(rng, spec.height, spec.width)
+    scene = sample_ssv2_scene(rng, spec.height, spec.width, spec.object_scale, spec.background_contrast,
+                              spec.motion_amplitude)
     # SSv2 ids are integers; unique per (split, class, number).
     vid = str(1 + {"train": 0, "val": 500000}[split] + c * 10000 + n)
     frames = render_ssv2(scene, c, spec.frames)
@@ -463,7 +506,8 @@ def _write_k400_video(spec: SynthSpec, out: Path, job: tuple[str, int, int]) -> 
     ytid = _youtube_id(rng)
     start = int(rng.integers(0, 300))
     end = start + 10
-    frames = render_k400(rng, c, spec.frames, spec.height, spec.width)
+    frames = render_k400(rng, c, spec.frames, spec.height, spec.width, spec.object_scale,
+                         spec.background_contrast, spec.motion_amplitude, spec.motion_period)
     write_video(out / split / f"{ytid}_{start:06d}_{end:06d}.mp4", frames, spec.fps, "libx264")
     return {"split": split, "label": K400_CLASSES[c][0], "youtube_id": ytid, "time_start": start, "time_end": end}
 
