@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,66 +148,6 @@ def schedule(cfg: PretrainConfig, steps_per_epoch: int):
                     total_steps=cfg.epochs * steps_per_epoch)
 
 
-# ---- tracking ----------------------------------------------------------------------------
-class Tracker:
-    """MLflow logging that never stops training: every call is guarded, rank 0 only."""
-
-    def __init__(self, cfg: PretrainConfig, out: Path, enabled: bool, run_id: str | None = None):
-        self.run = None
-        self.mlflow = None
-        self.run_id = run_id
-        if not (enabled and cfg.tracking.enabled):
-            return
-        try:
-            os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-            import mlflow
-
-            mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking.uri)
-            mlflow.set_experiment(cfg.tracking.experiment)
-            if run_id:  # a resumed run continues its MLflow run
-                self.run = mlflow.start_run(run_id=run_id)
-            else:
-                self.run = mlflow.start_run(run_name=cfg.tracking.run_name or f"pretrain-{cfg.method}-{out.name}")
-            self.run_id = self.run.info.run_id
-            self.mlflow = mlflow
-        except Exception as err:  # noqa: BLE001
-            log.warning("MLflow tracking disabled: %s", err)
-
-    def _call(self, name: str, *args, **kwargs) -> None:
-        if self.mlflow is None:
-            return
-        try:
-            getattr(self.mlflow, name)(*args, **kwargs)
-        except Exception as err:  # noqa: BLE001
-            log.warning("MLflow %s failed (training goes on): %s", name, err)
-
-    def params(self, values: dict[str, Any]) -> None:
-        flat = _flatten(values)
-        self._call("log_params", {k: str(v)[:500] for k, v in flat.items()})
-
-    def metrics(self, values: dict[str, float], step: int) -> None:
-        self._call("log_metrics", values, step=step)
-
-    def artifact(self, path: Path) -> None:
-        self._call("log_artifact", str(path))
-
-    def tags(self, values: dict[str, str]) -> None:
-        self._call("set_tags", values)
-
-    def end(self, status: str = "FINISHED") -> None:
-        self._call("end_run", status=status)
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out |= _flatten(v, f"{prefix}{k}.")
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 # ---- the run --------------------------------------------------------------------------------
 def pretrain(cfg: PretrainConfig, out: str | Path, *, teacher_video: str | Path | None = None,
              teacher_image: str | Path | None = None, progress: bool = True, tracking: bool = True,
@@ -224,6 +163,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, teacher_video: str | Path 
     from far.engine import state as es
     from far.engine.distributed import barrier
     from far.engine.optim import apply_lr
+    from far.engine.tracking import flatten, make_tracker
     from far.pretrain.data import build_source, collate, steps_per_epoch
 
     out = Path(out)
@@ -264,12 +204,15 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, teacher_video: str | Path 
             log.info("resumed from %s (epoch %d of %d)", latest, trainer.epoch, cfg.epochs)
     resumed = trainer.epoch
 
-    tracker = Tracker(cfg, out, tracking and main, run_id=trainer.mlflow_run_id)
-    trainer.mlflow_run_id = tracker.run_id
+    # The fine-tuning engine's tracker: one MLflow run per job, continued on resume,
+    # an unreachable store warned about once.
+    tracker = make_tracker(tracking and cfg.tracking.enabled, cfg.tracking.uri, cfg.tracking.experiment,
+                           cfg.tracking.run_name or f"pretrain-{cfg.method}-{out.name}", trainer.mlflow_run_id, main)
+    trainer.mlflow_run_id = tracker.run_id if main else trainer.mlflow_run_id
     if not resumed:
-        tracker.params(cfg.to_dict() | {"steps_per_epoch": n_steps, "world_size": dist_env.world_size,
-                                        "precision": dss.precision_of(ds_config), "out": str(out)})
-    tracker.tags({"far.stage": "pretrain", "far.method": cfg.method, "far.resumed_from_epoch": str(resumed)})
+        tracker.log_params(flatten(cfg.to_dict() | {"steps_per_epoch": n_steps, "world_size": dist_env.world_size,
+                                        "precision": dss.precision_of(ds_config), "out": str(out)}))
+    tracker.set_tags({"far.stage": "pretrain", "far.method": cfg.method, "far.resumed_from_epoch": str(resumed)})
     masks = TubeMaskGenerator(enc_cfg.grid, cfg.mask_ratio, cfg.seed)
     result = PretrainResult(method=cfg.method, checkpoint=str(out / CHECKPOINT_NAME), epochs=cfg.epochs,
                             steps=n_steps * cfg.epochs, epoch_loss=[h["loss"] for h in trainer.history],
@@ -307,7 +250,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, teacher_video: str | Path 
                 bar.set_postfix(loss=f"{parts['loss']:.4f}", lr=f"{lr:.2e}",
                                 clips_s=f"{(i + 1) * x.shape[0] / (time.perf_counter() - t_epoch):.1f}")
                 if main and (i % 5 == 0 or i == n_steps - 1):
-                    tracker.metrics({f"train/{k}": v for k, v in parts.items()} | {"train/lr": lr}, step)
+                    tracker.log_metrics({f"train/{k}": v for k, v in parts.items()} | {"train/lr": lr}, step)
             bar.close()
             mean = _all_mean(sum(losses) / max(1, len(losses)))
             result.epoch_loss.append(mean)
@@ -317,7 +260,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, teacher_video: str | Path 
             trainer.history.append({"epoch": epoch + 1, "loss": mean, "seconds": seconds, "replaced": replaced,
                                     "method": cfg.method, "first_step_loss": result.first_step_loss})
             trainer.epoch, trainer.step_in_epoch, trainer.global_step = epoch + 1, 0, (epoch + 1) * n_steps
-            tracker.metrics({"epoch/loss": mean, "epoch/seconds": seconds, "epoch/replaced_videos": replaced}, epoch + 1)
+            tracker.log_metrics({"epoch/loss": mean, "epoch/seconds": seconds, "epoch/replaced_videos": replaced}, epoch + 1)
             es.save(engine, out, trainer, rank=rank, keep_last=cfg.keep_last)
             if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < cfg.epochs:
                 status = "KILLED"
@@ -330,8 +273,8 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, teacher_video: str | Path 
             save_official(export_state(cfg, engine), out / CHECKPOINT_NAME, epoch=cfg.epochs, args=cfg.to_dict(),
                           method=cfg.method, **info)
             (out / "metrics.json").write_text(json.dumps(result.to_dict(), indent=2))
-            tracker.metrics({"final/loss": result.epoch_loss[-1], "final/wall_s": result.wall_s}, result.steps)
-            tracker.artifact(out / "metrics.json")
+            tracker.log_metrics({"final/loss": result.epoch_loss[-1], "final/wall_s": result.wall_s}, result.steps)
+            tracker.log_artifact(out / "metrics.json")
         barrier()
         status = "FINISHED"
         return result
