@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import gc
+import importlib
 import json
 import math
 import os
@@ -36,6 +37,9 @@ VARIANTS = {
     "hsda": dict(variant="far", tgi="none"),
     "far_conv3d": dict(variant="far", tgi_impl="conv3d"),
     "far": dict(variant="far"),
+    # the same model; under torch.compile the TGI conv is the opaque custom op instead of
+    # the triton op (far.models.kernels.tgi_conv.COMPILE_OP)
+    "far_custom_op": dict(variant="far"),
 }
 
 
@@ -69,6 +73,7 @@ def fvcore_gmacs(size: str, variant: str) -> tuple[float, str]:
     fvcore is not installed on the GPU machine, so the counts are also stored in
     ``benchmarks/results/fvcore_gmacs.json`` (``far bench --write-flops`` on any machine);
     the analytic count :func:`forward_macs` is the last resort (within 0.1 % of fvcore)."""
+    variant = variant.removesuffix("_custom_op")
     key = f"{size}/{variant}"
     try:
         from far.complexity import count_flops
@@ -87,7 +92,7 @@ def write_flops_table(path: Path = FLOPS_TABLE) -> dict:
     """Count every benchmarked model with fvcore and store the table (CPU, minutes)."""
     from far.complexity import count_flops
 
-    gmacs = {f"{s}/{v}": count_flops(_cfg(s, v))[0] / 1e9 for s in BATCH for v in VARIANTS}
+    gmacs = {f"{s}/{v}": count_flops(_cfg(s, v))[0] / 1e9 for s in BATCH for v in VARIANTS if not v.endswith("_custom_op")}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(dict(note="fvcore forward multiply-adds per clip (16x224x224), "
                                          "far.complexity.count_flops", gmacs=gmacs), indent=1) + "\n")
@@ -271,12 +276,15 @@ def graph_breaks(size: str, log) -> dict:
     return res
 
 
-def time_step(size: str, variant: str, mode: str, steps: int, warmup: int, log, checkpointing=False, profile_path=None) -> dict:
+def time_step(size: str, variant: str, mode: str, steps: int, warmup: int, log, checkpointing=False, profile_path=None,
+              profile_top: int = 40) -> dict:
     import torch
     import torch.nn.functional as F
 
     from far.models import build_model
 
+    kernels = importlib.import_module("far.models.kernels.tgi_conv")
+    kernels.COMPILE_OP = "custom_op" if variant.endswith("_custom_op") else "triton_op"
     torch.manual_seed(0)
     cfg = _cfg(size, variant, grad_checkpointing=checkpointing)
     b = BATCH[size]
@@ -319,7 +327,7 @@ def time_step(size: str, variant: str, mode: str, steps: int, warmup: int, log, 
     log(f"{size} {variant:10s} {mode:8s} ckpt={int(checkpointing)} {ms:8.2f} ms  {row['clips_per_s']:7.1f} clips/s  "
         f"{peak:6.2f} GiB  MFU {row['mfu'] * 100:5.1f}%  (warm-up {warm_s:.0f} s)")
     if profile_path:
-        row["profile_top"] = profile_step(step, 3, profile_path, f"{size} {variant} {mode} batch {b}")
+        row["profile_top"] = profile_step(step, 3, profile_path, f"{size} {variant} {mode} batch {b}", top=profile_top)
         log(f"profile -> {profile_path}")
     del model, opt, fwd, x
     gc.collect()
@@ -414,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--explain", action="store_true", help="count torch.compile graph breaks of FAR")
     ap.add_argument("--profile", default="", help="variants to profile (torch.profiler, ViT-B, every mode), e.g. far,global")
     ap.add_argument("--profile-out", default="bench-out/profile.txt", help="profiler tables go here")
+    ap.add_argument("--profile-top", type=int, default=40, help="GPU kernels kept per profiled row in the JSON")
     ap.add_argument("--sdpa", default="cudnn,flash", help="SDPA backends in priority order (cudnn, flash, efficient, math) or 'default'")
     ap.add_argument("--write-flops", action="store_true", help="count the models with fvcore into benchmarks/results/fvcore_gmacs.json and exit (CPU)")
     ap.add_argument("--out", default="bench-out/bench.json")
@@ -464,7 +473,8 @@ def main(argv: list[str] | None = None) -> int:
                     if mode == "compiled" and variant not in compiled_variants:
                         continue
                     pp = args.profile_out if size == "vit_b" and variant in profiled else None
-                    result["rows"].append(time_step(size, variant, mode, args.steps, args.warmup, log, profile_path=pp))
+                    result["rows"].append(time_step(size, variant, mode, args.steps, args.warmup, log, profile_path=pp,
+                                                    profile_top=args.profile_top))
                     save()
         for variant in [v for v in args.checkpointing.split(",") if v]:
             for size in sizes:

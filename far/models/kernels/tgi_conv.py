@@ -91,133 +91,155 @@ def tgi_conv_gather(y: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor, bi
 
 
 if HAVE_TRITON:
-    # Block shapes are tuned per problem shape on the first call. KT taps are contracted
-    # per tl.dot (K = KT*Cg): with Cg = 16 a one-tap dot is the smallest MMA there is, so
-    # several taps per dot keep the tensor cores busier and cut the loop count; taps past
-    # 27 are masked to zero.
+    # One program owns a block of BLOCK_N tokens and GB groups and loops over the 27 taps:
+    # per tap it loads the table entry of each token once (a (BLOCK_N,) vector), gathers
+    # the tokens' GB*Cg-channel rows as one (GB, BLOCK_N, Cg) tile with 16-byte vector
+    # loads (the table entry is constant along the channels, so the row pointers are
+    # contiguous), and contracts it with the tap's (GB, Cg, Cg) weights in one batched
+    # dot. Groups past G (GB not dividing G) are masked off.
+    #
+    # The loads are software-pipelined (num_stages > 1: 16-byte cp.async, which on sm_90
+    # bypasses L1). Plain L1-cached vector loads (num_stages = 1, with and without the tap
+    # loop unrolled) were among the candidates on the H100 and never chosen, for either
+    # kernel and backbone (measured 2026-11-24), so they are no longer tried.
     _FWD_CONFIGS = [
-        triton.Config({"BLOCK_N": bn, "KT": kt}, num_warps=nw, num_stages=ns)
-        for bn, kt, nw, ns in [
-            (64, 1, 4, 3), (128, 1, 4, 3), (64, 2, 4, 3), (128, 2, 8, 3), (64, 4, 4, 2), (128, 4, 8, 2), (32, 4, 2, 2),
+        triton.Config({"BLOCK_N": bn, "GB": gb}, num_warps=nw, num_stages=ns)
+        for bn, gb, nw, ns in [
+            (32, 1, 2, 3), (64, 1, 4, 3), (64, 2, 4, 3), (32, 4, 4, 3), (32, 2, 2, 3), (64, 2, 4, 4), (128, 2, 8, 3),
         ]
     ]
+    # Weight gradient: one program per (group, chunk of TP taps, row split); per row block it
+    # loads dy once and the TP taps' gathered x tiles, one batched (TP, Cg, BLOCK_N) @
+    # (TP, BLOCK_N, Cg) dot. The partial sums of the row splits are added afterwards in a
+    # fixed order (deterministic).
     _WGRAD_CONFIGS = [
-        triton.Config({"BLOCK_N": bn, "KT": kt}, num_warps=nw, num_stages=ns)
-        for bn, kt, nw, ns in [(64, 4, 4, 3), (128, 4, 4, 3), (64, 8, 4, 3), (128, 8, 8, 3), (64, 16, 8, 2), (32, 8, 4, 3)]
+        triton.Config({"BLOCK_N": bn, "TP": tp}, num_warps=nw, num_stages=ns)
+        for bn, tp, nw, ns in [
+            (32, 8, 4, 3), (64, 8, 4, 3), (32, 16, 4, 3), (64, 16, 8, 3), (32, 32, 8, 2),
+            (16, 32, 4, 3), (64, 4, 4, 3), (128, 8, 8, 3),
+        ]
     ]
 
-    @triton.autotune(configs=_FWD_CONFIGS, key=["N", "C", "CG"])
     @triton.jit
-    def _conv_kernel(x_ptr, w_ptr, b_ptr, nbr_ptr, out_ptr, N, C,
+    def _conv_tap(acc, k, x_base, w_ptr, nbr_ptr, offs_n, mask_n, mask_g, chan, w_tile, N, C,
+                  FP32: tl.constexpr, CG: tl.constexpr):
+        """acc (GB, BLOCK_N, CG) += tap k's gathered rows @ its (GB, CG, CG) weights."""
+        nb = tl.load(nbr_ptr + k * N + offs_n, mask=mask_n, other=-1)  # (BLOCK_N,)
+        rows = nb[None, :, None] * C  # (1, BLOCK_N, 1)
+        xt = tl.load(x_base + rows + chan, mask=(nb >= 0)[None, :, None] & mask_g, other=0.0)  # (GB, BLOCK_N, CG)
+        wt = tl.load(w_ptr + w_tile + k * (CG * CG), mask=mask_g, other=0.0)  # (GB, CG, CG)
+        if FP32:
+            acc += tl.dot(xt, wt, input_precision="ieee")
+        else:
+            acc += tl.dot(xt, wt)
+        return acc
+
+    @triton.autotune(configs=_FWD_CONFIGS, key=["N", "C", "G"])
+    @triton.jit
+    def _conv_kernel(x_ptr, w_ptr, b_ptr, nbr_ptr, out_ptr, N, C, G,
                      HAS_BIAS: tl.constexpr, FP32: tl.constexpr, CG: tl.constexpr,
-                     BLOCK_N: tl.constexpr, KT: tl.constexpr):
-        # out[b, n, g*CG + o] = bias + sum_k sum_i x[b, nbr[k, n], g*CG + i] * W[g, k, i, o], W packed
-        # (G, 27, CG, CG) in x's dtype (see pack_weight).
-        # grid = (G, cdiv(N, BLOCK_N), B): the G programs of one token block are adjacent in
-        # launch order, so the rows they gather (the same tokens, other channels) meet in L2.
-        g = tl.program_id(0)
+                     BLOCK_N: tl.constexpr, GB: tl.constexpr):
+        # out[b, n, g*CG + o] = bias + sum_k sum_i x[b, nbr[k, n], g*CG + i] * W[g, k, i, o],
+        # W packed (G, 27, CG, CG) in x's dtype (see pack_weight).
+        pid_g = tl.program_id(0)
         pid_n = tl.program_id(1)
         bb = tl.program_id(2).to(tl.int64)
         offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         mask_n = offs_n < N
-        offs_k = tl.arange(0, KT * CG)  # (tap within the chunk, input channel)
-        ci = offs_k % CG
+        offs_g = pid_g * GB + tl.arange(0, GB)
+        mask_g = (offs_g < G)[:, None, None]  # (GB, 1, 1)
         offs_c = tl.arange(0, CG)
-        x_base = x_ptr + bb * N * C + g * CG
-        acc = tl.zeros((BLOCK_N, CG), dtype=tl.float32)
-        for kc in range(0, (27 + KT - 1) // KT):
-            tap = kc * KT + offs_k // CG
-            # The table entry is loaded once per channel (L1 hits). Loading it once per tap
-            # and broadcasting with tl.reshape was measured 4x slower on the H100 (the
-            # reshape costs a layout conversion per chunk).
-            nb = tl.load(nbr_ptr + tap[None, :] * N + offs_n[:, None],
-                         mask=mask_n[:, None] & (tap < 27)[None, :], other=-1)  # (BLOCK_N, KT*CG)
-            xt = tl.load(x_base + nb * C + ci[None, :], mask=nb >= 0, other=0.0)  # (BLOCK_N, KT*CG)
-            wt = tl.load(w_ptr + ((g * 27 + tap[:, None]) * CG + ci[:, None]) * CG + offs_c[None, :],
-                         mask=(tap < 27)[:, None], other=0.0)  # (KT*CG, CG), contiguous rows
-            if FP32:
-                acc += tl.dot(xt, wt, input_precision="ieee")
-            else:
-                acc += tl.dot(xt, wt)
+        chan = (offs_g * CG)[:, None, None] + offs_c[None, None, :]  # (GB, 1, CG)
+        w_tile = offs_g[:, None, None] * (27 * CG * CG) + offs_c[None, :, None] * CG + offs_c[None, None, :]
+        x_base = x_ptr + bb * N * C
+        acc = tl.zeros((GB, BLOCK_N, CG), dtype=tl.float32)
+        for k in range(27):
+            acc = _conv_tap(acc, k, x_base, w_ptr, nbr_ptr, offs_n, mask_n, mask_g, chan, w_tile, N, C, FP32, CG)
         if HAS_BIAS:
-            acc += tl.load(b_ptr + g * CG + offs_c)[None, :].to(tl.float32)
-        out = out_ptr + bb * N * C + offs_n[:, None] * C + g * CG + offs_c[None, :]
-        tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=mask_n[:, None])
+            acc += tl.load(b_ptr + chan, mask=mask_g, other=0.0).to(tl.float32)
+        out = out_ptr + bb * N * C + offs_n[None, :, None] * C + chan
+        tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=mask_n[None, :, None] & mask_g)
 
     @triton.autotune(configs=_WGRAD_CONFIGS, key=["N", "C", "CG", "ROWS"])
     @triton.jit
     def _wgrad_kernel(x_ptr, dy_ptr, nbr_ptr, dw_ptr, db_ptr, N, C, ROWS, ROWS_PER_SPLIT: tl.constexpr,
-                      FP32: tl.constexpr, CG: tl.constexpr, BLOCK_N: tl.constexpr, KT: tl.constexpr):
-        # grid = (G, cdiv(27, KT), SPLIT). Split s of the B*N rows contributes
+                      FP32: tl.constexpr, CG: tl.constexpr, BLOCK_N: tl.constexpr, TP: tl.constexpr):
+        # grid = (G, cdiv(27, TP), SPLIT). Split s of the B*N rows contributes
         #   dw[s, g*CG + o, i, k] = sum_r x[nbr[k, r]][g*CG + i] * dy[r][g*CG + o]
-        # (the Conv3d weight layout), one (KT*CG x BLOCK_N) @ (BLOCK_N x CG) dot per row block
-        # with the gathered x tile loaded already transposed; the tap-chunk-0 programs also
-        # sum dy over their rows: the bias gradient db[s, g*CG + o].
+        # (the Conv3d weight layout); the tap-chunk-0 programs also sum dy over their rows:
+        # the bias gradient db[s, g*CG + o]. ROWS_PER_SPLIT is a multiple of BLOCK_N.
         g = tl.program_id(0)
         kc = tl.program_id(1)
         s = tl.program_id(2)
-        offs_k = tl.arange(0, KT * CG)
-        tap = kc * KT + offs_k // CG
-        ci = offs_k % CG
-        offs_c = tl.arange(0, CG)
-        acc = tl.zeros((KT * CG, CG), dtype=tl.float32)
+        taps = kc * TP + tl.arange(0, TP)
+        mtap = taps < 27
+        ci = tl.arange(0, CG)
+        acc = tl.zeros((TP, CG, CG), dtype=tl.float32)
         bacc = tl.zeros((CG,), dtype=tl.float32)
         start = s * ROWS_PER_SPLIT
         for r0 in range(0, ROWS_PER_SPLIT, BLOCK_N):
             rows = start + r0 + tl.arange(0, BLOCK_N)
-            mrow = rows < ROWS  # a split is a whole number of row blocks
-            bb = (rows // N).to(tl.int64)
-            n = rows % N
-            nb = tl.load(nbr_ptr + tap[:, None] * N + n[None, :],
-                         mask=(tap < 27)[:, None] & mrow[None, :], other=-1)  # (KT*CG, BLOCK_N)
-            xt = tl.load(x_ptr + (bb[None, :] * N + nb) * C + g * CG + ci[:, None], mask=nb >= 0, other=0.0)
-            dyt = tl.load(dy_ptr + rows.to(tl.int64)[:, None] * C + g * CG + offs_c[None, :],
-                          mask=mrow[:, None], other=0.0)
+            mrow = rows < ROWS
+            bb = rows // N
+            n = rows - bb * N
+            nb = tl.load(nbr_ptr + taps[:, None] * N + n[None, :], mask=mtap[:, None] & mrow[None, :], other=-1)
+            src = (bb[None, :] * N + nb).to(tl.int64) * C  # (TP, BLOCK_N)
+            xt = tl.load(x_ptr + src[:, None, :] + g * CG + ci[None, :, None],
+                         mask=(nb >= 0)[:, None, :], other=0.0)  # (TP, CG, BLOCK_N)
+            dyt = tl.load(dy_ptr + rows.to(tl.int64)[:, None] * C + g * CG + ci[None, :],
+                          mask=mrow[:, None], other=0.0)  # (BLOCK_N, CG)
+            dyb = tl.broadcast_to(dyt[None, :, :], (TP, BLOCK_N, CG))
             if FP32:
-                acc += tl.dot(xt, dyt, input_precision="ieee")
+                acc += tl.dot(xt, dyb, input_precision="ieee")
             else:
-                acc += tl.dot(xt, dyt)
+                acc += tl.dot(xt, dyb)
             if kc == 0:
                 bacc += tl.sum(dyt.to(tl.float32), axis=0)
-        dw = dw_ptr + ((s * C + g * CG + offs_c[None, :]) * CG + ci[:, None]) * 27 + tap[:, None]
-        tl.store(dw, acc, mask=(tap < 27)[:, None])
+        dw = dw_ptr + ((s * C + g * CG + ci[None, None, :]) * CG + ci[None, :, None]) * 27 + taps[:, None, None]
+        tl.store(dw, acc, mask=mtap[:, None, None])
         if kc == 0:
-            tl.store(db_ptr + s * C + g * CG + offs_c, bacc)
+            tl.store(db_ptr + s * C + g * CG + ci, bacc)
 
     def _launch_conv(y: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                     transposed: bool) -> torch.Tensor:
+                     transposed: bool, wrap: bool = False) -> torch.Tensor:
         b, n, c = y.shape
         cg = weight.shape[1]
+        groups = c // cg
         # One small copy packs the weight per call (0.3 MB for ViT-B) so that the kernel's
         # weight loads are contiguous Cg-wide rows instead of stride-27 scalars.
-        wk = pack_weight(weight, c // cg, y.dtype, transposed)
+        wk = pack_weight(weight, groups, y.dtype, transposed)
         out = torch.empty_like(y)
-        grid = lambda meta: (c // cg, triton.cdiv(n, meta["BLOCK_N"]), b)
-        _conv_kernel[grid](y, wk, bias if bias is not None else wk, nbr, out, n, c,
-                           HAS_BIAS=bias is not None, FP32=y.dtype == torch.float32, CG=cg)
+        grid = lambda meta: (triton.cdiv(groups, meta["GB"]), triton.cdiv(n, meta["BLOCK_N"]), b)
+        kernel = torch.library.wrap_triton(_conv_kernel) if wrap else _conv_kernel
+        kernel[grid](y, wk, bias if bias is not None else wk, nbr, out, n, c, groups,
+                     HAS_BIAS=bias is not None, FP32=y.dtype == torch.float32, CG=cg)
         return out
 
-    # Row splits of the weight-gradient reduction: enough programs to fill the GPU
-    # several times over, reduced afterwards in a fixed order (deterministic, no atomics).
-    _WGRAD_PROGRAMS = 16 * 132
+    def _wgrad_split(rows: int, groups: int, device) -> tuple[int, int]:
+        """(row splits, rows per split): about two programs per SM and tap chunk, each a
+        whole number of the largest row block (128)."""
+        sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 8
+        split = max(1, min(256, triton.cdiv(2 * sms, groups)))
+        per = triton.cdiv(triton.cdiv(rows, split), 128) * 128
+        return triton.cdiv(rows, per), per
 
-    def _launch_wgrad(y: torch.Tensor, dout: torch.Tensor, nbr: torch.Tensor, cg: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _launch_wgrad(y: torch.Tensor, dout: torch.Tensor, nbr: torch.Tensor, cg: int,
+                      wrap: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         b, n, c = y.shape
         groups = c // cg
         rows = b * n
-        split = max(1, min(256, triton.cdiv(_WGRAD_PROGRAMS, groups * 4)))  # ~4 tap chunks
-        per = triton.cdiv(triton.cdiv(rows, split), 256) * 256  # a multiple of every BLOCK_N
-        split = triton.cdiv(rows, per)
+        split, per = _wgrad_split(rows, groups, y.device)
         dw = torch.empty(split, c, cg, TAPS, device=y.device, dtype=torch.float32)
         db = torch.empty(split, c, device=y.device, dtype=torch.float32)
-        grid = lambda meta: (groups, triton.cdiv(TAPS, meta["KT"]), split)
-        _wgrad_kernel[grid](y, dout, nbr, dw, db, n, c, rows, per, FP32=y.dtype == torch.float32, CG=cg)
+        grid = lambda meta: (groups, triton.cdiv(TAPS, meta["TP"]), split)
+        kernel = torch.library.wrap_triton(_wgrad_kernel) if wrap else _wgrad_kernel
+        kernel[grid](y, dout, nbr, dw, db, n, c, rows, per, FP32=y.dtype == torch.float32, CG=cg)
         return dw.sum(0).view(c, cg, 3, 3, 3), db.sum(0)
 
-    def _backward_impl(dout, y, nbr, weight, need_dy: bool, need_dw: bool):
+    def _backward_impl(dout, y, nbr, weight, need_dy: bool, need_dw: bool, wrap: bool = False):
         dout = dout.contiguous()
-        dy = _launch_conv(dout, nbr, weight, None, transposed=True) if need_dy else None
-        dw, db = _launch_wgrad(y, dout, nbr, weight.shape[1]) if need_dw else (None, None)
+        dy = _launch_conv(dout, nbr, weight, None, transposed=True, wrap=wrap) if need_dy else None
+        dw, db = _launch_wgrad(y, dout, nbr, weight.shape[1], wrap=wrap) if need_dw else (None, None)
         return dy, dw, db
 
     # ---- eager: a plain autograd.Function (the least Python between launches) ----------
@@ -235,7 +257,12 @@ if HAVE_TRITON:
             dy, dw, db = _backward_impl(dout, y, nbr, weight, ctx.needs_input_grad[0], need_dw)
             return dy, None, dw, db if ctx.has_bias else None
 
-    # ---- torch.compile: custom ops with fake implementations (opaque, no graph breaks) --
+    def _setup(ctx, inputs, output):
+        y, nbr, weight, bias = inputs
+        ctx.save_for_backward(y, nbr, weight)
+        ctx.has_bias = bias is not None
+
+    # ---- torch.compile (a): custom ops with fake implementations, opaque to Inductor ----
     @torch.library.custom_op("far::tgi_conv", mutates_args=())
     def _tgi_conv_op(y: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """y (B, N, C) contiguous, weight (C, Cg, 3, 3, 3) contiguous, bias (C,) or None."""
@@ -257,17 +284,33 @@ if HAVE_TRITON:
         return (torch.empty_like(y), weight.new_empty(weight.shape, dtype=torch.float32),
                 weight.new_empty(c, dtype=torch.float32))
 
-    def _setup(ctx, inputs, output):
-        y, nbr, weight, bias = inputs
-        ctx.save_for_backward(y, nbr, weight)
-        ctx.has_bias = bias is not None
-
     def _backward(ctx, dout):
         y, nbr, weight = ctx.saved_tensors
         dy, dw, db = _tgi_conv_bwd_op(dout, y, nbr, weight)
         return dy, None, dw.to(weight.dtype), db.to(weight.dtype) if ctx.has_bias else None
 
     _tgi_conv_op.register_autograd(_backward, setup_context=_setup)
+
+    # ---- torch.compile (b): triton ops, which Inductor sees into: it launches the kernels
+    # from its own wrapper and fuses the weight packing and the split reduction ----------
+    @torch.library.triton_op("far::tgi_conv_t", mutates_args=())
+    def _tgi_conv_top(y: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return _launch_conv(y, nbr, weight, bias, transposed=False, wrap=True)
+
+    @torch.library.triton_op("far::tgi_conv_backward_t", mutates_args=())
+    def _tgi_conv_bwd_top(dout: torch.Tensor, y: torch.Tensor, nbr: torch.Tensor,
+                          weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return _backward_impl(dout, y, nbr, weight, True, True, wrap=True)
+
+    def _backward_t(ctx, dout):
+        y, nbr, weight = ctx.saved_tensors
+        dy, dw, db = _tgi_conv_bwd_top(dout, y, nbr, weight)
+        return dy, None, dw.to(weight.dtype), db.to(weight.dtype) if ctx.has_bias else None
+
+    _tgi_conv_top.register_autograd(_backward_t, setup_context=_setup)
+
+# "triton_op" (Inductor launches the kernels) or "custom_op" (opaque): the op torch.compile uses.
+COMPILE_OP = "triton_op"
 
 
 def tgi_conv_triton(y: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, groups: int) -> torch.Tensor:
@@ -281,7 +324,8 @@ def tgi_conv_triton(y: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor, bi
     y = y.contiguous()
     weight = weight.contiguous()
     if torch.compiler.is_compiling():
-        return _tgi_conv_op(y, nbr, weight, bias)
+        op = _tgi_conv_top if COMPILE_OP == "triton_op" else _tgi_conv_op
+        return op(y, nbr, weight, bias)
     return _TGIConvFn.apply(y, nbr, weight, bias)
 
 

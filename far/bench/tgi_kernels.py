@@ -1,0 +1,157 @@
+"""Kernel-level timings of the TGI convolution and of the attention backends (CUDA).
+
+    python -m far.bench.tgi_kernels [--sizes vit_b,vit_s] [--out kernels.json]
+
+Per backbone, at the benchmark's batch: the Triton kernels alone (forward, input
+gradient, weight gradient; median of ``triton.testing.do_bench``), the chosen autotune
+configurations, the fwd+bwd of one conv through autograd next to cuDNN's Conv3d, and
+SDPA fwd+bwd for the global and the head-split sparse-dense shapes with cuDNN and with
+flash. Numbers go to stdout and to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import statistics
+import sys
+
+
+def _bench(fn, reps=50):
+    import triton
+
+    return float(triton.testing.do_bench(fn, warmup=25, rep=reps, return_mode="median")) * 1e3  # us
+
+
+def conv_kernels(size: str, log, old=None) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    from far.bench.cli import BATCH, _cfg
+    from far.models.layout import TokenLayout
+
+    K = importlib.import_module("far.models.kernels.tgi_conv")
+    cfg = _cfg(size, "far")
+    lay = TokenLayout(*cfg.grid)
+    b = BATCH[size]
+    c, g = cfg.embed_dim // cfg.tgi_reduction, cfg.tgi_num_groups
+    cg = c // g
+    nbr = K.neighbour_table(lay.perm, lay.inv_perm, cfg.grid).cuda()
+    torch.manual_seed(0)
+    y = torch.randn(b, lay.num_tokens, c, device="cuda", dtype=torch.bfloat16)
+    dout = torch.randn_like(y)
+    w = torch.randn(c, cg, 3, 3, 3, device="cuda") * 0.1
+    bias = torch.randn(c, device="cuda")
+    res = {}
+    mods = {"new": K} | ({"v1": old} if old is not None else {})
+    for name, M in mods.items():
+        res[f"{name}_fwd_us"] = _bench(lambda: M._launch_conv(y, nbr, w, bias, transposed=False))
+        res[f"{name}_dgrad_us"] = _bench(lambda: M._launch_conv(dout, nbr, w, None, transposed=True))
+        res[f"{name}_wgrad_us"] = _bench(lambda: M._launch_wgrad(y, dout, nbr, cg))
+        log(f"{size} {name:4s} kernels (incl. packing / split sum): fwd {res[f'{name}_fwd_us']:.1f} us  "
+            f"dgrad {res[f'{name}_dgrad_us']:.1f} us  wgrad {res[f'{name}_wgrad_us']:.1f} us")
+    res["best_fwd_config"] = str(K._conv_kernel.best_config)
+    res["best_wgrad_config"] = str(K._wgrad_kernel.best_config)
+    log(f"{size} autotuned: fwd {res['best_fwd_config']}  wgrad {res['best_wgrad_config']}")
+    # the kernel alone, without the weight packing: its bytes floor
+    wk = K.pack_weight(w, g, y.dtype)
+    out = torch.empty_like(y)
+    bc = K._conv_kernel.best_config.kwargs
+    grid = (triton_cdiv(g, bc["GB"]), triton_cdiv(lay.num_tokens, bc["BLOCK_N"]), b)
+    res["new_fwd_kernel_only_us"] = _bench(lambda: K._conv_kernel[grid](y, wk, bias, nbr, out, lay.num_tokens, c, g,
+                                                                        HAS_BIAS=True, FP32=False, CG=cg))
+    mb = y.numel() * 2 / 1e6
+    log(f"{size} new fwd kernel alone {res['new_fwd_kernel_only_us']:.1f} us; y is {mb:.1f} MB "
+        f"(read + write at 3 TB/s: {2 * mb / 3e6 * 1e6:.1f} us)")
+    # cuDNN grouped Conv3d forward on the grid, for scale
+    grid_y = y.index_select(1, torch.as_tensor(lay.inv_perm, device="cuda")).reshape(b, *cfg.grid, c).permute(0, 4, 1, 2, 3)
+    grid_c = grid_y.contiguous()
+    wb, bb = w.to(y.dtype), bias.to(y.dtype)
+    res["cudnn_conv3d_fwd_only_us"] = _bench(lambda: F.conv3d(grid_c, wb, bb, padding=1, groups=g))
+    log(f"{size} cuDNN Conv3d forward alone (channels-first grid, no permutes) {res['cudnn_conv3d_fwd_only_us']:.1f} us")
+    return res
+
+
+def triton_cdiv(a, b):
+    return -(-a // b)
+
+
+def attention(size: str, log) -> dict:
+    import torch
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from far.bench.cli import BATCH, _cfg
+
+    cfg = _cfg(size, "far")
+    b, n, h, d = BATCH[size], cfg.num_tokens, cfg.num_heads, cfg.embed_dim // cfg.num_heads
+    shapes = {"global": (b, h, n, d), "hsda_global_half": (b, h // 2, n, d), "hsda_sparse_half": (2 * b, h // 2, n // 2, d)}
+    res = {}
+    for backend in ("cudnn", "flash"):
+        be = dict(cudnn=SDPBackend.CUDNN_ATTENTION, flash=SDPBackend.FLASH_ATTENTION)[backend]
+        for name, shp in shapes.items():
+            q, k, v = (torch.randn(shp, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+            go = torch.randn(shp, device="cuda", dtype=torch.bfloat16)
+
+            def run():
+                with sdpa_kernel([be]):
+                    o = F.scaled_dot_product_attention(q, k, v)
+                torch.autograd.grad(o, (q, k, v), go)
+
+            try:
+                res[f"{backend}_{name}_fwd_bwd_us"] = _bench(run)
+            except Exception as e:  # a backend may refuse a shape
+                res[f"{backend}_{name}_fwd_bwd_us"] = f"failed: {type(e).__name__}"
+        hs = [res[f"{backend}_{k}_fwd_bwd_us"] for k in ("hsda_global_half", "hsda_sparse_half")]
+        glob = res[f"{backend}_global_fwd_bwd_us"]
+        if all(isinstance(x, float) for x in hs + [glob]):
+            res[f"{backend}_hsda_sum_us"] = sum(hs)
+            log(f"{size} SDPA {backend:5s} fwd+bwd per layer: global {glob:.0f} us  HSDA {sum(hs):.0f} us "
+                f"(global half {hs[0]:.0f} + sparse half {hs[1]:.0f})")
+        else:
+            log(f"{size} SDPA {backend}: {res}")
+    return res
+
+
+def copy_bandwidth(log) -> dict:
+    import torch
+
+    x = torch.empty(2**29, device="cuda", dtype=torch.bfloat16).normal_()  # 1 GiB
+    y = torch.empty_like(x)
+    us = _bench(lambda: y.copy_(x))
+    gbs = 2 * x.numel() * 2 / (us * 1e-6) / 1e9
+    log(f"device copy: {gbs:.0f} GB/s (read + write)")
+    return dict(copy_gb_s=gbs)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m far.bench.tgi_kernels")
+    ap.add_argument("--sizes", default="vit_b,vit_s")
+    ap.add_argument("--old", default="", help="module with an older kernel version to time alongside")
+    ap.add_argument("--no-attention", action="store_true")
+    ap.add_argument("--out", default="bench-out/kernels.json")
+    args = ap.parse_args(argv)
+    import torch
+
+    from pathlib import Path
+
+    from far.bench.cli import env_info
+
+    log = lambda s: print(s, flush=True)
+    result = dict(env=env_info())
+    log(json.dumps(result["env"]))
+    old = importlib.import_module(args.old) if args.old else None
+    result["copy"] = copy_bandwidth(log)
+    for size in args.sizes.split(","):
+        result[size] = dict(conv=conv_kernels(size, log, old))
+        if not args.no_attention:
+            result[size]["attention"] = attention(size, log)
+        torch.cuda.empty_cache()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
