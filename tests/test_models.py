@@ -168,3 +168,25 @@ def test_backward_and_drop_path_train_mode():
     out = m(torch.randn(2, 3, 8, 64, 64))
     out.sum().backward()
     assert all(p.grad is not None for p in m.parameters())
+
+
+def test_cat_linear_equals_linear_of_cat():
+    """The head-split output projection (saves the head sets' outputs, not their
+    concatenation) is linear(cat(xs)): gradcheck in float64, bitwise under bf16 autocast."""
+    import torch.nn.functional as F
+
+    from far.models.attention import _CatLinear
+
+    torch.manual_seed(0)
+    xs = [torch.randn(2, 5, k, dtype=torch.float64, requires_grad=True) for k in (8, 16)]
+    w = torch.randn(12, 24, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(12, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda w, b, *xs: _CatLinear.apply(w, b, *xs), (w, b, *xs))
+    xs = [x.detach().bfloat16().requires_grad_() for x in xs]
+    w, b = w.detach().float().requires_grad_(), b.detach().float().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, ref = _CatLinear.apply(w, b, *xs), F.linear(torch.cat(xs, -1), w, b)
+    assert got.dtype == ref.dtype and torch.equal(got, ref)
+    g = torch.randn_like(got)
+    for a, r in zip(torch.autograd.grad(got, (w, b, *xs), g), torch.autograd.grad(ref, (w, b, *xs), g)):
+        assert a.dtype == r.dtype and torch.equal(a, r)
