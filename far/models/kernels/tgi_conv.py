@@ -29,6 +29,8 @@ Conv3d definition on CPU; the Triton kernels are tested equal to it on the GPU).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 try:  # Triton is optional: CPU-only installs run the PyTorch formulation.
@@ -215,10 +217,14 @@ if HAVE_TRITON:
                      HAS_BIAS=bias is not None, FP32=y.dtype == torch.float32, CG=cg)
         return out
 
+    @functools.lru_cache(maxsize=None)
+    def _sm_count(device: torch.device) -> int:
+        return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 8
+
     def _wgrad_split(rows: int, groups: int, device) -> tuple[int, int]:
         """(row splits, rows per split): about two programs per SM and tap chunk, each a
         whole number of the largest row block (128)."""
-        sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 8
+        sms = _sm_count(device)
         split = max(1, min(256, triton.cdiv(2 * sms, groups)))
         per = triton.cdiv(triton.cdiv(rows, split), 128) * 128
         return triton.cdiv(rows, per), per
