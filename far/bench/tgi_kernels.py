@@ -60,7 +60,7 @@ def conv_kernels(size: str, log, old=None) -> dict:
     bc = K._conv_kernel.best_config.kwargs
     grid = (triton_cdiv(g, bc["GB"]), triton_cdiv(lay.num_tokens, bc["BLOCK_N"]), b)
     res["new_fwd_kernel_only_us"] = _bench(lambda: K._conv_kernel[grid](y, wk, bias, nbr, out, lay.num_tokens, c, g,
-                                                                        HAS_BIAS=True, FP32=False, CG=cg))
+                                                                        HAS_BIAS=True, FP32=False, CG=cg, TRANS=False))
     mb = y.numel() * 2 / 1e6
     log(f"{size} new fwd kernel alone {res['new_fwd_kernel_only_us']:.1f} us; y is {mb:.1f} MB "
         f"(read + write at 3 TB/s: {2 * mb / 3e6 * 1e6:.1f} us)")

@@ -70,12 +70,11 @@ def tap_weight(weight: torch.Tensor, groups: int) -> torch.Tensor:
     return weight.reshape(groups, cg, cg, TAPS).permute(0, 3, 2, 1)
 
 
-def pack_weight(weight: torch.Tensor, groups: int, dtype: torch.dtype, transposed: bool = False) -> torch.Tensor:
-    """Conv3d weight (C, Cg, 3, 3, 3) -> W (G, 27, Cg_in, Cg_out) contiguous in ``dtype``;
-    ``transposed``: the input-gradient weight W[g, 26 - k, o, i] (mirrored taps)."""
+def pack_weight(weight: torch.Tensor, groups: int, dtype: torch.dtype) -> torch.Tensor:
+    """Conv3d weight (C, Cg, 3, 3, 3) -> W (G, 27, Cg_in, Cg_out) contiguous in ``dtype``.
+    The input gradient reads the same array as W[g, 26 - k, o, i] (mirrored taps,
+    transposed per group)."""
     wk = tap_weight(weight.detach(), groups)
-    if transposed:
-        wk = wk.flip(1).transpose(2, 3)
     out = torch.empty(wk.shape, device=weight.device, dtype=dtype)
     return out.copy_(wk)
 
@@ -124,12 +123,13 @@ if HAVE_TRITON:
 
     @triton.jit
     def _conv_tap(acc, k, x_base, w_ptr, nbr_ptr, offs_n, mask_n, mask_g, chan, w_tile, N, C,
-                  FP32: tl.constexpr, CG: tl.constexpr):
+                  FP32: tl.constexpr, CG: tl.constexpr, TRANS: tl.constexpr):
         """acc (GB, BLOCK_N, CG) += tap k's gathered rows @ its (GB, CG, CG) weights."""
         nb = tl.load(nbr_ptr + k * N + offs_n, mask=mask_n, other=-1)  # (BLOCK_N,)
         rows = nb[None, :, None] * C  # (1, BLOCK_N, 1)
         xt = tl.load(x_base + rows + chan, mask=(nb >= 0)[None, :, None] & mask_g, other=0.0)  # (GB, BLOCK_N, CG)
-        wt = tl.load(w_ptr + w_tile + k * (CG * CG), mask=mask_g, other=0.0)  # (GB, CG, CG)
+        wk = 26 - k if TRANS else k  # the input gradient: mirrored tap, transposed tile (w_tile)
+        wt = tl.load(w_ptr + w_tile + wk * (CG * CG), mask=mask_g, other=0.0)  # (GB, CG, CG)
         if FP32:
             acc += tl.dot(xt, wt, input_precision="ieee")
         else:
@@ -139,10 +139,11 @@ if HAVE_TRITON:
     @triton.autotune(configs=_FWD_CONFIGS, key=["N", "C", "G"])
     @triton.jit
     def _conv_kernel(x_ptr, w_ptr, b_ptr, nbr_ptr, out_ptr, N, C, G,
-                     HAS_BIAS: tl.constexpr, FP32: tl.constexpr, CG: tl.constexpr,
+                     HAS_BIAS: tl.constexpr, FP32: tl.constexpr, CG: tl.constexpr, TRANS: tl.constexpr,
                      BLOCK_N: tl.constexpr, GB: tl.constexpr):
         # out[b, n, g*CG + o] = bias + sum_k sum_i x[b, nbr[k, n], g*CG + i] * W[g, k, i, o],
-        # W packed (G, 27, CG, CG) in x's dtype (see pack_weight).
+        # W packed (G, 27, CG, CG) in x's dtype (see pack_weight); TRANS: W[g, 26 - k, o, i]
+        # (the input gradient).
         pid_g = tl.program_id(0)
         pid_n = tl.program_id(1)
         bb = tl.program_id(2).to(tl.int64)
@@ -152,11 +153,14 @@ if HAVE_TRITON:
         mask_g = (offs_g < G)[:, None, None]  # (GB, 1, 1)
         offs_c = tl.arange(0, CG)
         chan = (offs_g * CG)[:, None, None] + offs_c[None, None, :]  # (GB, 1, CG)
-        w_tile = offs_g[:, None, None] * (27 * CG * CG) + offs_c[None, :, None] * CG + offs_c[None, None, :]
+        if TRANS:  # element (i, o) of the tile at W[.., o, i]
+            w_tile = offs_g[:, None, None] * (27 * CG * CG) + offs_c[None, :, None] + offs_c[None, None, :] * CG
+        else:
+            w_tile = offs_g[:, None, None] * (27 * CG * CG) + offs_c[None, :, None] * CG + offs_c[None, None, :]
         x_base = x_ptr + bb * N * C
         acc = tl.zeros((GB, BLOCK_N, CG), dtype=tl.float32)
         for k in range(27):
-            acc = _conv_tap(acc, k, x_base, w_ptr, nbr_ptr, offs_n, mask_n, mask_g, chan, w_tile, N, C, FP32, CG)
+            acc = _conv_tap(acc, k, x_base, w_ptr, nbr_ptr, offs_n, mask_n, mask_g, chan, w_tile, N, C, FP32, CG, TRANS)
         if HAS_BIAS:
             acc += tl.load(b_ptr + chan, mask=mask_g, other=0.0).to(tl.float32)
         out = out_ptr + bb * N * C + offs_n[None, :, None] * C + chan
@@ -203,18 +207,19 @@ if HAVE_TRITON:
             tl.store(db_ptr + s * C + g * CG + ci, bacc)
 
     def _launch_conv(y: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                     transposed: bool, wrap: bool = False) -> torch.Tensor:
+                     transposed: bool, wrap: bool = False, packed: torch.Tensor | None = None) -> torch.Tensor:
         b, n, c = y.shape
         cg = weight.shape[1]
         groups = c // cg
-        # One small copy packs the weight per call (0.3 MB for ViT-B) so that the kernel's
-        # weight loads are contiguous Cg-wide rows instead of stride-27 scalars.
-        wk = pack_weight(weight, groups, y.dtype, transposed)
+        # One small copy packs the weight (0.3 MB for ViT-B) so that the kernel's weight
+        # loads are contiguous Cg-wide rows instead of stride-27 scalars; the forward's
+        # packed copy serves the input gradient too (``packed``).
+        wk = packed if packed is not None and packed.dtype == y.dtype else pack_weight(weight, groups, y.dtype)
         out = torch.empty_like(y)
         grid = lambda meta: (triton.cdiv(groups, meta["GB"]), triton.cdiv(n, meta["BLOCK_N"]), b)
         kernel = torch.library.wrap_triton(_conv_kernel) if wrap else _conv_kernel
         kernel[grid](y, wk, bias if bias is not None else wk, nbr, out, n, c, groups,
-                     HAS_BIAS=bias is not None, FP32=y.dtype == torch.float32, CG=cg)
+                     HAS_BIAS=bias is not None, FP32=y.dtype == torch.float32, CG=cg, TRANS=transposed)
         return out
 
     @functools.lru_cache(maxsize=None)
@@ -242,9 +247,9 @@ if HAVE_TRITON:
         kernel[grid](y, dout, nbr, dw, db, n, c, rows, per, FP32=y.dtype == torch.float32, CG=cg)
         return dw.sum(0).view(c, cg, 3, 3, 3), db.sum(0)
 
-    def _backward_impl(dout, y, nbr, weight, need_dy: bool, need_dw: bool, wrap: bool = False):
+    def _backward_impl(dout, y, nbr, weight, need_dy: bool, need_dw: bool, wrap: bool = False, packed=None):
         dout = dout.contiguous()
-        dy = _launch_conv(dout, nbr, weight, None, transposed=True, wrap=wrap) if need_dy else None
+        dy = _launch_conv(dout, nbr, weight, None, transposed=True, wrap=wrap, packed=packed) if need_dy else None
         dw, db = _launch_wgrad(y, dout, nbr, weight.shape[1], wrap=wrap) if need_dw else (None, None)
         return dy, dw, db
 
@@ -252,15 +257,16 @@ if HAVE_TRITON:
     class _TGIConvFn(torch.autograd.Function):
         @staticmethod
         def forward(ctx, y, nbr, weight, bias):
-            ctx.save_for_backward(y, nbr, weight)
+            packed = pack_weight(weight, y.shape[-1] // weight.shape[1], y.dtype)
+            ctx.save_for_backward(y, nbr, weight, packed)
             ctx.has_bias = bias is not None
-            return _launch_conv(y, nbr, weight, bias, transposed=False)
+            return _launch_conv(y, nbr, weight, bias, transposed=False, packed=packed)
 
         @staticmethod
         def backward(ctx, dout):
-            y, nbr, weight = ctx.saved_tensors
+            y, nbr, weight, packed = ctx.saved_tensors
             need_dw = ctx.needs_input_grad[2] or (ctx.has_bias and ctx.needs_input_grad[3])
-            dy, dw, db = _backward_impl(dout, y, nbr, weight, ctx.needs_input_grad[0], need_dw)
+            dy, dw, db = _backward_impl(dout, y, nbr, weight, ctx.needs_input_grad[0], need_dw, packed=packed)
             return dy, None, dw, db if ctx.has_bias else None
 
     def _setup(ctx, inputs, output):
