@@ -29,7 +29,8 @@ from far.data.loader import build_loader
 from far.data.mixup import build_mixup
 from far.data.prepare import prepare
 from far.data.synth import SSV2_PAIRS, SSV2_VIDEO_DIR, SynthSpec, generate, render_ssv2, sample_ssv2_scene
-from far.data.transforms import EvalTransform, TrainTransform, eval_crop_offsets, to_normalised_tensor
+from far.data.transforms import (EvalTransform, PretrainTransform, TrainTransform, eval_crop_offsets,
+                                 multi_scale_crop_box, to_normalised_tensor)
 from far.data.video import CorruptVideo, Video, decode_threads, probe
 
 SSV2_SPEC = SynthSpec(kind="ssv2", classes=4, videos_per_class_train=3, videos_per_class_val=2,
@@ -517,6 +518,49 @@ def test_no_flip_for_ssv2_flip_for_k400():
     assert all(left_bright)
     k_left = [bool(k400_t(frames, s)[0, 0, :, 0].mean() > k400_t(frames, s)[0, 0, :, -1].mean()) for s in range(40)]
     assert 5 < sum(k_left) < 35
+
+
+def test_multi_scale_crop_matches_videomae_pretraining():
+    # TSN GroupMultiScaleCrop on a 240x320 frame, input 224, scales (1, .875, .75, .66):
+    # sides int(240*s) = 240, 210, 180, 158 -> 224 is NOT snapped (|240-224| >= 3); pairs
+    # with scale indices at most one apart; offsets on the (W-w)//4, (H-h)//4 step grid.
+    sides = [240, 210, 180, 158]
+    pairs = {(w, h) for i, h in enumerate(sides) for j, w in enumerate(sides) if abs(i - j) <= 1}
+    seen_pairs = set()
+    for seed in range(400):
+        top, left, h, w = multi_scale_crop_box(240, 320, 224, (1.0, 0.875, 0.75, 0.66), random.Random(seed))
+        seen_pairs.add((w, h))
+        ws, hs = (320 - w) // 4, (240 - h) // 4
+        fixed = {(0, 0), (4, 0), (0, 4), (4, 4), (2, 2), (0, 2), (4, 2), (2, 4), (2, 0), (1, 1), (3, 1), (1, 3), (3, 3)}
+        assert (left, top) in {(i * ws, j * hs) for i, j in fixed}
+    assert seen_pairs == pairs
+    # within 3 px of the input size -> snapped to it
+    _, _, h, w = multi_scale_crop_box(64, 80, 64, (1.0,), random.Random(0))
+    assert (h, w) == (64, 64)
+
+
+def test_pretrain_transform_is_clip_consistent_crop_only():
+    cfg = DataConfig.preset("ssv2", input_size=32, short_side=32)
+    frame = np.random.default_rng(1).integers(0, 256, (1, 48, 64, 3), dtype=np.uint8)
+    frames = np.repeat(frame, 4, axis=0)
+    t = PretrainTransform(cfg)
+    for seed in range(5):
+        x = t(frames, seed)
+        assert x.shape == (3, 4, 32, 32) and all(torch.equal(x[:, 0], x[:, k]) for k in range(4))
+        assert torch.equal(t(frames, seed), x)
+    # colours untouched: no RandAugment, no erasing (a constant frame stays that constant)
+    flat = np.full((2, 48, 64, 3), 77, np.uint8)
+    assert torch.allclose(t(flat, 3), to_normalised_tensor(flat[:, :32, :32], cfg.mean, cfg.std))
+
+
+def test_pretrain_mode_dataset(ssv2):
+    raw, out, report = ssv2
+    ds = VideoDataset(small_cfg("ssv2", out, report, num_sample=2), "pretrain")
+    assert isinstance(ds.train_transform, PretrainTransform) and len(ds) == 12
+    item = ds[0]
+    assert item["video"].shape == (2, 3, 8, 32, 32) and item["replaced"] == []
+    with pytest.raises(ValueError, match="pretrain_scales"):
+        DataConfig.preset("ssv2", pretrain_scales=[1.2])
 
 
 # ---- datasets and loaders -----------------------------------------------------------------------

@@ -11,7 +11,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 from far.checkpoints import load_checkpoint, read_checkpoint  # noqa: E402
 from far.models import build_model  # noqa: E402
 from far.pretrain.config import config_from_dict, load_config  # noqa: E402
-from far.pretrain.losses import patchify, pixel_targets  # noqa: E402
+from far.pretrain.losses import patchify, pixel_targets, unnormalise  # noqa: E402
 from far.pretrain.masking import TubeMaskGenerator, tube_mask  # noqa: E402
 from far.pretrain.models import PretrainEncoder, encoder_config  # noqa: E402
 
@@ -58,6 +58,8 @@ def test_patchify_order_and_normalised_targets():
     per_channel = t.view(2, 2, 512, 3)
     assert per_channel.mean(2).abs().max() < 1e-4
     assert (per_channel.std(2) - 1).abs().max() < 1e-3
+    raw = pixel_targets(x, mask, 2, 16, normalize=False)  # VideoMAE without --normlize_target
+    assert torch.allclose(raw.view(2, 2, 512, 3), patchify(unnormalise(x), 2, 16)[mask].view(2, 2, 512, 3))
 
 
 def test_encoder_sees_visible_tokens_only():
@@ -89,10 +91,19 @@ def test_encoder_sees_visible_tokens_only():
     ({"tracking": {"uri": 3}}, "tracking.uri"),
     ({"deepspeed": {"zero_stage": 7}}, "deepspeed"),
     ({"warmup_epochs": 20, "epochs": 2}, "warmup_epochs"),
+    ({"normalize_target": "no"}, "normalize_target"),
 ])
 def test_config_errors_name_the_field(bad, field):
     with pytest.raises(ValueError, match=f"'{field}'"):
         config_from_dict(bad)
+
+
+def test_finetune_augmentation_fields_are_refused():
+    from far.pretrain.data import build_source
+
+    for name, value in (("randaug_magnitude", 0), ("reprob", 0.0), ("flip", False)):
+        with pytest.raises(ValueError, match=f"'data.{name}'"):
+            build_source({"dataset": "ssv2", name: value}, num_frames=8, img_size=64, seed=0)
 
 
 def test_config_yaml_and_defaults(tmp_path):

@@ -53,6 +53,9 @@ class DataConfig:
     num_sample: int = 2  # repeated augmentation: augmented copies of one decoded clip
     scale: tuple[float, float] = (0.08, 1.0)
     ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)
+    # Pre-training clips (VideoDataset mode "pretrain"): VideoMAE's multi-scale crop,
+    # crop sides as fractions of the short side; no RandAugment, flip or erasing.
+    pretrain_scales: tuple[float, ...] = (1.0, 0.875, 0.75, 0.66)
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     max_replace_tries: int = 50  # corrupt files: how many next indices to try before giving up
@@ -60,7 +63,7 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         # Normalise list-like fields (YAML gives lists) before validating.
-        for name in ("scale", "ratio", "mean", "std"):
+        for name in ("scale", "ratio", "mean", "std", "pretrain_scales"):
             value = getattr(self, name)
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
@@ -149,6 +152,11 @@ def _validate(cfg: DataConfig) -> None:
         _fail("scale", cfg.scale, "need 0 < min <= max <= 1")
     if not 0 < cfg.ratio[0] <= cfg.ratio[1]:
         _fail("ratio", cfg.ratio, "need 0 < min <= max")
+    ps = cfg.pretrain_scales
+    if not isinstance(ps, tuple) or not ps or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1 for v in ps
+    ):
+        _fail("pretrain_scales", ps, "expected a non-empty list of numbers in (0, 1]")
     if any(s <= 0 for s in cfg.std):
         _fail("std", cfg.std, "must be > 0")
 

@@ -28,7 +28,7 @@ from torch.utils.data import Dataset, get_worker_info
 
 from far.data import sampling
 from far.data.config import DataConfig
-from far.data.transforms import EvalTransform, TrainTransform
+from far.data.transforms import EvalTransform, PretrainTransform, TrainTransform
 from far.data.video import CorruptVideo, Video
 
 log = logging.getLogger(__name__)
@@ -54,21 +54,26 @@ def read_list(list_file: str | Path, root: str | Path = "") -> list[tuple[str, i
 
 
 class VideoDataset(Dataset):
-    """Train (``mode="train"``) or multi-view test (``mode="test"``) dataset of a DataConfig.
+    """Train (``mode="train"``), pre-training (``mode="pretrain"``) or multi-view test
+    (``mode="test"``) dataset of a DataConfig.
+
+    Train and pre-training items are sampled alike (random temporal window / segments,
+    ``num_sample`` copies); they differ in the spatial augmentation: fine-tuning's
+    :class:`TrainTransform` or VideoMAE pre-training's :class:`PretrainTransform`.
 
     ``samples`` overrides the list file (a list of (path, label)); otherwise
     ``cfg.train_list`` (train) or ``cfg.val_list`` (test) is read, relative to ``cfg.root``.
     """
 
     def __init__(self, cfg: DataConfig, mode: str = "train", samples: list[tuple[str, int]] | None = None) -> None:
-        if mode not in ("train", "test"):
-            raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
+        if mode not in ("train", "pretrain", "test"):
+            raise ValueError(f"mode must be 'train', 'pretrain' or 'test', got {mode!r}")
         self.cfg = cfg
         self.mode = mode
         if samples is None:
-            list_file = cfg.train_list if mode == "train" else cfg.val_list
+            list_file = cfg.val_list if mode == "test" else cfg.train_list
             if not list_file:
-                raise ValueError(f"DataConfig.{'train_list' if mode == 'train' else 'val_list'}: empty")
+                raise ValueError(f"DataConfig.{'val_list' if mode == 'test' else 'train_list'}: empty")
             samples = read_list(list_file, cfg.root)
         if not samples:
             raise ValueError(f"{mode} dataset has no videos")
@@ -76,7 +81,11 @@ class VideoDataset(Dataset):
         bad = [lab for _, lab in self.samples if not 0 <= lab < cfg.num_classes]
         if bad:
             raise ValueError(f"DataConfig.num_classes: {cfg.num_classes} but labels include {bad[0]}")
-        self.train_transform = TrainTransform(cfg) if mode == "train" else None
+        self.train_transform: TrainTransform | PretrainTransform | None = None
+        if mode == "train":
+            self.train_transform = TrainTransform(cfg)
+        elif mode == "pretrain":
+            self.train_transform = PretrainTransform(cfg)
         self.eval_transform = EvalTransform(cfg) if mode == "test" else None
         self._main_rng = torch.Generator().manual_seed(cfg.seed)
         self._cache: tuple[tuple[str, int], np.ndarray] | None = None

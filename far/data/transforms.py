@@ -1,4 +1,4 @@
-"""Clip-level augmentation (train) and resize + crops (test).
+"""Clip-level augmentation (fine-tuning, pre-training) and resize + crops (test).
 
 Random choices are made ONCE PER CLIP and applied to all its frames, as in the
 reference: the crop box, the flip decision, RandAugment's ops and magnitudes.
@@ -17,6 +17,13 @@ flip -> to float, normalise -> random erasing. The reference runs RandAugment be
 the crop, on the full frame; doing it after the crop is cheaper and keeps
 RandAugment's translate distances relative to the network input. RandAugment uses
 the reference's settings: ``rand-m{m}-n{n}-mstd{std}-inc1`` with bicubic resampling.
+
+Pre-training (:class:`PretrainTransform`) uses VideoMAE's pre-training augmentation
+instead: a multi-scale crop (TSN's ``GroupMultiScaleCrop``: crop sides from
+``pretrain_scales`` x the short side, aspect distortion of at most one scale step, one of
+13 fixed positions) resized to the input size, then normalisation. Nothing else: the
+fine-tuning RandAugment / erasing / 8 %-area crops make masked reconstruction targets
+unpredictable and teach the encoder nothing (measured, docs/pretraining.md).
 """
 
 from __future__ import annotations
@@ -74,6 +81,28 @@ def random_resized_crop_box(height: int, width: int, scale: tuple[float, float],
     else:
         w, h = width, height
     return (height - h) // 2, (width - w) // 2, h, w
+
+
+def multi_scale_crop_box(height: int, width: int, size: int, scales: tuple[float, ...], rng: random.Random,
+                         max_distort: int = 1) -> tuple[int, int, int, int]:
+    """(top, left, h, w) of VideoMAE's pre-training crop (TSN ``GroupMultiScaleCrop``,
+    ``fix_crop`` and ``more_fix_crop`` on).
+
+    Candidate sides are ``int(short_side * s)`` for ``s`` in ``scales``, snapped to ``size``
+    when within 3 pixels of it; (w, h) pairs whose scale indices differ by at most
+    ``max_distort``; the offset is one of 13 fixed positions on a 4 x 4 step grid.
+    """
+    sides = [int(min(height, width) * s) for s in scales]
+    sides = [size if abs(x - size) < 3 else x for x in sides]
+    pairs = [(w, h) for i, h in enumerate(sides) for j, w in enumerate(sides) if abs(i - j) <= max_distort]
+    w, h = rng.choice(pairs)
+    w, h = min(w, width), min(h, height)
+    ws, hs = (width - w) // 4, (height - h) // 4
+    offsets = [(0, 0), (4 * ws, 0), (0, 4 * hs), (4 * ws, 4 * hs), (2 * ws, 2 * hs),  # corners, centre
+               (0, 2 * hs), (4 * ws, 2 * hs), (2 * ws, 4 * hs), (2 * ws, 0),  # edge centres
+               (ws, hs), (3 * ws, hs), (ws, 3 * hs), (3 * ws, 3 * hs)]  # quarter points
+    left, top = rng.choice(offsets)
+    return top, left, h, w
 
 
 def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -167,6 +196,21 @@ class TrainTransform:
             with seeded_globals(rng.getrandbits(63)):
                 self.erasing(x.transpose(0, 1))
         return x
+
+
+class PretrainTransform:
+    """VideoMAE pre-training augmentation: multi-scale crop, resize, normalise (see module doc)."""
+
+    def __init__(self, cfg: DataConfig) -> None:
+        self.cfg = cfg
+
+    def __call__(self, frames: np.ndarray, seed: int) -> torch.Tensor:
+        """Uint8 frames (T, H, W, 3) -> float clip (C, T, S, S), the crop drawn from ``seed``."""
+        cfg = self.cfg
+        top, left, h, w = multi_scale_crop_box(frames.shape[1], frames.shape[2], cfg.input_size,
+                                               cfg.pretrain_scales, random.Random(seed))
+        clip = resize_frames(frames[:, top:top + h, left:left + w], (cfg.input_size, cfg.input_size))
+        return to_normalised_tensor(clip, cfg.mean, cfg.std)
 
 
 def eval_crop_offsets(height: int, width: int, size: int, crops: int) -> list[tuple[int, int]]:

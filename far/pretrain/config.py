@@ -74,6 +74,9 @@ class PretrainConfig:
     model: dict = field(default_factory=lambda: {"backbone": "vit_tiny_cpu"})
     data: dict = field(default_factory=dict)
     mask_ratio: float = 0.9
+    # VideoMAE's --normlize_target (default on): each masked tubelet's pixels normalised
+    # by their own mean/std. Off: raw [0, 1] pixels (see docs/pretraining.md for when).
+    normalize_target: bool = True
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     epochs: int = 10
     batch: int = 16
@@ -126,6 +129,8 @@ def _validate(c: PretrainConfig) -> None:
     if not isinstance(c.data, Mapping):
         _fail("data", "must be a mapping of far.data DataConfig fields (or {random_clips: N})")
     num = (int, float)
+    if not isinstance(c.normalize_target, bool):
+        _fail("normalize_target", f"must be true or false, got {c.normalize_target!r}")
     if isinstance(c.mask_ratio, bool) or not isinstance(c.mask_ratio, num) or not 0.0 <= c.mask_ratio < 1.0:
         _fail("mask_ratio", f"must be a number in [0, 1), got {c.mask_ratio!r}")
     for name in ("epochs", "batch"):

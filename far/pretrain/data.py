@@ -49,6 +49,12 @@ class ToyClips(Dataset):
                 "replaced": []}
 
 
+# DataConfig fields of fine-tuning's augmentation, refused in a pre-training config so
+# that nobody believes they apply (VideoMAE pre-trains with the multi-scale crop only).
+FINETUNE_ONLY_FIELDS = frozenset({"randaug_magnitude", "randaug_std", "randaug_num_ops", "reprob", "scale",
+                                  "ratio", "flip"})
+
+
 def build_source(data: Mapping[str, Any], *, num_frames: int, img_size: int, seed: int) -> Dataset:
     """The training clips named by a config's ``data`` section.
 
@@ -68,6 +74,10 @@ def build_source(data: Mapping[str, Any], *, num_frames: int, img_size: int, see
         from far.data.config import DataConfig
     except ImportError as err:  # pragma: no cover - far.data is part of the package
         raise RuntimeError("far.data is not available: use data: {random_clips: N}") from err
+    finetune_only = sorted(set(data) & FINETUNE_ONLY_FIELDS)
+    if finetune_only:
+        raise ValueError(f"pretrain config field 'data.{finetune_only[0]}': a fine-tuning augmentation setting; "
+                         "pre-training clips get VideoMAE's multi-scale crop only (data.pretrain_scales)")
     data.setdefault("num_frames", num_frames)
     data.setdefault("input_size", img_size)
     try:
@@ -81,10 +91,10 @@ def build_source(data: Mapping[str, Any], *, num_frames: int, img_size: int, see
 
 
 def _far_data_train_set(dcfg) -> Dataset:
-    """far.data's training dataset (labels are loaded but unused by pre-training)."""
+    """far.data's training list with pre-training augmentation (labels loaded, unused)."""
     from far.data.dataset import VideoDataset
 
-    return VideoDataset(dcfg, "train")
+    return VideoDataset(dcfg, "pretrain")
 
 
 def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:

@@ -25,13 +25,15 @@ def patchify(x: torch.Tensor, tubelet: int, patch: int) -> torch.Tensor:
 
 
 def pixel_targets(x: torch.Tensor, mask: torch.Tensor, tubelet: int, patch: int,
-                  mean=IMAGENET_MEAN, std=IMAGENET_STD, eps: float = 1e-6) -> torch.Tensor:
+                  mean=IMAGENET_MEAN, std=IMAGENET_STD, eps: float = 1e-6, normalize: bool = True) -> torch.Tensor:
     """VideoMAE's target: the masked tubelets' pixels, each tubelet normalised by its own
     mean and std (per channel, over the tubelet's pixels; unbiased std, as VideoMAE),
-    after undoing the ImageNet normalisation of the input. (B, N_masked, p*C)."""
+    after undoing the ImageNet normalisation of the input. (B, N_masked, p*C).
+    ``normalize=False``: the raw [0, 1] pixels (VideoMAE without --normlize_target)."""
     with torch.no_grad():
         p = patchify(unnormalise(x.float(), mean, std), tubelet, patch)
-        p = (p - p.mean(dim=-2, keepdim=True)) / (p.var(dim=-2, unbiased=True, keepdim=True).sqrt() + eps)
+        if normalize:
+            p = (p - p.mean(dim=-2, keepdim=True)) / (p.var(dim=-2, unbiased=True, keepdim=True).sqrt() + eps)
         p = p.flatten(2)
         b = p.shape[0]
         return p[mask].reshape(b, -1, p.shape[-1])
