@@ -199,3 +199,14 @@ def barrier() -> None:
 
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()
+
+
+def all_mean(total: float, count: float = 1.0) -> float:
+    """``sum(total) / sum(count)`` over all ranks (the plain ratio without a process group)."""
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([total, float(count)], dtype=torch.float64)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t)
+    return float(t[0] / max(1.0, t[1].item()))

@@ -82,15 +82,6 @@ class _StopFlag:
         return self.set
 
 
-def _all_mean(total: float, count: int) -> float:
-    import torch.distributed as dist
-
-    t = torch.tensor([total, float(count)], dtype=torch.float64)
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t)
-    return float(t[0] / max(1.0, t[1].item()))
-
-
 def _criterion(run: RunConfig, mixup_on: bool) -> torch.nn.Module:
     """timm's losses: soft targets under Mixup/CutMix (which smooth the labels themselves)."""
     import far.torchvision_compat  # noqa: F401
@@ -136,7 +127,7 @@ def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resu
     from far.engine import deepspeed_setup as dss
     from far.engine import state as es
     from far.engine.data import EpochSampler, build_mixup, derived_seed, eval_dataset, train_dataset, train_loader
-    from far.engine.distributed import barrier
+    from far.engine.distributed import all_mean, barrier
     from far.engine.evaluate import _progress, evaluate, run_test
     from far.engine.optim import Schedule, apply_lr, build_optimizer, scaled_lr
     from far.engine.tracking import flatten, git_commit, make_tracker
@@ -277,9 +268,9 @@ def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resu
                     raise Preempted(f"SIGTERM: saved epoch {epoch + 1} step {step_in_epoch}")
             bar.close()
             seconds = time.perf_counter() - t_epoch
-            train_loss = _all_mean(loss_sum, loss_n)
+            train_loss = all_mean(loss_sum, loss_n)
             row: dict[str, Any] = {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch, "train_loss": train_loss,
-                                   "lr": lr, "clips_per_s": _all_mean(clips * world / max(seconds, 1e-9), 1),
+                                   "lr": lr, "clips_per_s": all_mean(clips * world / max(seconds, 1e-9), 1),
                                    "val_top1": None, "val_top5": None,
                                    "wall_s": (trainer.history[-1]["wall_s"] if trainer.history else 0.0) + seconds,
                                    "replaced_videos": replaced}

@@ -103,7 +103,8 @@ def compute_loss(cfg: PretrainConfig, model: nn.Module, teachers: FrozenTeachers
     mask = masks.at_step(step, x.shape[0], device=x.device)
     if cfg.method in ("videomae", "image_mae"):
         pred = model(x, mask)
-        loss = reconstruction_loss(pred, pixel_targets(x, mask, enc_cfg.tubelet_size, enc_cfg.patch_size))
+        target = pixel_targets(x, mask, enc_cfg.tubelet_size, enc_cfg.patch_size, normalize=cfg.normalize_target)
+        loss = reconstruction_loss(pred, target)
         return loss, {"loss": loss.item()}
     img_feat, vid_feat = teachers(x)
     pred_img, pred_vid = model(x, mask)
@@ -161,7 +162,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, teacher_video: str | Path 
 
     from far.engine import deepspeed_setup as dss
     from far.engine import state as es
-    from far.engine.distributed import barrier
+    from far.engine.distributed import all_mean, barrier
     from far.engine.optim import apply_lr
     from far.engine.tracking import flatten, make_tracker
     from far.pretrain.data import build_source, collate, steps_per_epoch
@@ -252,7 +253,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, teacher_video: str | Path 
                 if main and (i % 5 == 0 or i == n_steps - 1):
                     tracker.log_metrics({f"train/{k}": v for k, v in parts.items()} | {"train/lr": lr}, step)
             bar.close()
-            mean = _all_mean(sum(losses) / max(1, len(losses)))
+            mean = all_mean(sum(losses), len(losses))
             result.epoch_loss.append(mean)
             seconds = time.perf_counter() - t_epoch
             if replaced and main:
@@ -289,15 +290,3 @@ def _epoch_order(n: int, take: int, seed: int, epoch: int) -> list[int]:
     while len(order) < take:
         order += torch.randperm(n, generator=g).tolist()
     return order[:take]
-
-
-def _all_mean(value: float) -> float:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        t = torch.tensor([value], dtype=torch.float64)
-        dist.all_reduce(t)
-        return float(t.item() / dist.get_world_size())
-    return float(value)
-
-
