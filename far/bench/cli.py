@@ -309,13 +309,17 @@ def time_step(size: str, variant: str, mode: str, steps: int, warmup: int, log, 
     gc.collect()
     torch.cuda.reset_peak_memory_stats()
     times = []
-    for _ in range(steps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        step()
-        e.record()
-        e.synchronize()
-        times.append(s.elapsed_time(e))
+    gc.disable()  # no Python collection pass inside a timed step (as timeit does)
+    try:
+        for _ in range(steps):
+            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            s.record()
+            step()
+            e.record()
+            e.synchronize()
+            times.append(s.elapsed_time(e))
+    finally:
+        gc.enable()
     peak = torch.cuda.max_memory_allocated() / 2**30
     ms = statistics.median(times)
     gmacs, flops_source = fvcore_gmacs(size, variant)
