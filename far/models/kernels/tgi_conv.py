@@ -20,10 +20,12 @@ with the taps mirrored (nbr[26 - k] is the inverse offset of nbr[k]) and each gr
 weight transposed; the weight gradient is, per group and tap, a (Cg x P) @ (P x Cg)
 reduction over all P = B*N positions.
 
-On CUDA (with Triton) these three are Triton kernels behind ``torch.library`` custom
-ops (``far::tgi_conv``, ``far::tgi_conv_wgrad``) with autograd and fake
-implementations, so ``torch.compile`` traces through without graph breaks. Everywhere
-else :func:`tgi_conv_gather` computes the same formula in PyTorch (tested equal to the
+On CUDA (with Triton) these are two Triton kernels (forward / input gradient, weight +
+bias gradient): eager calls go through a ``torch.autograd.Function``; under
+``torch.compile`` through ``torch.library.triton_op``s (``far::tgi_conv_t``,
+``far::tgi_conv_backward_t``) that Inductor sees into and launches itself, without graph
+breaks (the opaque ``custom_op`` pair ``far::tgi_conv`` / ``far::tgi_conv_backward`` is
+kept behind ``COMPILE_OP``). Everywhere else :func:`tgi_conv_gather` computes the same formula in PyTorch (tested equal to the
 Conv3d definition on CPU; the Triton kernels are tested equal to it on the GPU).
 """
 
@@ -253,7 +255,8 @@ if HAVE_TRITON:
         dw, db = _launch_wgrad(y, dout, nbr, weight.shape[1], wrap=wrap) if need_dw else (None, None)
         return dy, dw, db
 
-    # ---- eager: a plain autograd.Function (the least Python between launches) ----------
+    # ---- eager: a plain autograd.Function (the least Python between launches); it keeps
+    # the forward's packed weight for the input gradient ---------------------------------
     class _TGIConvFn(torch.autograd.Function):
         @staticmethod
         def forward(ctx, y, nbr, weight, bias):
@@ -328,10 +331,11 @@ COMPILE_OP = "triton_op"
 def tgi_conv_triton(y: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, groups: int) -> torch.Tensor:
     """The Triton path (CUDA tensors); differentiable w.r.t. y, weight and bias.
 
-    The kernels read the Conv3d weight and bias as stored (float32 parameters, cast to
-    y's dtype in registers, as autocast would) and write their gradients in the same
-    layout, so no weight re-layout or cast runs per step. Eager calls go through a plain
-    autograd.Function; under torch.compile the custom ops are used (opaque to Dynamo)."""
+    The weight is packed once per forward into (G, 27, Cg, Cg) in y's dtype (as autocast
+    would cast it; the input gradient reads the same copy), the bias is read as stored,
+    and the weight and bias gradients come back in the Conv3d layout in float32. Eager
+    calls go through a plain autograd.Function; under torch.compile the op named by
+    COMPILE_OP is used."""
     assert weight.shape[0] // weight.shape[1] == groups
     y = y.contiguous()
     weight = weight.contiguous()
