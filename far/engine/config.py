@@ -260,6 +260,14 @@ class LogConfig:
         if self.progress_bar not in ("auto", "on", "off"):
             _fail(f"{name}.progress_bar", f"must be auto, on or off, got {self.progress_bar!r}")
 
+    def show_bars(self, requested: bool | None = None) -> bool:
+        """Whether to draw progress bars: ``--progress/--no-progress`` if given, else the setting."""
+        if requested is not None:
+            return requested
+        import sys
+
+        return sys.stderr.isatty() if self.progress_bar == "auto" else self.progress_bar == "on"
+
 
 # ---- the run ------------------------------------------------------------------------
 SECTIONS: dict[str, type] = {

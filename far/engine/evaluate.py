@@ -142,7 +142,7 @@ def run_test(run: Any, checkpoint: str | Path, out: str | Path, *, progress: boo
     out = Path(out)
     t0 = time.perf_counter()
     d = dss.init_distributed()
-    progress = _progress(run, progress) and d.is_main
+    progress = run.log.show_bars(progress) and d.is_main
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[
         dss.resolve_precision(run.deepspeed.precision)]
@@ -187,13 +187,6 @@ def _json_default(x: Any) -> Any:
     if isinstance(x, (np.floating,)):
         return float(x)
     raise TypeError(type(x).__name__)
-
-
-def _progress(run: Any, requested: bool | None) -> bool:
-    if requested is not None:
-        return requested
-    mode = run.log.progress_bar
-    return sys.stderr.isatty() if mode == "auto" else mode == "on"
 
 
 def _mlflow_run_of(checkpoint: Path) -> str | None:

@@ -128,7 +128,7 @@ def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resu
     from far.engine import state as es
     from far.engine.data import EpochSampler, build_mixup, derived_seed, eval_dataset, train_dataset, train_loader
     from far.engine.distributed import all_mean, barrier
-    from far.engine.evaluate import _progress, evaluate, run_test
+    from far.engine.evaluate import evaluate, run_test
     from far.engine.optim import Schedule, apply_lr, build_optimizer, scaled_lr
     from far.engine.tracking import flatten, git_commit, make_tracker
     from far.models import build_model
@@ -137,7 +137,7 @@ def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resu
     t_start = time.perf_counter()
     d = dss.init_distributed()
     main, rank, world = d.is_main, d.rank, d.world_size
-    show = _progress(run, progress) and main
+    show = run.log.show_bars(progress) and main
     batch = run.batch.resolve(world)
     dc = run.data_config()
     mc = run.model_config()
