@@ -172,6 +172,10 @@ class Attention(nn.Module):
             outs.append(self._attend(q, k, v, pattern))
         if len(outs) == 1:
             return self.proj(outs[0].reshape(b, n, c))
+        if torch.jit.is_tracing() or not torch.is_grad_enabled():
+            # No backward to save memory for; and FLOP counting (fvcore traces with
+            # torch.jit) must see the projection as the plain linear it is.
+            return self.proj(torch.cat(outs, dim=2).reshape(b, n, c))
         # Head split: proj(cat(outs)) without keeping the concatenation for the backward
         # (it is rebuilt there from the attention outputs, which SDPA keeps anyway): one
         # D-wide tensor less per block, 0.43 GiB of the ViT-B step's peak.
