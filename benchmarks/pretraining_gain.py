@@ -1,7 +1,7 @@
 """Does the default pipeline's offline pre-training beat random initialisation? (issue 5)
 
 Fine-tunes the Table-7 "FAR ViT-S" cell of the embedded default on synthetic-ssv2 (the
-temporal-pair classes) from scratch and from each ViT-S pre-training the default grid
+temporal-pair classes; ``--dataset k400``: the Table-8 cell on synthetic-k400) from scratch and from each ViT-S pre-training the default grid
 produces (``far pretrain`` VideoMAE on ssv2 and on k400, MVD on k400), over several
 seeds, through the real CLI (``far train`` with a 2 x 3-view test at the end), and
 writes a table, a JSON of every number and a plot of the validation curves.
@@ -36,17 +36,19 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-CELL_ROWS = "T7 FAR (MVD) ViT-S"  # the grid run whose recipe and model are fine-tuned
+# The grid run whose recipe and model are fine-tuned, per dataset (Table 7 SSv2, Table 8 K400).
+CELL_ROWS = {"ssv2": "T7 FAR (MVD) ViT-S", "k400": "T8 FAR (MVD) ViT-S"}
 
 
-def base_run(params: str) -> tuple[dict, dict]:
-    """The default grid's FAR ViT-S SSv2 run config (seed 0) and the grid's pretraining names."""
+def base_run(params: str, dataset: str = "ssv2") -> tuple[dict, dict]:
+    """The default grid's FAR ViT-S run config (seed 0) on ``dataset`` and the ViT-S
+    pre-trainings the grid builds (name -> checkpoint path)."""
     from far.grid import Grid, load_params, pretrain_name
 
     grid = Grid(load_params(params))
     for rid, run in grid.runs.items():
         cfg = grid.run_config(rid)
-        if run.dataset == "ssv2" and run.seed == 0 and CELL_ROWS in cfg["tracking"]["tags"]["rows"]:
+        if run.dataset == dataset and run.seed == 0 and CELL_ROWS[dataset] in cfg["tracking"]["tags"]["rows"]:
             inits = {}
             for method in ("videomae", "mvd"):
                 for source in ("ssv2", "k400"):
@@ -54,7 +56,7 @@ def base_run(params: str) -> tuple[dict, dict]:
                     if name in grid.pretrain_names():
                         inits[name] = f"data/checkpoints/offline/{name}/checkpoint.pth"
             return cfg, inits
-    raise SystemExit(f"no SSv2 run with rows {CELL_ROWS!r} in {params}")
+    raise SystemExit(f"no {dataset} run with rows {CELL_ROWS[dataset]!r} in {params}")
 
 
 def arm_config(base: dict, init: str | None, seed: int, epochs: int, recipe_aug: bool, val_every: int) -> dict:
@@ -109,11 +111,11 @@ def write_results(res: dict, stem: Path) -> None:
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".json").write_text(json.dumps(res, indent=2))
     arms = list(dict.fromkeys(r["arm"] for r in res["runs"]))
-    lines = [f"# Pre-training vs random initialisation on synthetic-ssv2 (`benchmarks/pretraining_gain.py`)", "",
+    lines = [f"# Pre-training vs random initialisation on synthetic-{res['dataset']} (`benchmarks/pretraining_gain.py`)", "",
              f"Date {res['date']}. Machine: {res['machine']}. Command: `{res['command']}`.", "",
-             f"Fine-tuned: the default grid's `{CELL_ROWS}` SSv2 cell, {res['steps']} steps of batch "
+             f"Fine-tuned: the default grid's `{res['cell']}` cell, {res['steps']} steps of batch "
              f"{res['batch']}, test {res['test_views']} views on {res['test_videos']} val videos "
-             f"(4 classes = 2 temporal pairs, chance 25 %). Augmentation: {res['augmentation']}.", "",
+             f"({res['classes']}). Augmentation: {res['augmentation']}.", "",
              "| initialisation | test top-1 mean ± sd | per seed | final train loss (mean) |", "|---|---|---|---|"]
     for arm in arms:
         rows = [r for r in res["runs"] if r["arm"] == arm]
@@ -151,7 +153,7 @@ def plot(res: dict, path: Path) -> None:
     ax.axhline(25, color="grey", ls=":", label="chance")
     ax.set_xlabel("fine-tuning step")
     ax.set_ylabel("val top-1 (%), mean and range over seeds")
-    ax.set_title("synthetic-ssv2, FAR ViT-S (vit_tiny_cpu)")
+    ax.set_title(f"synthetic-{res['dataset']}, FAR ViT-S (vit_tiny_cpu)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -161,6 +163,7 @@ def plot(res: dict, path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--params", default="params/default.yaml")
+    ap.add_argument("--dataset", default="ssv2", choices=sorted(CELL_ROWS))
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--val-every", type=int, default=5)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -168,11 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recipe-aug", action="store_true", help="keep the recipe's Mixup/CutMix/RandAugment/erasing")
     ap.add_argument("--no-snakemake", action="store_true", help="the checkpoints and data exist already")
     ap.add_argument("--workdir", default="results/pretraining_gain")
-    ap.add_argument("--out", default="benchmarks/results/pretraining_gain")
+    ap.add_argument("--out", default=None, help="results stem (default benchmarks/results/pretraining_gain[_k400])")
     args = ap.parse_args(argv)
     os.chdir(ROOT)
 
-    base, inits = base_run(args.params)
+    out = args.out or "benchmarks/results/pretraining_gain" + ("" if args.dataset == "ssv2" else f"_{args.dataset}")
+    base, inits = base_run(args.params, args.dataset)
     if not args.no_snakemake:  # the pipeline's own data and pre-training jobs
         subprocess.run(["snakemake", base["data"]["train_list"], *inits.values(), "--cores", str(args.jobs),
                         "--configfile", args.params], check=True)
@@ -180,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     for arm, init in [("random init (scratch)", None)] + list(inits.items()):
         for seed in args.seeds:
             slug = "scratch" if init is None else arm
-            jobs.append({"arm": arm, "seed": seed, "out": f"{args.workdir}/{slug}-s{seed}",
+            jobs.append({"arm": arm, "seed": seed, "out": f"{args.workdir}/{args.dataset}/{slug}-s{seed}",
                          "config": arm_config(base, init, seed, args.epochs, args.recipe_aug, args.val_every)})
     runs = []
     t0 = time.perf_counter()
@@ -197,13 +201,16 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
                    f"{args.jobs} fine-tunes at once, 1 thread each",
         "command": "python benchmarks/pretraining_gain.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "dataset": args.dataset, "cell": CELL_ROWS[args.dataset],
+        "classes": ("4 classes = 2 pairs that differ only in time order, chance 25 %" if args.dataset == "ssv2"
+                    else "4 appearance + motion classes, chance 25 %"),
         "steps": runs[0]["steps"], "batch": batch, "test_views": "2 x 3", "test_videos": runs[0]["test_videos"],
         "augmentation": ("the recipe's (Mixup, CutMix, RandAugment, erasing)" if args.recipe_aug else
                          "none but the random resized crop (no Mixup/CutMix/RandAugment/erasing); label smoothing 0.1"),
         "pretraining": pretrain_times(inits), "runs": runs,
     }
-    write_results(res, Path(args.out))
-    print(Path(args.out).with_suffix(".md").read_text())
+    write_results(res, Path(out))
+    print(Path(out).with_suffix(".md").read_text())
     return 0
 
 
