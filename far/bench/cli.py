@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import gc
-import importlib
 import json
 import math
 import os
@@ -37,9 +36,6 @@ VARIANTS = {
     "hsda": dict(variant="far", tgi="none"),
     "far_conv3d": dict(variant="far", tgi_impl="conv3d"),
     "far": dict(variant="far"),
-    # the same model; under torch.compile the TGI conv is the opaque custom op instead of
-    # the triton op (far.models.kernels.tgi_conv.COMPILE_OP)
-    "far_custom_op": dict(variant="far"),
 }
 
 
@@ -73,7 +69,6 @@ def fvcore_gmacs(size: str, variant: str) -> tuple[float, str]:
     fvcore is not installed on the GPU machine, so the counts are also stored in
     ``benchmarks/results/fvcore_gmacs.json`` (``far bench --write-flops`` on any machine);
     the analytic count :func:`forward_macs` is the last resort (within 0.1 % of fvcore)."""
-    variant = variant.removesuffix("_custom_op")
     key = f"{size}/{variant}"
     try:
         from far.complexity import count_flops
@@ -92,7 +87,7 @@ def write_flops_table(path: Path = FLOPS_TABLE) -> dict:
     """Count every benchmarked model with fvcore and store the table (CPU, minutes)."""
     from far.complexity import count_flops
 
-    gmacs = {f"{s}/{v}": count_flops(_cfg(s, v))[0] / 1e9 for s in BATCH for v in VARIANTS if not v.endswith("_custom_op")}
+    gmacs = {f"{s}/{v}": count_flops(_cfg(s, v))[0] / 1e9 for s in BATCH for v in VARIANTS}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(dict(note="fvcore forward multiply-adds per clip (16x224x224), "
                                          "far.complexity.count_flops", gmacs=gmacs), indent=1) + "\n")
@@ -191,6 +186,21 @@ def check_kernel(size: str, log) -> dict:
 
 
 # ---- TGI micro-benchmark -----------------------------------------------------------
+def cuda_event_times(fn, n: int) -> list[float]:
+    """Milliseconds of ``n`` calls of ``fn``, each timed alone with CUDA events."""
+    import torch
+
+    times = []
+    for _ in range(n):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return times
+
+
 def microbench_tgi(size: str, log, reps: int = 50) -> dict:
     """One TGI conv (bottleneck y -> conv -> back), forward + backward, per implementation."""
     import torch
@@ -232,15 +242,7 @@ def microbench_tgi(size: str, log, reps: int = 50) -> dict:
             for _ in range(5):
                 run()
             torch.cuda.synchronize()
-            times = []
-            for _ in range(reps):
-                s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                s.record()
-                run()
-                e.record()
-                e.synchronize()
-                times.append(s.elapsed_time(e))
-            res[f"{name}_{phase}_ms"] = statistics.median(times)
+            res[f"{name}_{phase}_ms"] = statistics.median(cuda_event_times(run, reps))
         log(f"tgi conv {size} b={b}: {name:28s} fwd {res[f'{name}_fwd_ms']:.3f} ms  fwd+bwd {res[f'{name}_fwd_bwd_ms']:.3f} ms")
     return res
 
@@ -283,8 +285,6 @@ def time_step(size: str, variant: str, mode: str, steps: int, warmup: int, log, 
 
     from far.models import build_model
 
-    kernels = importlib.import_module("far.models.kernels.tgi_conv")
-    kernels.COMPILE_OP = "custom_op" if variant.endswith("_custom_op") else "triton_op"
     torch.manual_seed(0)
     cfg = _cfg(size, variant, grad_checkpointing=checkpointing)
     b = BATCH[size]
@@ -308,16 +308,9 @@ def time_step(size: str, variant: str, mode: str, steps: int, warmup: int, log, 
     warm_s = time.perf_counter() - t0
     gc.collect()
     torch.cuda.reset_peak_memory_stats()
-    times = []
     gc.disable()  # no Python collection pass inside a timed step (as timeit does)
     try:
-        for _ in range(steps):
-            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            s.record()
-            step()
-            e.record()
-            e.synchronize()
-            times.append(s.elapsed_time(e))
+        times = cuda_event_times(step, steps)
     finally:
         gc.enable()
     peak = torch.cuda.max_memory_allocated() / 2**30

@@ -24,8 +24,7 @@ On CUDA (with Triton) these are two Triton kernels (forward / input gradient, we
 bias gradient): eager calls go through a ``torch.autograd.Function``; under
 ``torch.compile`` through ``torch.library.triton_op``s (``far::tgi_conv_t``,
 ``far::tgi_conv_backward_t``) that Inductor sees into and launches itself, without graph
-breaks (the opaque ``custom_op`` pair ``far::tgi_conv`` / ``far::tgi_conv_backward`` is
-kept behind ``COMPILE_OP``). Everywhere else :func:`tgi_conv_gather` computes the same formula in PyTorch (tested equal to the
+breaks. Everywhere else :func:`tgi_conv_gather` computes the same formula in PyTorch (tested equal to the
 Conv3d definition on CPU; the Triton kernels are tested equal to it on the GPU).
 """
 
@@ -277,36 +276,7 @@ if HAVE_TRITON:
         ctx.save_for_backward(y, nbr, weight)
         ctx.has_bias = bias is not None
 
-    # ---- torch.compile (a): custom ops with fake implementations, opaque to Inductor ----
-    @torch.library.custom_op("far::tgi_conv", mutates_args=())
-    def _tgi_conv_op(y: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        """y (B, N, C) contiguous, weight (C, Cg, 3, 3, 3) contiguous, bias (C,) or None."""
-        return _launch_conv(y, nbr, weight, bias, transposed=False)
-
-    @_tgi_conv_op.register_fake
-    def _(y, nbr, weight, bias):
-        return torch.empty_like(y)
-
-    @torch.library.custom_op("far::tgi_conv_backward", mutates_args=())
-    def _tgi_conv_bwd_op(dout: torch.Tensor, y: torch.Tensor, nbr: torch.Tensor,
-                         weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(input, weight, bias) gradients; the last two in float32."""
-        return _backward_impl(dout, y, nbr, weight, True, True)
-
-    @_tgi_conv_bwd_op.register_fake
-    def _(dout, y, nbr, weight):
-        c = y.shape[-1]
-        return (torch.empty_like(y), weight.new_empty(weight.shape, dtype=torch.float32),
-                weight.new_empty(c, dtype=torch.float32))
-
-    def _backward(ctx, dout):
-        y, nbr, weight = ctx.saved_tensors
-        dy, dw, db = _tgi_conv_bwd_op(dout, y, nbr, weight)
-        return dy, None, dw.to(weight.dtype), db.to(weight.dtype) if ctx.has_bias else None
-
-    _tgi_conv_op.register_autograd(_backward, setup_context=_setup)
-
-    # ---- torch.compile (b): triton ops, which Inductor sees into: it launches the kernels
+    # ---- torch.compile: triton ops, which Inductor sees into: it launches the kernels
     # from its own wrapper and fuses the weight packing and the split reduction ----------
     @torch.library.triton_op("far::tgi_conv_t", mutates_args=())
     def _tgi_conv_top(y: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -324,24 +294,19 @@ if HAVE_TRITON:
 
     _tgi_conv_top.register_autograd(_backward_t, setup_context=_setup)
 
-# "triton_op" (Inductor launches the kernels) or "custom_op" (opaque): the op torch.compile uses.
-COMPILE_OP = "triton_op"
-
-
 def tgi_conv_triton(y: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, groups: int) -> torch.Tensor:
     """The Triton path (CUDA tensors); differentiable w.r.t. y, weight and bias.
 
     The weight is packed once per forward into (G, 27, Cg, Cg) in y's dtype (as autocast
     would cast it; the input gradient reads the same copy), the bias is read as stored,
     and the weight and bias gradients come back in the Conv3d layout in float32. Eager
-    calls go through a plain autograd.Function; under torch.compile the op named by
-    COMPILE_OP is used."""
+    calls go through a plain autograd.Function; under torch.compile the triton_op (an opaque
+    custom_op measured 0.8 ms slower per ViT-B step, docs/performance.md)."""
     assert weight.shape[0] // weight.shape[1] == groups
     y = y.contiguous()
     weight = weight.contiguous()
     if torch.compiler.is_compiling():
-        op = _tgi_conv_top if COMPILE_OP == "triton_op" else _tgi_conv_op
-        return op(y, nbr, weight, bias)
+        return _tgi_conv_top(y, nbr, weight, bias)
     return _TGIConvFn.apply(y, nbr, weight, bias)
 
 
