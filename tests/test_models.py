@@ -1,6 +1,7 @@
 """The model family: the fast grouped path equals the masked definition, configs, shapes."""
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -190,3 +191,48 @@ def test_cat_linear_equals_linear_of_cat():
     g = torch.randn_like(got)
     for a, r in zip(torch.autograd.grad(got, (w, b, *xs), g), torch.autograd.grad(ref, (w, b, *xs), g)):
         assert a.dtype == r.dtype and torch.equal(a, r)
+
+
+def test_head_split_projection_keeps_no_concatenation_under_compile():
+    """Under torch.compile (Inductor, here on the CPU) the head-split projection must not
+    keep the head concatenation for the backward: AOTAutograd's CSE would merge an
+    identical cat in _CatLinear's backward with the forward's, and the partitioner
+    would then save it. The compiled function's saved tensors are seen by the
+    saved-tensor hooks."""
+    from far.models.attention import Attention
+    from far.models.config import model_config
+    from far.models.layout import TokenLayout
+
+    cfg = model_config(backbone="vit_tiny_cpu", variant="far", tgi="none")
+    attn = Attention(cfg, TokenLayout(*cfg.grid))
+    x = torch.randn(2, cfg.num_tokens, cfg.embed_dim, requires_grad=True)
+    torch._dynamo.reset()
+    fn = torch.compile(attn, fullgraph=True)
+    ref = attn(x)
+    fn(x)  # compile first
+    saved: list[tuple[int, ...]] = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(tuple(t.shape)) or t, lambda t: t):
+        out = fn(x)
+    out.sum().backward()
+    torch._dynamo.reset()
+    torch.testing.assert_close(out, ref)
+    full_width = [s for s in saved if math.prod(s) == x.numel() and s[-1] == cfg.embed_dim]
+    assert len(full_width) == 1, f"saved for backward: {saved}"  # the layer input only (qkv's weight grad)
+
+
+def test_patch_embedding_is_the_conv3d():
+    """The tubelet embedding computed as a GEMM equals Conv3d(kernel = stride), in
+    natural order and in any token order; a clip that does not split is refused."""
+    import torch.nn.functional as F
+
+    from far.models.vit import PatchEmbed
+
+    cfg = model_config(backbone="vit_tiny_cpu")
+    pe = PatchEmbed(cfg).double()
+    x = torch.randn(2, 3, cfg.num_frames, cfg.img_size, cfg.img_size, dtype=torch.float64)
+    ref = F.conv3d(x, pe.proj.weight, pe.proj.bias, stride=pe.kernel).flatten(2).transpose(1, 2)
+    torch.testing.assert_close(pe(x), ref, rtol=1e-12, atol=1e-12)
+    order = torch.randperm(ref.shape[1])
+    torch.testing.assert_close(pe(x, order), ref[:, order], rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="tubelets"):
+        pe(x[..., :-1])

@@ -27,15 +27,35 @@ from far.models.token_group import TokenGroupInteraction
 
 
 class PatchEmbed(nn.Module):
-    """Tubelet embedding: Conv3d with kernel = stride = (tubelet, patch, patch)."""
+    """Tubelet embedding: a Conv3d with kernel = stride = (tubelet, patch, patch).
+
+    Computed as what it is, a linear map of each flattened tubelet: cut the clip into
+    tubelets (one copy), one GEMM with the conv weight viewed as (D, C*t*p*p). Same
+    parameters (``proj`` stays the Conv3d, so checkpoints and fvcore's count are
+    unchanged), same function (tested against ``F.conv3d``). cuDNN's Conv3d runs this
+    shape as a generic implicit-GEMM kernel plus layout transforms: 3.7 ms of a ViT-B
+    training step on an H100 against about 0.3 ms as a GEMM (docs/performance.md).
+    """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        k = (cfg.tubelet_size, cfg.patch_size, cfg.patch_size)
-        self.proj = nn.Conv3d(cfg.in_chans, cfg.embed_dim, kernel_size=k, stride=k)
+        self.kernel = (cfg.tubelet_size, cfg.patch_size, cfg.patch_size)
+        self.proj = nn.Conv3d(cfg.in_chans, cfg.embed_dim, kernel_size=self.kernel, stride=self.kernel)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)  # (B, N, D), natural (t, h, w) order
+    def forward(self, x: torch.Tensor, order: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C, T, H, W) -> tokens (B, N, D) in natural (t, h, w) order, or in ``order``
+        (natural token indices) when given: the reordering is done on the tubelets,
+        which need no gradient, rather than on the tokens."""
+        b, c, t, h, w = x.shape
+        kt, kp, _ = self.kernel
+        if t % kt or h % kp or w % kp or c != self.proj.in_channels:
+            raise ValueError(f"patch embedding: input (B, C, T, H, W) = {tuple(x.shape)} does not split into "
+                             f"{self.proj.in_channels}-channel tubelets of {self.kernel}")
+        tubelets = (x.reshape(b, c, t // kt, kt, h // kp, kp, w // kp, kp)
+                    .permute(0, 2, 4, 6, 1, 3, 5, 7).reshape(b, -1, c * kt * kp * kp))
+        if order is not None:
+            tubelets = tubelets.index_select(1, order)
+        return F.linear(tubelets, self.proj.weight.reshape(self.proj.out_channels, -1), self.proj.bias)
 
 
 class Block(nn.Module):
@@ -125,9 +145,7 @@ class FARVisionTransformer(nn.Module):
     # ---- forward ---------------------------------------------------------------
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Tokens (B, N, D) after the last block, in the model's token order."""
-        x = self.patch_embed(x)
-        if self.grouped:
-            x = x.index_select(1, self.perm)
+        x = self.patch_embed(x, self.perm if self.grouped else None)
         x = x + self.pos_embed.to(x.dtype)
         for blk in self.blocks:
             if self.cfg.grad_checkpointing and self.training:
