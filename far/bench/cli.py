@@ -294,10 +294,12 @@ def time_step(size: str, variant: str, mode: str, steps: int, warmup: int, log, 
     target = torch.randint(0, cfg.num_classes, (b,), device="cuda")
     fwd = torch.compile(model) if mode == "compiled" else model
 
-    def step():
+    def forward_loss():
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = F.cross_entropy(fwd(x), target)
-        loss.backward()
+            return F.cross_entropy(fwd(x), target)
+
+    def step():
+        forward_loss().backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
@@ -306,6 +308,15 @@ def time_step(size: str, variant: str, mode: str, steps: int, warmup: int, log, 
         step()
     torch.cuda.synchronize()
     warm_s = time.perf_counter() - t0
+    # What the forward keeps for the backward (allocated after the forward minus before),
+    # to tell saved activations from backward temporaries in the peak.
+    before = torch.cuda.memory_allocated()
+    loss = forward_loss()
+    saved_gib = (torch.cuda.memory_allocated() - before) / 2**30
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    del loss
     gc.collect()
     torch.cuda.reset_peak_memory_stats()
     gc.disable()  # no Python collection pass inside a timed step (as timeit does)
@@ -319,10 +330,10 @@ def time_step(size: str, variant: str, mode: str, steps: int, warmup: int, log, 
     macs = gmacs * 1e9
     row = dict(size=size, variant=variant, mode=mode, batch=b, grad_checkpointing=checkpointing,
                step_ms=ms, step_ms_min=min(times), step_ms_max=max(times), clips_per_s=b / ms * 1e3,
-               peak_mem_gib=peak, fwd_gmacs_per_clip=gmacs, flops_source=flops_source,
+               peak_mem_gib=peak, saved_for_backward_gib=saved_gib, fwd_gmacs_per_clip=gmacs, flops_source=flops_source,
                mfu=6 * macs * b / (ms * 1e-3) / (PEAK_TFLOPS * 1e12), warmup_s=warm_s)
     log(f"{size} {variant:10s} {mode:8s} ckpt={int(checkpointing)} {ms:8.2f} ms  {row['clips_per_s']:7.1f} clips/s  "
-        f"{peak:6.2f} GiB  MFU {row['mfu'] * 100:5.1f}%  (warm-up {warm_s:.0f} s)")
+        f"{peak:6.2f} GiB (saved {saved_gib:5.2f})  MFU {row['mfu'] * 100:5.1f}%  (warm-up {warm_s:.0f} s)")
     if profile_path:
         row["profile_top"] = profile_step(step, 3, profile_path, f"{size} {variant} {mode} batch {b}", top=profile_top)
         log(f"profile -> {profile_path}")
