@@ -117,3 +117,42 @@ def test_triton_conv_equals_definition(dtype, c, groups):
     assert rel(got, ref) < tol
     for a, r in zip(grads, grads_ref):
         assert rel(a, r) < tol
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not (torch.cuda.is_available() and HAVE_TRITON), reason="needs CUDA and Triton")
+@pytest.mark.parametrize("compiled", [False, True])
+def test_fused_down_conv_equals_composition_and_keeps_no_bottleneck(compiled):
+    """conv(down(x)) as one op (bottleneck recomputed in the backward) equals
+    linear + conv under bf16 autocast, eager and compiled; the compiled op keeps x, not
+    the (B, N, D/4) bottleneck."""
+    import torch.nn.functional as F
+
+    from far.models.kernels.tgi_conv import tgi_down_conv_triton
+
+    torch.manual_seed(0)
+    lay, dev, d, c, groups = TokenLayout(8, 14, 14), "cuda", 384, 96, 6
+    x = torch.randn(2, lay.num_tokens, d, device=dev, dtype=torch.bfloat16, requires_grad=True)
+    wd = (torch.randn(c, d, device=dev) * 0.05).requires_grad_()
+    bd = torch.randn(c, device=dev, requires_grad=True)
+    w = (torch.randn(c, c // groups, 3, 3, 3, device=dev) * 0.1).requires_grad_()
+    b = torch.randn(c, device=dev, requires_grad=True)
+    nbr = neighbour_table(lay.perm, lay.inv_perm, (8, 14, 14)).to(dev)
+    fused = lambda *a: tgi_down_conv_triton(*a[:3], nbr, *a[3:], groups)
+    if compiled:
+        torch._dynamo.reset()
+        fused = torch.compile(fused, fullgraph=True)
+    params = (x, wd, bd, w, b)
+    saved: list[tuple[int, ...]] = []
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        fused(*params)  # compile outside the hooks
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(tuple(t.shape)) or t, lambda t: t):
+            got = fused(*params)
+        ref = tgi_conv(F.linear(x, wd, bd), nbr, w, b, groups)
+    g = torch.randn_like(got)
+    rel = lambda a, r: float((a.double() - r.double()).norm() / r.double().norm())
+    assert rel(got, ref) < 1e-2
+    for a, r in zip(torch.autograd.grad(got, params, g), torch.autograd.grad(ref, params, g)):
+        assert a.dtype == r.dtype and rel(a, r) < 2e-2
+    assert (2, lay.num_tokens, c) not in saved and (2 * lay.num_tokens, c) not in saved, saved
+    torch._dynamo.reset()

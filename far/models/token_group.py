@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from far.models.config import ModelConfig
-from far.models.kernels.tgi_conv import neighbour_table, tgi_conv, tgi_conv_gather, triton_usable
+from far.models.kernels.tgi_conv import (neighbour_table, tgi_conv, tgi_conv_gather, tgi_down_conv_triton,
+                                        triton_usable)
 from far.models.layout import TokenLayout
 
 
@@ -46,6 +47,12 @@ class TokenGroupInteraction(nn.Module):
         return self.impl in ("gather", "triton")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.impl in ("auto", "triton") and triton_usable(x) and (self.down.out_features // self.groups) % 16 == 0:
+            # CUDA: down projection + conv as one op that recomputes the bottleneck in the
+            # backward instead of keeping it (far.models.kernels.tgi_conv)
+            y = tgi_down_conv_triton(x, self.down.weight, self.down.bias, self.nbr, self.conv.weight,
+                                     self.conv.bias, self.groups)
+            return x + self.up(self.act(y))
         y = self.down(x)  # (B, N, w) in the model's token order
         if self._use_table(y):
             conv = tgi_conv if self.impl != "gather" else tgi_conv_gather
