@@ -279,7 +279,7 @@ def graph_breaks(size: str, log) -> dict:
 
 
 def time_step(size: str, variant: str, mode: str, steps: int, warmup: int, log, checkpointing=False, profile_path=None,
-              profile_top: int = 40) -> dict:
+              profile_top: int = 40, memory: bool = False) -> dict:
     import torch
     import torch.nn.functional as F
 
@@ -334,6 +334,8 @@ def time_step(size: str, variant: str, mode: str, steps: int, warmup: int, log, 
                mfu=6 * macs * b / (ms * 1e-3) / (PEAK_TFLOPS * 1e12), warmup_s=warm_s)
     log(f"{size} {variant:10s} {mode:8s} ckpt={int(checkpointing)} {ms:8.2f} ms  {row['clips_per_s']:7.1f} clips/s  "
         f"{peak:6.2f} GiB (saved {saved_gib:5.2f})  MFU {row['mfu'] * 100:5.1f}%  (warm-up {warm_s:.0f} s)")
+    if memory:
+        row["memory_at_peak"] = memory_at_peak(step, f"{size} {variant} {mode}", log)
     if profile_path:
         row["profile_top"] = profile_step(step, 3, profile_path, f"{size} {variant} {mode} batch {b}", top=profile_top)
         log(f"profile -> {profile_path}")
@@ -363,6 +365,73 @@ def profile_step(step, n: int, path: str, title: str, top: int = 40) -> list[dic
     total = sum(getattr(e, sort) for e in kernels)
     out = [dict(name=e.key[:160], us_per_step=getattr(e, sort) / n, calls_per_step=e.count / n) for e in kernels[:top]]
     out.append(dict(name="TOTAL (all kernels)", us_per_step=total / n, calls_per_step=sum(e.count for e in kernels) / n))
+    return out
+
+
+def live_at_peak(trace: list[dict]) -> tuple[int, list[dict]]:
+    """Replay a CUDA caching-allocator trace (``torch.cuda.memory._snapshot()``'s
+    ``device_traces[i]``): the peak of allocated bytes within the trace and the blocks
+    alive at that moment, each with its size and allocating Python frames."""
+    live: dict[int, dict] = {}
+    cur = peak = 0
+    at_peak: list[dict] = []
+    for ev in trace:
+        action = ev.get("action")
+        if action == "alloc":
+            live[ev["addr"]] = ev
+            cur += ev["size"]
+            if cur > peak:
+                peak, at_peak = cur, list(live.values())
+        elif action == "free_completed" and ev["addr"] in live:
+            cur -= live.pop(ev["addr"])["size"]
+    return peak, at_peak
+
+
+def _site(frames: list[dict]) -> str:
+    """The innermost frame outside torch's own Python code (Inductor's generated module
+    counts as outside), with its source line: where the block was allocated."""
+    import linecache
+
+    for f in frames:
+        name = f.get("filename", "")
+        if "/torch/" in name and "torchinductor" not in name or name.startswith("<") or "/contextlib" in name:
+            continue
+        line = linecache.getline(name, f.get("line", 0)).strip()
+        return f"{name.rsplit('/', 1)[-1]}:{f.get('line')} {f.get('name')}: {line[:120]}"
+    return "(no python frame)"
+
+
+def memory_at_peak(step, title: str, log, top: int = 25) -> dict:
+    """Record one step's allocations and report what is alive at its peak, summed by
+    allocation site (Inductor's generated code or far's own lines)."""
+    import torch
+
+    torch.cuda.synchronize()
+    torch.cuda.memory._record_memory_history(stacks="python", max_entries=500_000)
+    try:
+        step()
+        torch.cuda.synchronize()
+        snap = torch.cuda.memory._snapshot()
+    finally:
+        torch.cuda.memory._record_memory_history(enabled=None)
+    trace = snap["device_traces"][torch.cuda.current_device()]
+    peak, blocks = live_at_peak(trace)
+    sites: dict[str, list[int]] = {}
+    files: dict[str, int] = {}
+    for b in blocks:
+        site = _site(b.get("frames", []))
+        entry = sites.setdefault(site, [0, 0])
+        entry[0] += b["size"]
+        entry[1] += 1
+        files[site.split(":", 1)[0]] = files.get(site.split(":", 1)[0], 0) + b["size"]
+    ranked = sorted(sites.items(), key=lambda kv: -kv[1][0])
+    out = dict(peak_in_step_gib=peak / 2**30, live_blocks=len(blocks),
+               by_file={k: v / 2**30 for k, v in sorted(files.items(), key=lambda kv: -kv[1])},
+               sites=[dict(site=k, gib=v[0] / 2**30, blocks=v[1]) for k, v in ranked[:top]])
+    log(f"memory at peak, {title}: {peak / 2**30:.2f} GiB allocated within the step ({len(blocks)} blocks); "
+        "by file: " + ", ".join(f"{k} {v:.2f}" for k, v in out["by_file"].items()))
+    for r in out["sites"][:top]:
+        log(f"   {r['gib']:6.3f} GiB {r['blocks']:4d}x  {r['site']}")
     return out
 
 
@@ -431,6 +500,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default="", help="variants to profile (torch.profiler, ViT-B, every mode), e.g. far,global")
     ap.add_argument("--profile-out", default="bench-out/profile.txt", help="profiler tables go here")
     ap.add_argument("--profile-top", type=int, default=40, help="GPU kernels kept per profiled row in the JSON")
+    ap.add_argument("--memory", default="", help="variants whose allocations alive at the step's peak are listed by site (ViT-B)")
     ap.add_argument("--sdpa", default="cudnn,flash", help="SDPA backends in priority order (cudnn, flash, efficient, math) or 'default'")
     ap.add_argument("--write-flops", action="store_true", help="count the models with fvcore into benchmarks/results/fvcore_gmacs.json and exit (CPU)")
     ap.add_argument("--out", default="bench-out/bench.json")
@@ -471,6 +541,7 @@ def main(argv: list[str] | None = None) -> int:
             result["graph_breaks"][size] = graph_breaks(size, log)
         save()
     profiled = {v for v in args.profile.split(",") if v}
+    memory_variants = {v for v in args.memory.split(",") if v}
     if profiled:
         Path(args.profile_out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.profile_out).write_text("")
@@ -481,8 +552,9 @@ def main(argv: list[str] | None = None) -> int:
                     if mode == "compiled" and variant not in compiled_variants:
                         continue
                     pp = args.profile_out if size == "vit_b" and variant in profiled else None
+                    mem = size == "vit_b" and variant in memory_variants
                     result["rows"].append(time_step(size, variant, mode, args.steps, args.warmup, log, profile_path=pp,
-                                                    profile_top=args.profile_top))
+                                                    profile_top=args.profile_top, memory=mem))
                     save()
         for variant in [v for v in args.checkpointing.split(",") if v]:
             for size in sizes:
