@@ -158,8 +158,16 @@ class FARVisionTransformer(nn.Module):
         """The classifier's input: global mean (Table 4 'Global-Mean') or group means."""
         if self.cfg.classifier == "global_mean":
             return self.fc_norm(x.mean(dim=1))
+        sizes = self.layout.group_sizes
+        if self.grouped and len(set(sizes)) == 1:
+            # Equal contiguous groups (even H*W): one reduction over a (B, G, N/G, D) view
+            # and one LayerNorm call for all groups, instead of a split and one per group.
+            normed = self.fc_norm(x.unflatten(1, (len(sizes), sizes[0])).mean(dim=2))  # (B, G, D)
+            if self.cfg.group_combine == "concat":
+                return normed.flatten(1)
+            return normed.mean(dim=1)
         if self.grouped:
-            means = [g.mean(dim=1) for g in x.split(self.layout.group_sizes, dim=1)]
+            means = [g.mean(dim=1) for g in x.split(sizes, dim=1)]
         else:
             means = [x[:, self.token_group == g].mean(dim=1) for g in range(len(self.layout.group_sizes))]
         tokens = [self.fc_norm(m) for m in means]
