@@ -279,7 +279,7 @@ def graph_breaks(size: str, log) -> dict:
 
 
 def time_step(size: str, variant: str, mode: str, steps: int, warmup: int, log, checkpointing=False, profile_path=None,
-              profile_top: int = 40, memory: bool = False) -> dict:
+              profile_top: int = 40, memory: bool = False, compile_mode: str = "default") -> dict:
     import torch
     import torch.nn.functional as F
 
@@ -292,7 +292,7 @@ def time_step(size: str, variant: str, mode: str, steps: int, warmup: int, log, 
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05, fused=True)
     x = torch.randn(b, 3, cfg.num_frames, cfg.img_size, cfg.img_size, device="cuda")
     target = torch.randint(0, cfg.num_classes, (b,), device="cuda")
-    fwd = torch.compile(model) if mode == "compiled" else model
+    fwd = torch.compile(model, mode=compile_mode) if mode == "compiled" else model
 
     def forward_loss():
         with torch.autocast("cuda", dtype=torch.bfloat16):
@@ -325,15 +325,20 @@ def time_step(size: str, variant: str, mode: str, steps: int, warmup: int, log, 
     finally:
         gc.enable()
     peak = torch.cuda.max_memory_allocated() / 2**30
+    if mode == "compiled" and compile_mode in ("reduce-overhead", "max-autotune"):
+        # CUDA graphs: activations live in the graph's pool, allocated while recording in
+        # the warm-up; the timed steps' peak would not show them. Not reported.
+        peak = saved_gib = None
     ms = statistics.median(times)
     gmacs, flops_source = fvcore_gmacs(size, variant)
     macs = gmacs * 1e9
     row = dict(size=size, variant=variant, mode=mode, batch=b, grad_checkpointing=checkpointing,
+               compile_mode=compile_mode if mode == "compiled" else None,
                step_ms=ms, step_ms_min=min(times), step_ms_max=max(times), clips_per_s=b / ms * 1e3,
                peak_mem_gib=peak, saved_for_backward_gib=saved_gib, fwd_gmacs_per_clip=gmacs, flops_source=flops_source,
                mfu=6 * macs * b / (ms * 1e-3) / (PEAK_TFLOPS * 1e12), warmup_s=warm_s)
     log(f"{size} {variant:10s} {mode:8s} ckpt={int(checkpointing)} {ms:8.2f} ms  {row['clips_per_s']:7.1f} clips/s  "
-        f"{peak:6.2f} GiB (saved {saved_gib:5.2f})  MFU {row['mfu'] * 100:5.1f}%  (warm-up {warm_s:.0f} s)")
+        + (f"{peak:6.2f} GiB (saved {saved_gib:5.2f})" if peak is not None else "   n/a GiB (CUDA graphs)") + f"  MFU {row['mfu'] * 100:5.1f}%  (warm-up {warm_s:.0f} s)")
     if memory:
         row["memory_at_peak"] = memory_at_peak(step, f"{size} {variant} {mode}", log)
     if profile_path:
@@ -461,10 +466,10 @@ def format_table(rows: list[dict]) -> str:
         g = base.get((r["size"], r["mode"]))
         rf = ref.get(r["size"])
         xg = f"{r['clips_per_s'] / g['clips_per_s']:.3f}" if g else "-"
-        xm = f"{r['peak_mem_gib'] / g['peak_mem_gib']:.3f}" if g else "-"
+        xm = f"{r['peak_mem_gib'] / g['peak_mem_gib']:.3f}" if g and g["peak_mem_gib"] and r["peak_mem_gib"] else "-"
         xr = f"{r['clips_per_s'] / rf['clips_per_s']:.2f}" if rf else "-"
         lines.append(f"{r['size']:6s} {r['variant']:10s} {r['mode']:8s} {int(r['grad_checkpointing']):4d} {r['step_ms']:8.2f} "
-                     f"{r['clips_per_s']:8.1f} {xg:>8s} {xr:>6s} {r['peak_mem_gib']:8.2f} {xm:>8s} {r['mfu'] * 100:6.1f}")
+                     f"{r['clips_per_s']:8.1f} {xg:>8s} {xr:>6s} {r['peak_mem_gib'] or float('nan'):8.2f} {xm:>8s} {r['mfu'] * 100:6.1f}")
     return "\n".join(lines)
 
 
@@ -500,6 +505,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default="", help="variants to profile (torch.profiler, ViT-B, every mode), e.g. far,global")
     ap.add_argument("--profile-out", default="bench-out/profile.txt", help="profiler tables go here")
     ap.add_argument("--profile-top", type=int, default=40, help="GPU kernels kept per profiled row in the JSON")
+    ap.add_argument("--compile-mode", default="default", choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+                    help="torch.compile mode of the compiled rows (reduce-overhead: CUDA graphs)")
     ap.add_argument("--memory", default="", help="variants whose allocations alive at the step's peak are listed by site (ViT-B)")
     ap.add_argument("--sdpa", default="cudnn,flash", help="SDPA backends in priority order (cudnn, flash, efficient, math) or 'default'")
     ap.add_argument("--write-flops", action="store_true", help="count the models with fvcore into benchmarks/results/fvcore_gmacs.json and exit (CPU)")
@@ -524,6 +531,7 @@ def main(argv: list[str] | None = None) -> int:
     modes = [m for m in args.modes.split(",") if m]
     compiled_variants = set(args.compiled_variants.split(","))
     result: dict = dict(env=info, peak_tflops=PEAK_TFLOPS, steps=args.steps, warmup=args.warmup, sdpa=args.sdpa,
+                        compile_mode=args.compile_mode,
                         note="bf16 autocast, forward+backward+fused AdamW, median step, input 16x224x224",
                         checks={}, microbench={}, graph_breaks={}, rows=[])
     out = Path(args.out)
@@ -554,7 +562,8 @@ def main(argv: list[str] | None = None) -> int:
                     pp = args.profile_out if size == "vit_b" and variant in profiled else None
                     mem = size == "vit_b" and variant in memory_variants
                     result["rows"].append(time_step(size, variant, mode, args.steps, args.warmup, log, profile_path=pp,
-                                                    profile_top=args.profile_top, memory=mem))
+                                                    profile_top=args.profile_top, memory=mem,
+                                                    compile_mode=args.compile_mode))
                     save()
         for variant in [v for v in args.checkpointing.split(",") if v]:
             for size in sizes:
