@@ -11,6 +11,11 @@ order, Triton TGI kernel) equals the plain definition (natural order with masks,
 cuDNN Conv3d), in fp32 and under bf16 autocast, forward and gradients.
 
     far bench --sizes vit_s,vit_b --modes eager,compiled --out bench-out/bench.json
+
+``--profile far,global`` adds every GPU kernel of three profiled steps (ViT-B) to the JSON,
+``--memory far`` what is alive at the step's peak by allocation site, ``--compile-mode
+reduce-overhead`` times the compiled rows under CUDA graphs. Results and their reading:
+benchmarks/results/gpu_step.md, docs/performance.md.
 """
 
 from __future__ import annotations
