@@ -3,6 +3,8 @@ PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 CORES   ?= 2
+# The workflow's rules call `far`, `mlflow` and `dvc` by name: put the venv first on PATH.
+export PATH := $(abspath $(BIN)):$(PATH)
 export DS_BUILD_OPS := 0
 export DS_ACCELERATOR ?= cpu
 export DVC_NO_ANALYTICS := 1
