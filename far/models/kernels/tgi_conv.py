@@ -295,7 +295,7 @@ if HAVE_TRITON:
     _tgi_conv_top.register_autograd(_backward_t, setup_context=_setup)
 
     # ---- the bottleneck projection fused in front of the conv: y = down(x) is not kept
-    # for the backward but recomputed there (one narrow GEMM, ~15 us for ViT-B), since x
+    # for the backward but recomputed there (one narrow GEMM), since x
     # must be kept anyway for the projection's weight gradient -------------------------
     def _down(x: torch.Tensor, wd: torch.Tensor, bd: torch.Tensor, again: bool = False) -> torch.Tensor:
         x2 = x.reshape(-1, x.shape[-1])
