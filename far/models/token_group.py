@@ -13,8 +13,7 @@ import torch
 from torch import nn
 
 from far.models.config import ModelConfig
-from far.models.kernels.tgi_conv import (neighbour_table, tgi_conv, tgi_conv_gather, tgi_down_conv_triton,
-                                        triton_usable)
+from far.models.kernels.tgi_conv import neighbour_table, tgi_conv_gather, tgi_down_conv_triton, triton_usable
 from far.models.layout import TokenLayout
 
 
@@ -41,23 +40,16 @@ class TokenGroupInteraction(nn.Module):
         # (27, N) neighbour table in the model's token order (far.models.kernels.tgi_conv)
         self.register_buffer("nbr", neighbour_table(perm, inv, self.grid), persistent=False)
 
-    def _use_table(self, y: torch.Tensor) -> bool:
-        if self.impl == "auto":
-            return triton_usable(y) and (y.shape[-1] // self.groups) % 16 == 0
-        return self.impl in ("gather", "triton")
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.impl in ("auto", "triton") and triton_usable(x) and (self.down.out_features // self.groups) % 16 == 0:
+        if self.impl in ("auto", "triton") and triton_usable(x, self.down.out_features, self.groups):
             # CUDA: down projection + conv as one op that recomputes the bottleneck in the
             # backward instead of keeping it (far.models.kernels.tgi_conv)
             y = tgi_down_conv_triton(x, self.down.weight, self.down.bias, self.nbr, self.conv.weight,
                                      self.conv.bias, self.groups)
             return x + self.up(self.act(y))
         y = self.down(x)  # (B, N, w) in the model's token order
-        if self._use_table(y):
-            conv = tgi_conv if self.impl != "gather" else tgi_conv_gather
-            y = self.act(conv(y, self.nbr, self.conv.weight, self.conv.bias, self.groups))
-            return x + self.up(y)
+        if self.impl in ("gather", "triton"):  # "triton" where Triton can't: the same formula in PyTorch
+            return x + self.up(self.act(tgi_conv_gather(y, self.nbr, self.conv.weight, self.conv.bias, self.groups)))
         if self.grouped:
             y = y.index_select(1, self.inv_perm)
         b, n, w = y.shape

@@ -389,12 +389,15 @@ def tgi_down_conv_triton(x: torch.Tensor, down_weight: torch.Tensor, down_bias: 
     return _TGIDownConvFn.apply(x, down_weight, down_bias, nbr, weight, bias)
 
 
-def triton_usable(t: torch.Tensor) -> bool:
-    return HAVE_TRITON and t.is_cuda
+def triton_usable(t: torch.Tensor, channels: int, groups: int) -> bool:
+    """Whether the Triton kernels take a conv of ``channels`` in ``groups`` on ``t``'s
+    device: Triton installed, a CUDA tensor, and a multiple of 16 channels per group
+    (the kernels' ``tl.dot`` tiles)."""
+    return HAVE_TRITON and t.is_cuda and (channels // groups) % 16 == 0
 
 
 def tgi_conv(y: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, groups: int) -> torch.Tensor:
     """Grouped 3x3x3 conv on the token order of ``nbr``: Triton on CUDA, PyTorch elsewhere."""
-    if triton_usable(y) and (y.shape[-1] // groups) % 16 == 0:
+    if triton_usable(y, y.shape[-1], groups):
         return tgi_conv_triton(y, nbr, weight, bias, groups)
     return tgi_conv_gather(y, nbr, weight, bias, groups)
