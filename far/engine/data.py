@@ -18,6 +18,7 @@ resumable training:
 from __future__ import annotations
 
 import dataclasses
+import random
 from typing import Any, Iterator
 
 import numpy as np
@@ -31,6 +32,15 @@ from far.engine.metrics import shard_indices
 def derived_seed(*parts: int) -> int:
     """A 63-bit seed that is a pure function of ``parts`` (e.g. seed, epoch, rank)."""
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def seed_process(seed: int) -> None:
+    """Seed every global RNG the training process draws from: torch (init, drop path),
+    numpy (timm's Mixup/CutMix draw lambda and boxes from ``np.random``) and python's
+    ``random``. Seeding torch alone left Mixup runs irreproducible."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
 class EpochSampler(Sampler[int]):

@@ -126,7 +126,8 @@ def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resu
     from far.checkpoints import load_checkpoint, save_finetuned
     from far.engine import deepspeed_setup as dss
     from far.engine import state as es
-    from far.engine.data import EpochSampler, build_mixup, derived_seed, eval_dataset, train_dataset, train_loader
+    from far.engine.data import (EpochSampler, build_mixup, derived_seed, eval_dataset, seed_process, train_dataset,
+                                 train_loader)
     from far.engine.distributed import all_mean, barrier
     from far.engine.evaluate import evaluate, run_test
     from far.engine.optim import Schedule, apply_lr, build_optimizer, scaled_lr
@@ -143,7 +144,7 @@ def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resu
     mc = run.model_config()
 
     # ---- model: identical initial weights on every rank, then per-rank RNG streams ----
-    torch.manual_seed(run.seed)
+    seed_process(run.seed)
     model = build_model(mc)
     init_report = None
     if run.init:
@@ -155,7 +156,7 @@ def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resu
         with torch.random.fork_rng(devices=[]):  # it builds and traces a model: keep our RNG untouched
             flops, _ = count_flops(mc)
         gflops = flops / 1e9
-    torch.manual_seed(derived_seed(run.seed, 1, rank))  # drop path / dropout differ per rank
+    seed_process(derived_seed(run.seed, 1, rank))  # drop path, dropout and Mixup differ per rank
 
     # ---- data, schedule, optimiser, engine ----
     dataset = train_dataset(run)
