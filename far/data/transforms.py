@@ -1,22 +1,24 @@
 """Clip-level augmentation (fine-tuning, pre-training) and resize + crops (test).
 
 Random choices are made ONCE PER CLIP and applied to all its frames, as in the
-reference: the crop box, the flip decision, RandAugment's ops and magnitudes.
-Frames with different crops or colour ops would fake motion. Random erasing is the
-exception, as in the reference: it runs timm's ``RandomErasing`` on the clip viewed
-as a batch of frames (T, C, H, W), so each frame is erased with probability
-``reprob`` at its own random rectangle.
+reference: RandAugment's ops and magnitudes, the crop box, the flip decision and the
+random-erasing rectangle. Frames with different crops or colour ops would fake motion.
 
-timm's RandAugment and RandomErasing draw from the global ``random`` / ``np.random``
-/ torch state. :func:`seeded_globals` seeds those from the clip's own seed for the duration
-of one call and restores them afterwards, so (a) every frame gets the identical
-RandAugment draws and (b) nothing leaks into the caller's random state.
+Train order, as in the reference (VideoMAE / MVD fine-tuning): RandAugment on the
+original-resolution frames -> random resized crop -> flip -> to float, normalise ->
+random erasing. RandAugment uses the reference's settings: ``rand-m{m}-n{n}-mstd{std}-inc1``,
+bicubic resampling, fill colour (128, 128, 128); its translations are fractions of the
+full frame's side because it runs before the crop.
 
-Train order: random resized crop (from original-resolution frames) -> RandAugment ->
-flip -> to float, normalise -> random erasing. The reference runs RandAugment before
-the crop, on the full frame; doing it after the crop is cheaper and keeps
-RandAugment's translate distances relative to the network input. RandAugment uses
-the reference's settings: ``rand-m{m}-n{n}-mstd{std}-inc1`` with bicubic resampling.
+Random erasing is the reference's clip-level ("cube") erasing, reimplemented in
+:func:`erase_clip`: with probability ``reprob`` per clip, one rectangle at the same
+place on every frame is filled with per-pixel normal noise (fresh noise per frame).
+
+timm's RandAugment draws from the global ``random`` / ``np.random`` state.
+:func:`seeded_globals` seeds those from the clip's own seed for the duration of one
+frame's call and restores them afterwards, so (a) every frame gets the identical
+RandAugment draws and (b) nothing leaks into the caller's random state. Everything else
+draws from generators seeded from the clip's seed.
 
 Pre-training (:class:`PretrainTransform`) uses VideoMAE's pre-training augmentation
 instead: a multi-scale crop (TSN's ``GroupMultiScaleCrop``: crop sides from
@@ -41,23 +43,26 @@ import torch.nn.functional as F
 from far.data.config import DataConfig
 
 
+# The reference's RandAugment fill colour for pixels that rotate / shear / translate expose.
+RANDAUG_FILL = (128, 128, 128)
+# The reference's random erasing (``--reprob``, mode "pixel", count 1): rectangle area as a
+# fraction of the frame, and the smallest aspect ratio (h / w; the largest is its inverse).
+ERASE_AREA = (0.02, 1.0 / 3.0)
+ERASE_MIN_ASPECT = 0.3
+ERASE_ATTEMPTS = 100  # rectangle draws before giving up on a clip (the reference's count)
+
+
 @contextlib.contextmanager
 def seeded_globals(seed: int) -> Iterator[None]:
-    """Seed python ``random``, ``np.random`` and torch's CPU RNG with ``seed`` inside the block.
-
-    All three are restored afterwards. torch matters too: RandomErasing draws its
-    "pixel" noise with ``torch.empty(...).normal_()``.
-    """
-    py_state, np_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    """Seed python ``random`` and ``np.random`` with ``seed`` inside the block; restore both after."""
+    py_state, np_state = random.getstate(), np.random.get_state()
     random.seed(seed)
     np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
     try:
         yield
     finally:
         random.setstate(py_state)
         np.random.set_state(np_state)
-        torch.set_rng_state(torch_state)
 
 
 def random_resized_crop_box(height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float],
@@ -105,6 +110,34 @@ def multi_scale_crop_box(height: int, width: int, size: int, scales: tuple[float
     return top, left, h, w
 
 
+def erase_clip(x: torch.Tensor, prob: float, rng: random.Random, noise: torch.Generator,
+               area: tuple[float, float] = ERASE_AREA, min_aspect: float = ERASE_MIN_ASPECT
+               ) -> tuple[int, int, int, int] | None:
+    """Clip-level random erasing of a float clip ``x`` (C, T, H, W), in place.
+
+    With probability ``prob`` (drawn from ``rng``), one rectangle of ``area`` x H x W
+    pixels (uniform) and aspect ratio h / w log-uniform in [min_aspect, 1 / min_aspect]
+    is filled on EVERY frame with standard normal noise from ``noise`` (fresh noise per
+    frame and pixel). A draw that does not fit strictly inside the frame is redrawn, up to
+    ``ERASE_ATTEMPTS`` times, then the clip is left alone. Returns (top, left, h, w), or None
+    when nothing was erased.
+    """
+    if rng.random() >= prob:
+        return None
+    c, t, height, width = x.shape
+    log_aspect = (math.log(min_aspect), -math.log(min_aspect))
+    for _ in range(ERASE_ATTEMPTS):
+        target = rng.uniform(*area) * height * width
+        aspect = math.exp(rng.uniform(*log_aspect))
+        h = int(round(math.sqrt(target * aspect)))
+        w = int(round(math.sqrt(target / aspect)))
+        if h < height and w < width:
+            top, left = rng.randint(0, height - h), rng.randint(0, width - w)
+            x[:, :, top:top + h, left:left + w] = torch.empty((c, t, h, w), dtype=x.dtype).normal_(generator=noise)
+            return top, left, h, w
+    return None
+
+
 def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize uint8 frames (T, H, W, 3) to ``size`` = (h, w), bilinear with antialiasing."""
     if frames.shape[1:3] == tuple(size):
@@ -146,18 +179,19 @@ def _allow_posterize_zero_bits() -> None:
 
 
 class TrainTransform:
-    """Random resized crop, clip-consistent RandAugment, optional flip, normalise, erasing."""
+    """Clip-consistent RandAugment (full frames), random resized crop, optional flip,
+    normalise, clip-level erasing (see the module doc)."""
 
     def __init__(self, cfg: DataConfig) -> None:
         import far.torchvision_compat  # noqa: F401  (must precede timm)
         from timm.data.auto_augment import rand_augment_transform
         from PIL import Image
-        from timm.data.random_erasing import RandomErasing
 
         self.cfg = cfg
+        # No translate_const: the rand policy translates by fractions of the image side
+        # (TranslateX/YRel, up to 45 %), never by absolute pixels.
         hparams = {
-            "translate_const": int(cfg.input_size * 0.45),
-            "img_mean": tuple(int(round(255 * m)) for m in cfg.mean),
+            "img_mean": RANDAUG_FILL,
             # The reference passes --train_interpolation bicubic; without it timm
             # draws bilinear or bicubic at random.
             "interpolation": Image.BICUBIC,
@@ -165,15 +199,13 @@ class TrainTransform:
         _allow_posterize_zero_bits()
         self.policy = f"rand-m{cfg.randaug_magnitude}-n{cfg.randaug_num_ops}-mstd{cfg.randaug_std}-inc1"
         self.randaug = rand_augment_transform(self.policy, hparams)
-        # Reference: mode "pixel" (per-pixel normal noise), max_count 1, no clean
-        # split; applied per frame (see __call__).
-        self.erasing = (RandomErasing(cfg.reprob, mode="pixel", max_count=1, num_splits=0, device="cpu")
-                        if cfg.reprob > 0 else None)
 
     def apply_randaug(self, frames: np.ndarray, seed: int) -> np.ndarray:
         """RandAugment with identical ops and magnitudes on every frame (same seed per frame)."""
         from PIL import Image
 
+        if self.cfg.randaug_num_ops == 0:
+            return frames
         out = np.empty_like(frames)
         for t, frame in enumerate(frames):
             with seeded_globals(seed):
@@ -184,17 +216,14 @@ class TrainTransform:
         """Augment uint8 frames (T, H, W, 3) into a float clip (C, T, S, S) using ``seed``."""
         cfg = self.cfg
         rng = random.Random(seed)
+        frames = self.apply_randaug(frames, rng.getrandbits(63))
         top, left, h, w = random_resized_crop_box(frames.shape[1], frames.shape[2], cfg.scale, cfg.ratio, rng)
         clip = resize_frames(frames[:, top:top + h, left:left + w], (cfg.input_size, cfg.input_size))
-        clip = self.apply_randaug(clip, rng.getrandbits(63))
         if cfg.flip and rng.random() < 0.5:
             clip = clip[:, :, ::-1]
         x = to_normalised_tensor(clip, cfg.mean, cfg.std)
-        if self.erasing is not None:
-            # (C, T, H, W) -> a (T, C, H, W) view: timm treats it as a batch and erases
-            # each frame independently, in place, as the reference does.
-            with seeded_globals(rng.getrandbits(63)):
-                self.erasing(x.transpose(0, 1))
+        if cfg.reprob > 0:
+            erase_clip(x, cfg.reprob, rng, torch.Generator().manual_seed(rng.getrandbits(63)))
         return x
 
 
