@@ -8,6 +8,7 @@ nor touch the outputs of a real run in the repository.
 from __future__ import annotations
 
 import copy
+import os
 import re
 import shutil
 import subprocess
@@ -175,3 +176,61 @@ def test_default_dry_run(workdir):
 def test_two_params_files_refused(workdir):
     res = dry_run(workdir, "--configfile", "params/paper.yaml", "params/default.yaml")
     assert res.returncode != 0 and "one params file" in res.stdout + res.stderr
+
+
+def test_paper_dry_run_warns_of_missing_downloads(workdir):
+    res = dry_run(workdir, "--configfile", "params/paper.yaml")
+    assert res.returncode == 0
+    assert "datasets.ssv2.raw: folder 'data/raw/ssv2' does not exist" in res.stderr
+
+
+# ---- shell safety, missing downloads, logs: real jobs ----------------------------------
+def _snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([SNAKEMAKE, "--cores", "1", *args], cwd=workdir, capture_output=True, text=True,
+                          timeout=300, env=os.environ | {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
+
+
+def test_params_values_never_run_as_shell_and_a_missing_download_deletes_nothing(workdir):
+    """A raw path holding shell syntax and a space is passed as one quoted argument; a
+    params file whose raw folder is missing stops before any job, keeping the old lists."""
+    raw = "raw/k 400 $(touch INJECTED)"
+    subprocess.run([sys.executable, "-m", "far.cli", "data", "synth", "--kind", "k400", "--out", raw, "--classes", "2",
+                    "--videos-per-class-train", "2", "--videos-per-class-val", "1", "--size", "32x40", "--frames", "20",
+                    "--quiet"], cwd=workdir, check=True, capture_output=True, timeout=120)
+    cfg = load("default.yaml")
+    cfg["datasets"]["k400"].pop("synth")
+    cfg["datasets"]["k400"]["raw"] = raw
+    (workdir / "params" / "probe.yaml").write_text(yaml.safe_dump(cfg))
+    target = "data/prepared/default/k400/train.csv"
+    res = _snakemake(workdir, target, "--configfile", "params/probe.yaml")
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    assert not (workdir / "INJECTED").exists()
+    lists = (workdir / target).read_text()
+    assert lists.count("\n") == 4
+    # A rerun appends to the job's log under a new header instead of overwriting it.
+    res = _snakemake(workdir, target, "--forcerun", "prepare_dataset", "--configfile", "params/probe.yaml")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (workdir / "logs/data/prepare_k400.attempts.log").read_text().count("==== attempt started") == 2
+    assert (workdir / "logs/data/prepare_k400.log").read_text().count("==== attempt started") == 1
+    # The raw folder moved away: refused before any job; the prepared lists survive.
+    cfg["datasets"]["k400"]["raw"] = "raw/absent"
+    (workdir / "params" / "probe.yaml").write_text(yaml.safe_dump(cfg))
+    res = _snakemake(workdir, target, "--configfile", "params/probe.yaml")
+    assert res.returncode != 0
+    assert "datasets.k400.raw: folder 'raw/absent' does not exist" in res.stdout + res.stderr
+    assert (workdir / target).read_text() == lists
+    # A raw folder that exists but holds no dataset: the job fails, the old lists come back.
+    (workdir / "raw" / "absent").mkdir()
+    res = _snakemake(workdir, target, "--configfile", "params/probe.yaml")
+    assert res.returncode != 0 and "Restored previous version" in res.stdout + res.stderr
+    assert (workdir / target).read_text() == lists
+
+
+@pytest.mark.parametrize("uri", ["sqlite:///$(touch INJECTED)", 'sqlite:///x"; touch INJECTED; "', "mlflow.db"])
+def test_tracking_uri_refused_unless_it_is_a_uri(workdir, uri):
+    cfg = load("default.yaml")
+    cfg["tracking"]["uri"] = uri
+    (workdir / "params" / "probe.yaml").write_text(yaml.safe_dump(cfg))
+    res = dry_run(workdir, "--configfile", "params/probe.yaml")
+    assert res.returncode != 0 and "tracking.uri" in res.stdout + res.stderr
+    assert not (workdir / "INJECTED").exists()

@@ -12,7 +12,7 @@ def pretrain_inputs(w):
 
 def teacher_flags(w):
     t = GRID.pretrain_teachers(w.pretrain)
-    return f"--teacher-video {t['video']} --teacher-image {t['image']}" if t else ""
+    return f"--teacher-video {shlex.quote(t['video'])} --teacher-image {shlex.quote(t['image'])}" if t else ""
 
 
 rule pretrain:
@@ -33,9 +33,11 @@ rule pretrain:
     resources:
         **res("pretrain"),
     shell:
-        ENV + "far grid --params " + PARAMS_FILE + " pretrain-config {wildcards.pretrain} --out " + PRETRAIN_DIR + "/config.yaml"
-        " && far pretrain --method {params.method} --config " + PRETRAIN_DIR + "/config.yaml --out " + PRETRAIN_DIR +
-        " {params.teachers} --no-progress > {log} 2>&1"
+        ENV + keep_attempts(
+            "far grid --params " + PARAMS_ARG + " pretrain-config {wildcards.pretrain} --out " + PRETRAIN_DIR
+            + "/config.yaml && far pretrain --method {params.method} --config " + PRETRAIN_DIR + "/config.yaml --out "
+            + PRETRAIN_DIR + " {params.teachers} --no-progress",
+            "logs/pretrain/{wildcards.pretrain}.attempts.log")
 
 
 rule fetch_checkpoint:
@@ -52,7 +54,7 @@ rule fetch_checkpoint:
     resources:
         **res("fetch_checkpoint"),
     shell:
-        "far fetch {params.name} --no-progress > {log} 2>&1"
+        "far fetch {params.name:q} --no-progress > {log} 2>&1"
 
 
 rule checkpoints:

@@ -2,6 +2,8 @@
 import json
 import os
 import re
+import shlex
+import sys
 
 import yaml
 from snakemake.exceptions import WorkflowError
@@ -20,6 +22,7 @@ if workflow.config_settings.config:
         "(copy params/default.yaml, edit it, and pass it with --configfile)"
     )
 PARAMS_FILE = os.path.relpath(_given[0]) if _given else "params/default.yaml"
+PARAMS_ARG = shlex.quote(PARAMS_FILE)  # every value pasted into a shell command is quoted
 if not _given:
     config.update(yaml.safe_load(open(PARAMS_FILE)))
 try:
@@ -56,6 +59,33 @@ if workflow.is_main_process:
             raise WorkflowError(f"{PARAMS_FILE}: pre-training {_job}: {err}") from err
 
 RESULTS = "results"
+
+
+def _datasets_of(job):
+    """The datasets whose videos a job reads (prepare, pre-training, fine-tune, test)."""
+    w = job.wildcards
+    if "dataset" in w.keys():
+        return [w.dataset]
+    if "run" in w.keys():
+        return [GRID.runs[w.run].dataset]
+    if "pretrain" in w.keys():
+        return [parse_pretrain_name(w.pretrain)[1]]
+    return []
+
+
+# A downloaded dataset that is missing stops the run before any job starts (Snakemake
+# would first delete the job's old prepared lists); a dry-run only warns, so that the
+# paper grid can be listed without its data.
+if workflow.is_main_process:
+    for _msg in GRID.missing_raw(config["datasets"]):
+        print(f"warning: {PARAMS_FILE}: {_msg}; a real run that needs it stops before any job", file=sys.stderr)
+
+
+onstart:
+    _needed = {d for job in workflow.dag.needrun_jobs() for d in _datasets_of(job)}
+    _missing = GRID.missing_raw(_needed)
+    if _missing:
+        raise WorkflowError(f"{PARAMS_FILE}: " + "; ".join(_missing) + " (nothing was run or deleted)")
 DATASETS = sorted({r.dataset for r in GRID.runs.values()} | {s for (_, s, _) in GRID.pretrain_jobs()})
 RUN_IDS = list(GRID.runs)
 PRETRAIN = GRID.pretrain_names()
@@ -111,24 +141,35 @@ ENV = (
 )
 
 
+def keep_attempts(command, history):
+    """``command``'s output into the job's log (this attempt: Snakemake deletes a log
+    before the job starts) and appended to ``history``, an undeclared file that keeps
+    every attempt: a killed or failed attempt's log is what explains it."""
+    header = 'echo "==== attempt started $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname) ===="'
+    return f"{{{{ {header}; {command}; }}}} 2>&1 | tee -a {history} > {{log}}"  # {{ }}: Snakemake's escape
+
+
 # MLflow: the store and experiment are created once, before the jobs that log to them
 # (two jobs creating a fresh sqlite store at the same moment would race). `ancient`:
 # the store changes with every run, which must not make the finished jobs stale.
 TRACKING = dict(config.get("tracking", {}))
 if TRACKING.get("enabled", True):
-    MLFLOW_INIT = ancient(RESULTS + "/mlflow_experiment.json")
+    # One marker per experiment: the default's must not stand for the paper's.
+    _EXPERIMENT_SLUG = re.sub(r"[^A-Za-z0-9_.-]", "_", TRACKING.get("experiment", "far"))
+    MLFLOW_MARKER = f"{RESULTS}/mlflow_experiment/{_EXPERIMENT_SLUG}.json"
+    MLFLOW_INIT = ancient(MLFLOW_MARKER)
 
     rule mlflow_experiment:
         output:
-            RESULTS + "/mlflow_experiment.json",
+            MLFLOW_MARKER,
         params:
             uri=TRACKING.get("uri", "sqlite:///mlflow.db"),
             name=TRACKING.get("experiment", "far"),
         log:
-            "logs/mlflow_experiment.log",
+            f"logs/mlflow_experiment/{_EXPERIMENT_SLUG}.log",
         priority: 50
         shell:
-            'export MLFLOW_TRACKING_URI="${{MLFLOW_TRACKING_URI:-{params.uri}}}"; '
+            '[ -n "${{MLFLOW_TRACKING_URI:-}}" ] || export MLFLOW_TRACKING_URI={params.uri:q}; '
             "(mlflow experiments get --experiment-name {params.name:q} >/dev/null 2>&1 "
             "|| mlflow experiments create --experiment-name {params.name:q}) > {log} 2>&1 "
             "&& mlflow experiments get --experiment-name {params.name:q} --output json > {output}"

@@ -6,6 +6,7 @@ for _d in SYNTH:
     if config["datasets"][_d]["raw"] != f"data/raw/synthetic/{_d}":
         raise WorkflowError(f"{PARAMS_FILE}: datasets.{_d}.raw must be data/raw/synthetic/{_d} for a synthetic dataset")
 PREPARED = "data/prepared/" + config["mode"] + "/{dataset}"  # = far.grid.prepared_dir
+PREPARED_SH = "data/prepared/" + config["mode"] + "/{wildcards.dataset}"  # in shell commands (mode: schema enum)
 
 
 def synth_args(dataset):
@@ -13,14 +14,14 @@ def synth_args(dataset):
     flags = {"classes": "--classes", "videos_per_class_train": "--videos-per-class-train",
              "videos_per_class_val": "--videos-per-class-val", "size": "--size", "frames": "--frames",
              "fps": "--fps", "seed": "--seed"}
-    return " ".join(f"{flags[k]} {v}" for k, v in s.items())
+    return " ".join(f"{flags[k]} {shlex.quote(str(v))}" for k, v in s.items())
 
 
 def prepare_args(dataset):
     p = config["datasets"][dataset].get("prepare", {})
-    out = f"--workers {p.get('workers', 1)}"
+    out = f"--workers {int(p.get('workers', 1))}"
     if p.get("reencode_short_side"):
-        out += f" --reencode-short-side {p['reencode_short_side']}"
+        out += f" --reencode-short-side {int(p['reencode_short_side'])}"
     return out
 
 
@@ -37,7 +38,8 @@ rule synth_dataset:
     resources:
         **res("synth_dataset"),
     shell:
-        ENV + "far data synth --kind {wildcards.dataset} --out {output} {params.args} --quiet > {log} 2>&1"
+        ENV + keep_attempts("far data synth --kind {wildcards.dataset} --out {output} {params.args} --quiet",
+                            "logs/data/synth_{wildcards.dataset}.attempts.log")
 
 
 rule prepare_dataset:
@@ -46,11 +48,13 @@ rule prepare_dataset:
     fails here with `far data prepare`'s message saying what is missing."""
     input:
         lambda w: [f"data/raw/synthetic/{w.dataset}"] if w.dataset in SYNTH else [],
+    # update(): Snakemake neither deletes the previous lists before the job nor keeps a
+    # half-written set after a failure (it restores the previous ones).
     output:
-        train=PREPARED + "/train.csv",
-        val=PREPARED + "/val.csv",
-        classes=PREPARED + "/classes.json",
-        report=PREPARED + "/report.json",
+        train=update(PREPARED + "/train.csv"),
+        val=update(PREPARED + "/val.csv"),
+        classes=update(PREPARED + "/classes.json"),
+        report=update(PREPARED + "/report.json"),
     params:
         raw=lambda w: config["datasets"][w.dataset]["raw"],
         args=lambda w: prepare_args(w.dataset),
@@ -61,8 +65,8 @@ rule prepare_dataset:
     resources:
         **res("prepare_dataset"),
     shell:
-        ENV + "far data prepare --dataset {wildcards.dataset} --root {params.raw} --out data/prepared/" + config["mode"] + "/{wildcards.dataset} "
-        "{params.args} --quiet > {log} 2>&1"
+        ENV + keep_attempts("far data prepare --dataset {wildcards.dataset} --root {params.raw:q} --out " + PREPARED_SH
+                            + " {params.args} --quiet", "logs/data/prepare_{wildcards.dataset}.attempts.log")
 
 
 rule datasets:

@@ -28,6 +28,7 @@ rule train:
     resources:
         **res("train"),
     shell:
-        ENV + 'FAR="{params.far}"; echo "launcher: $FAR" > {log}; '
-        "far grid --params " + PARAMS_FILE + " run-config {wildcards.run} --out " + RUN_SH + "/run.yaml"
-        " && $FAR train --config " + RUN_SH + "/run.yaml --out " + RUN_SH + " --no-progress >> {log} 2>&1"
+        ENV + 'FAR="{params.far}"; ' + keep_attempts(
+            'echo "launcher: $FAR"; far grid --params ' + PARAMS_ARG + " run-config {wildcards.run} --out "
+            + RUN_SH + "/run.yaml && $FAR train --config " + RUN_SH + "/run.yaml --out " + RUN_SH + " --no-progress",
+            RUN_SH + "/train.attempts.log")

@@ -28,5 +28,5 @@ rule report:
     resources:
         **res("report"),
     shell:
-        ENV + "far report --params " + PARAMS_FILE + " --results " + RESULTS + " --complexity {input.complexity} "
+        ENV + "far report --params " + PARAMS_ARG + " --results " + RESULTS + " --complexity {input.complexity} "
         "--out reports > {log} 2>&1"

@@ -14,6 +14,7 @@ rule test:
     resources:
         **res("test"),
     shell:
-        ENV + 'FAR="{params.far}"; echo "launcher: $FAR" > {log}; '
-        "$FAR test --config " + RUN_SH + "/run.yaml --checkpoint " + RUN_SH + "/model.pth --out "
-        + RUN_SH + "/test --no-progress >> {log} 2>&1"
+        ENV + 'FAR="{params.far}"; ' + keep_attempts(
+            'echo "launcher: $FAR"; $FAR test --config ' + RUN_SH + "/run.yaml --checkpoint " + RUN_SH
+            + "/model.pth --out " + RUN_SH + "/test --no-progress",
+            RUN_SH + "/test.attempts.log")
