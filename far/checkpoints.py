@@ -14,15 +14,23 @@ Every key of the checkpoint is either loaded or dropped for a stated reason; eve
 parameter of the model is either loaded or is one of the modules fine-tuning adds
 (FAR's token-group interaction, ``fc_norm``, ``head``). Anything else — a truncated
 file, a renamed key, a shape mismatch — raises :class:`CheckpointError` naming the keys.
+
+Every ``torch.load`` of the project goes through :func:`safe_torch_load`: Python's full
+unpickler runs whatever code a file names, so files are loaded with ``weights_only=True``
+and a short allow-list, and a file that needs more is refused unless the user passes
+``--trust-checkpoint`` (see docs/checkpoints.md).
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
+import pickle
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import torch
 
@@ -73,6 +81,18 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be loaded completely into the model."""
 
 
+class UntrustedCheckpointError(CheckpointError):
+    """A file that only Python's full unpickler (which can run code from it) could load."""
+
+
+TRUST_OPTION = "--trust-checkpoint"
+
+# Non-tensor classes the weights-only unpickler may rebuild (it sets their attributes and
+# calls nothing from the file). argparse.Namespace: the ``args`` entry of the official
+# VideoMAE/MVD pre-training and fine-tuning saves. Callers add what their own files hold.
+SAFE_GLOBALS: tuple[Any, ...] = (argparse.Namespace,)
+
+
 @dataclass
 class LoadReport:
     """What :func:`load_checkpoint` did: shown to the user and logged with the run."""
@@ -110,8 +130,62 @@ def _abbrev(keys: list[str], limit: int = 12) -> str:
 
 
 # ---- reading --------------------------------------------------------------------
-def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Return (state dict, metadata) from a ``.pth``/``.bin``/``.pt`` or ``.safetensors`` file."""
+def _global_name(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
+
+
+def _unsafe_globals(path: Path, err: Exception, allowed: Iterable[Any]) -> list[str]:
+    """The globals a refused file names, for the message (all of them where torch can list them)."""
+    ok = {_global_name(g) for g in allowed}
+    try:
+        found = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # legacy (non-zip) pickles: the refusal names the first one
+        found = re.findall(r"GLOBAL ([\w.]+)", str(err))
+    return [g for g in dict.fromkeys(found) if g not in ok]
+
+
+def safe_torch_load(path: str | Path, *, trust: bool = False, extra_globals: Iterable[Any] = (),
+                    mmap: bool = False) -> Any:
+    """``torch.load`` a file without running code from it (the one loader of the project).
+
+    Loads with ``weights_only=True`` and :data:`SAFE_GLOBALS` plus ``extra_globals``. A file
+    that needs anything else can only be read by Python's full unpickler, which executes
+    what the file names: it raises :class:`UntrustedCheckpointError` naming the file, the
+    globals and ``--trust-checkpoint``; with ``trust=True`` it is loaded that way and a
+    WARNING is logged. ``mmap`` maps a zip-format file instead of reading it into memory.
+    Other failures (truncated, corrupt) raise :class:`CheckpointError`.
+    """
+    path = Path(path)
+    allowed = (*SAFE_GLOBALS, *extra_globals)
+    mmap = mmap and zipfile.is_zipfile(path)  # torch maps only its zip format
+    try:
+        with torch.serialization.safe_globals(list(allowed)):
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as err:
+        if "Weights only load failed" not in str(err):
+            raise CheckpointError(f"{path}: unreadable checkpoint ({err})") from err
+        names = ", ".join(_unsafe_globals(path, err, allowed)) or "objects outside the allow-list"
+        if not trust:
+            raise UntrustedCheckpointError(
+                f"{path}: refused: it holds Python objects ({names}) that only the full unpickler can "
+                f"load, and that unpickler runs any code the file names. If you trust where this file "
+                f"came from, pass {TRUST_OPTION} (far train, far test, far pretrain)."
+            ) from None
+        log.warning("%s: loading with the full unpickler because %s was given (it holds %s); "
+                    "any code in it runs now", path, TRUST_OPTION, names)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as full_err:
+            raise CheckpointError(f"{path}: unreadable checkpoint ({full_err})") from full_err
+    except Exception as err:  # truncated zip, bad magic, a missing storage record, ...
+        raise CheckpointError(f"{path}: unreadable checkpoint ({err})") from err
+
+
+def read_checkpoint(path: str | Path, *, trust: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Return (state dict, metadata) from a ``.pth``/``.bin``/``.pt`` or ``.safetensors`` file.
+
+    Pickle-based files go through :func:`safe_torch_load` (``trust``: see there).
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
@@ -124,17 +198,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
             return load_file(str(path)), {}
         except Exception as err:  # truncated/corrupt file
             raise CheckpointError(f"{path}: unreadable safetensors file ({err})") from err
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as safe_err:
-        # Official VideoMAE/MVD saves pickle an argparse.Namespace ("args"); that needs the
-        # full unpickler. Only do this for files the user chose to load.
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=False)
-            log.info("%s: loaded with the full unpickler (it holds non-tensor objects)", path)
-        except Exception as err:
-            raise CheckpointError(f"{path}: unreadable checkpoint ({err}); first attempt: {safe_err}") from err
-    return split_container(obj, str(path))
+    return split_container(safe_torch_load(path, trust=trust), str(path))
 
 
 def split_container(obj: Any, where: str = "checkpoint") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -289,19 +353,21 @@ def _pos_embed_flavour(fmt: str, meta: Mapping[str, Any]) -> str | None:
     return cfg.get("pos_embed") if isinstance(cfg, Mapping) else None
 
 
-def load_checkpoint(model: torch.nn.Module, source: str | Path | Mapping[str, Any], *, fmt: str | None = None) -> LoadReport:
+def load_checkpoint(model: torch.nn.Module, source: str | Path | Mapping[str, Any], *, fmt: str | None = None,
+                    trust: bool = False) -> LoadReport:
     """Load ``source`` (a path or an in-memory checkpoint dict) into ``model``, completely.
 
     Raises :class:`CheckpointError` naming the keys when anything is missing, unexpected
     or of the wrong shape. Switches the model's fixed position embedding to the
-    checkpoint's flavour (MVD 3-D or VideoMAE 1-D) and says so in the report.
+    checkpoint's flavour (MVD 3-D or VideoMAE 1-D) and says so in the report. A file that
+    needs the full unpickler is refused unless ``trust`` (``--trust-checkpoint``).
     """
     if isinstance(source, Mapping):
         where = "<in-memory checkpoint>"
         state, meta = split_container(source, where)
     else:
         where = str(source)
-        state, meta = read_checkpoint(source)
+        state, meta = read_checkpoint(source, trust=trust)
     fmt = fmt or detect_format(state, meta)
     if fmt not in FORMATS:
         raise CheckpointError(f"{where}: unknown format {fmt!r}; known: {', '.join(FORMATS)}")

@@ -129,9 +129,11 @@ def write_predictions(path: Path, merged: Merged, samples: list[tuple[str, int]]
 
 # ---- far test --------------------------------------------------------------------------------
 def run_test(run: Any, checkpoint: str | Path, out: str | Path, *, progress: bool | None = None,
-             mlflow_run_id: str | None = None, max_videos: int | None = None) -> dict[str, Any]:
+             mlflow_run_id: str | None = None, max_videos: int | None = None,
+             trust_checkpoint: bool = False) -> dict[str, Any]:
     """Multi-view test of ``checkpoint`` with ``run``'s data and test views; writes
-    ``out/predictions.csv`` and ``out/metrics.json`` (rank 0) and returns the metrics."""
+    ``out/predictions.csv`` and ``out/metrics.json`` (rank 0) and returns the metrics.
+    ``trust_checkpoint``: allow the full unpickler (``--trust-checkpoint``)."""
     from far.checkpoints import load_checkpoint
     from far.engine import deepspeed_setup as dss
     from far.engine.data import eval_dataset
@@ -147,7 +149,7 @@ def run_test(run: Any, checkpoint: str | Path, out: str | Path, *, progress: boo
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[
         dss.resolve_precision(run.deepspeed.precision)]
     model = build_model(run.model_config())
-    load_checkpoint(model, checkpoint)  # logs its own one-line report
+    load_checkpoint(model, checkpoint, trust=trust_checkpoint)  # logs its own one-line report
     model.to(device)
     dataset = eval_dataset(run, clips=run.test.clips, crops=run.test.crops, max_videos=max_videos)
     merged, bad = evaluate(model, dataset, rank=d.rank, world_size=d.world_size, batch=run.batch.eval_micro,
@@ -211,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crops", type=int, help="override test.crops")
     p.add_argument("--max-videos", type=int, help="test the first N videos only")
     p.add_argument("--mlflow-run-id", help="log into this MLflow run (default: the fine-tune's, from train.json)")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="load CKPT even if it needs Python's full unpickler, which runs any code it contains "
+                        "(only for a file from a source you trust)")
     bar = p.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None)
     bar.add_argument("--no-progress", dest="progress", action="store_false")
@@ -233,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         metrics = run_test(run, ckpt, args.out, progress=args.progress, max_videos=args.max_videos,
-                           mlflow_run_id=args.mlflow_run_id or _mlflow_run_of(ckpt))
+                           mlflow_run_id=args.mlflow_run_id or _mlflow_run_of(ckpt),
+                           trust_checkpoint=args.trust_checkpoint)
     except CheckpointError as err:
         print(f"far test: {err}", file=sys.stderr)
         return 2

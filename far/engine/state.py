@@ -5,7 +5,8 @@ Layout under ``OUT/checkpoints/``::
     ckpt-e0003-s00000120/          one complete checkpoint (epoch 3 finished, step 120)
         ds/state/...               DeepSpeed engine.save_checkpoint (model, optimizer,
                                    ZeRO shards: every rank writes its part)
-        rng-rank0.pt, rng-rank1.pt python/numpy/torch RNG states of each rank
+        rng-rank0.pt, rng-rank1.pt python/numpy/torch RNG states of each rank (tensors and
+                                   plain values only: they load with weights_only=True)
         trainer.json               epoch, step_in_epoch, global_step, MLflow run id, ...
         COMPLETE                   written last, before the rename
     .tmp-ckpt-e0004-s00000160/     being written (or left by a crash): never loaded
@@ -16,6 +17,11 @@ file system). Discovery only considers directories with the final name *and* the
 marker, so a process killed while writing leaves nothing that can be picked up.
 The folder must be on a file system every rank sees (as SLURM jobs' output folders
 are).
+
+Loading never runs code from the folder: every file goes through
+:func:`far.checkpoints.safe_torch_load` (DeepSpeed's own files are checked with it before
+DeepSpeed unpickles them), and a file that needs the full unpickler is refused unless the
+user passes ``--trust-checkpoint``.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from far.checkpoints import UntrustedCheckpointError, safe_torch_load
 from far.engine.distributed import barrier
 
 log = logging.getLogger(__name__)
@@ -52,6 +59,9 @@ class TrainerState:
     mlflow_run_id: str | None = None
     world_size: int = 1
     history: list[dict[str, Any]] = field(default_factory=list)  # per-epoch metrics so far
+    # A mid-epoch (SIGTERM) checkpoint: the epoch's sums so far, over all ranks
+    # (loss_sum, loss_n, replaced, seconds), so that the resumed epoch's mean covers it all.
+    partial_epoch: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -101,18 +111,66 @@ def clean_incomplete(out: Path) -> list[Path]:
 
 # ---- RNG ------------------------------------------------------------------------------
 def rng_state() -> dict[str, Any]:
-    st: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """This process's python/numpy/torch(/cuda) RNG states as tensors and plain values.
+
+    numpy's state is a (str, uint32 array, int, int, float) tuple; the array is kept as an
+    int64 tensor so that the saved file holds no numpy object and loads with
+    ``weights_only=True``. :func:`set_rng_state` restores it bit for bit.
+    """
+    kind, key, pos, has_gauss, cached = np.random.get_state()
+    st: dict[str, Any] = {
+        "python": random.getstate(),  # (version, tuple of 625 ints, float | None)
+        "numpy": {"kind": str(kind), "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         st["cuda"] = torch.cuda.get_rng_state_all()
     return st
 
 
 def set_rng_state(st: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned (or the raw numpy tuple of older checkpoints)."""
     random.setstate(st["python"])
-    np.random.set_state(st["numpy"])
+    npst = st["numpy"]
+    if isinstance(npst, dict):
+        npst = (npst["kind"], npst["key"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"],
+                npst["cached_gaussian"])
+    np.random.set_state(npst)
     torch.set_rng_state(st["torch"])
     if "cuda" in st and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def _deepspeed_globals() -> tuple[Any, ...]:
+    """Plain-data classes DeepSpeed pickles into its checkpoint files.
+
+    Found by saving ZeRO 0/1/2 runs (fp32, bf16) and listing
+    ``torch.serialization.get_unsafe_globals_in_checkpoint``: ZeRO 1/2 optimizer files
+    hold the loss scaler (``DynamicLossScaler`` under fp16), the stage enum and
+    ``fragment_address`` records; the model file holds none.
+    """
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    return (LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address)
+
+
+def check_deepspeed_files(ds_dir: Path, *, trust: bool = False) -> None:
+    """Refuse a DeepSpeed checkpoint folder holding a file that needs the full unpickler.
+
+    Raises :class:`far.checkpoints.UntrustedCheckpointError` naming the file and
+    ``--trust-checkpoint``; with ``trust`` such a file only earns a WARNING.
+    """
+    extra = _deepspeed_globals()
+    for f in sorted(Path(ds_dir).rglob("*.pt")):
+        try:
+            safe_torch_load(f, extra_globals=extra, mmap=True)  # mmap: the tensors are not read
+        except UntrustedCheckpointError as err:
+            if not trust:
+                raise
+            log.warning("%s; loading it anyway (DeepSpeed's full unpickler) because --trust-checkpoint was given", err)
 
 
 # ---- save / load ------------------------------------------------------------------------
@@ -143,15 +201,20 @@ def save(engine: Any, out: Path, state: TrainerState, *, rank: int, keep_last: i
     return final
 
 
-def load(engine: Any, path: Path, *, rank: int) -> TrainerState:
-    """Restore engine (model + optimizer) and this rank's RNG; returns the trainer state."""
+def load(engine: Any, path: Path, *, rank: int, trust: bool = False) -> TrainerState:
+    """Restore engine (model + optimizer) and this rank's RNG; returns the trainer state.
+
+    Files that need the full unpickler are refused unless ``trust`` (``--trust-checkpoint``).
+    """
     state = TrainerState.from_json((path / "trainer.json").read_text())
+    # DeepSpeed unpickles with weights_only=False: first prove each file loads without that.
+    check_deepspeed_files(path / "ds", trust=trust)
     load_path, _ = engine.load_checkpoint(str(path / "ds"), tag=DS_TAG, load_optimizer_states=True, load_lr_scheduler_states=False)
     if load_path is None:
         raise RuntimeError(f"DeepSpeed could not load the checkpoint in {path / 'ds'}")
     rng_file = path / f"rng-rank{rank}.pt"
     if rng_file.is_file():
-        set_rng_state(torch.load(rng_file, weights_only=False))
+        set_rng_state(safe_torch_load(rng_file, trust=trust))
     else:  # a different world size: RNG streams cannot be matched one to one
         log.warning("no RNG state for rank %d in %s (world size changed?); continuing with fresh seeds", rank, path)
     return state

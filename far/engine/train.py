@@ -115,11 +115,13 @@ def _write_history(out: Path, history: list[dict[str, Any]]) -> None:
 
 
 def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resume: bool = True,
-          stop_after_epoch: int | None = None) -> dict[str, Any]:
+          stop_after_epoch: int | None = None, trust_checkpoint: bool = False) -> dict[str, Any]:
     """Fine-tune (or resume) one run into ``out``; returns the summary written to train.json.
 
     ``stop_after_epoch`` ends this invocation after that many epochs, as if the job had
     been killed there (tests of resume use it with SIGKILL-free determinism).
+    ``trust_checkpoint`` lets ``init`` and the resumed state use the full unpickler
+    (``--trust-checkpoint``; see far.checkpoints.safe_torch_load).
     """
     from tqdm import tqdm
 
@@ -148,7 +150,7 @@ def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resu
     model = build_model(mc)
     init_report = None
     if run.init:
-        init_report = load_checkpoint(model, run.init)  # complete or refused; logs its report
+        init_report = load_checkpoint(model, run.init, trust=trust_checkpoint)  # complete or refused; logs its report
     gflops = None
     if main:
         from far.complexity import count_flops
@@ -185,7 +187,7 @@ def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resu
     trainer = es.TrainerState(world_size=world)
     latest = es.latest_checkpoint(out) if resume else None
     if latest is not None:
-        trainer = es.load(engine, latest, rank=rank)
+        trainer = es.load(engine, latest, rank=rank, trust=trust_checkpoint)
         if main:
             log.info("resuming from %s (epoch %d/%d, step %d of it)", latest.name, trainer.epoch + 1,
                      run.optim.epochs, trainer.step_in_epoch)
@@ -372,6 +374,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="output folder; an existing one is resumed")
     p.add_argument("--no-resume", action="store_true", help="ignore checkpoints in OUT (start over)")
     p.add_argument("--stop-after-epoch", type=int, help="end this invocation after N epochs (as if killed)")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="load `init` and OUT's checkpoints even if they need Python's full unpickler, "
+                        "which runs any code they contain (only for files from a source you trust)")
     bar = p.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None)
     bar.add_argument("--no-progress", dest="progress", action="store_false")
@@ -386,7 +391,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"far train: {args.config}: init: checkpoint {run.init} does not exist", file=sys.stderr)
         return 2
     try:
-        train(run, args.out, progress=args.progress, resume=not args.no_resume, stop_after_epoch=args.stop_after_epoch)
+        train(run, args.out, progress=args.progress, resume=not args.no_resume, stop_after_epoch=args.stop_after_epoch,
+              trust_checkpoint=args.trust_checkpoint)
     except Preempted as err:
         log.warning("%s; start the same command again to resume", err)
         return EXIT_PREEMPTED

@@ -31,6 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-resume", action="store_true", help="start over even if DIR/state holds a run")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
     p.add_argument("--no-tracking", action="store_true", help="no MLflow run")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="load the teachers and DIR's training states even if they need Python's full "
+                        "unpickler, which runs any code they contain (only for files you trust)")
     return p
 
 
@@ -49,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         res = pretrain(cfg, args.out, teacher_video=args.teacher_video, teacher_image=args.teacher_image,
-                       progress=not args.no_progress, tracking=not args.no_tracking, resume=not args.no_resume)
+                       progress=not args.no_progress, tracking=not args.no_tracking, resume=not args.no_resume,
+                       trust_checkpoint=args.trust_checkpoint)
     except (ValueError, FileNotFoundError) as err:
         print(f"far pretrain: {err}", file=sys.stderr)
         return 2

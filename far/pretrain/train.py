@@ -52,11 +52,11 @@ class PretrainResult:
 
 
 # ---- models ------------------------------------------------------------------------------
-def _teacher_encoder(path: str | Path, *, image: bool, student_model: dict) -> PretrainEncoder:
+def _teacher_encoder(path: str | Path, *, image: bool, student_model: dict, trust: bool = False) -> PretrainEncoder:
     """A frozen encoder from a VideoMAE-layout pre-training checkpoint (ours or official)."""
     from far.checkpoints import detect_format, read_checkpoint
 
-    state, meta = read_checkpoint(path)
+    state, meta = read_checkpoint(path, trust=trust)
     fmt = detect_format(state, meta)
     if fmt != "videomae_pretrain":
         raise ValueError(f"teacher {path}: expected a VideoMAE pre-training layout, found {fmt}")
@@ -70,8 +70,10 @@ def _teacher_encoder(path: str | Path, *, image: bool, student_model: dict) -> P
 
 
 def build_models(cfg: PretrainConfig, *, teacher_video: str | Path | None = None,
-                 teacher_image: str | Path | None = None) -> tuple[nn.Module, FrozenTeachers | None]:
-    """The trainable model of ``cfg.method`` and, for MVD, the frozen teachers."""
+                 teacher_image: str | Path | None = None,
+                 trust_checkpoint: bool = False) -> tuple[nn.Module, FrozenTeachers | None]:
+    """The trainable model of ``cfg.method`` and, for MVD, the frozen teachers
+    (``trust_checkpoint``: see far.checkpoints.safe_torch_load)."""
     d = cfg.decoder
     if cfg.method in ("videomae", "image_mae"):
         enc = encoder_config(cfg.model, pos_embed="videomae", drop_path=cfg.drop_path, image=cfg.method == "image_mae")
@@ -82,8 +84,8 @@ def build_models(cfg: PretrainConfig, *, teacher_video: str | Path | None = None
         raise ValueError("MVD needs a video teacher: --teacher-video PATH (a `far pretrain --method videomae` checkpoint)")
     if not teacher_image:
         raise ValueError("MVD needs an image teacher: --teacher-image PATH (a `far pretrain --method image_mae` checkpoint)")
-    vid = _teacher_encoder(teacher_video, image=False, student_model=cfg.model)
-    img = _teacher_encoder(teacher_image, image=True, student_model=cfg.model)
+    vid = _teacher_encoder(teacher_video, image=False, student_model=cfg.model, trust=trust_checkpoint)
+    img = _teacher_encoder(teacher_image, image=True, student_model=cfg.model, trust=trust_checkpoint)
     enc = encoder_config(cfg.model, pos_embed="mvd", drop_path=cfg.drop_path)
     if img.cfg.patch_size != enc.patch_size or img.cfg.img_size != enc.img_size:
         raise ValueError("the image teacher's patch grid does not match the student's")
@@ -152,11 +154,13 @@ def schedule(cfg: PretrainConfig, steps_per_epoch: int):
 # ---- the run --------------------------------------------------------------------------------
 def pretrain(cfg: PretrainConfig, out: str | Path, *, teacher_video: str | Path | None = None,
              teacher_image: str | Path | None = None, progress: bool = True, tracking: bool = True,
-             resume: bool = True, stop_after_epoch: int | None = None) -> PretrainResult:
+             resume: bool = True, stop_after_epoch: int | None = None,
+             trust_checkpoint: bool = False) -> PretrainResult:
     """Run (or resume) one pre-training; returns its result and writes ``<out>/checkpoint.pth``.
 
     Training states are far.engine.state checkpoints under ``<out>/checkpoints/`` (one per
     epoch, atomic, keep-last-k). ``stop_after_epoch`` ends this invocation early (tests).
+    ``trust_checkpoint`` lets the teachers and the resumed state use the full unpickler.
     """
     from tqdm import tqdm
 
@@ -174,7 +178,8 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, teacher_video: str | Path 
     main, rank = dist_env.is_main, dist_env.rank
 
     torch.manual_seed(cfg.seed)
-    model, teachers = build_models(cfg, teacher_video=teacher_video, teacher_image=teacher_image)
+    model, teachers = build_models(cfg, teacher_video=teacher_video, teacher_image=teacher_image,
+                                   trust_checkpoint=trust_checkpoint)
     enc_cfg = model.encoder.cfg
     source = build_source(cfg.data, num_frames=encoder_config(cfg.model, pos_embed="videomae").num_frames,
                           img_size=enc_cfg.img_size, seed=cfg.seed)
@@ -200,7 +205,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, teacher_video: str | Path 
         info = json.loads((latest / "trainer.json").read_text())
         if info.get("history") and info["history"][0].get("method") != cfg.method:
             raise ValueError(f"{latest}: a {info['history'][0].get('method')} run, not {cfg.method}; use another --out")
-        trainer = es.load(engine, latest, rank=rank)
+        trainer = es.load(engine, latest, rank=rank, trust=trust_checkpoint)
         if main:
             log.info("resumed from %s (epoch %d of %d)", latest, trainer.epoch, cfg.epochs)
     resumed = trainer.epoch
