@@ -149,6 +149,13 @@ def test_sigkill_then_resume_matches_uninterrupted(work, reference):
     assert info["resumed_from"] is not None and info["resumed_from"][0] >= 1
     assert _results(out) == _results(reference)
     assert len(list(ckpts.glob("ckpt-*"))) == 2  # keep_last
+    # Killed after an epoch's metrics were written but before its checkpoint: the redone
+    # epoch must not be listed twice.
+    (out / "train.json").unlink()
+    shutil.rmtree(sorted(ckpts.glob("ckpt-*"))[-1])
+    _run(FAR + ["train", "--config", "run.yaml", "--out", "killed"], work)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
 
 
 def test_mlflow_run_holds_params_metrics_artifacts(work, reference):
@@ -255,6 +262,9 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(work, reference):
     _run(FAR + ["train", "--config", "run_term.yaml", "--out", "preempted"], work)
     info = json.loads((out / "train.json").read_text())
     assert info["resumed_from"] == [state["epoch"], state["step_in_epoch"]] and info["steps"] == 48
+    # The interrupted epoch's loss averages all its 12 x 2 micro-batches, not only the resumed ones.
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["loss_batches"] for r in rows] == [24] * 4
 
 
 def _full_recipe(work: Path, name: str) -> str:
@@ -281,3 +291,23 @@ def test_full_recipe_same_seed_gives_byte_identical_model_one_and_two_ranks(work
     for out in ("full_ddp_a", "full_ddp_b"):
         _run(torchrun + ["train", "--config", cfg, "--out", out], work, timeout=300)
     assert (work / "full_ddp_a" / "model.pth").read_bytes() == (work / "full_ddp_b" / "model.pth").read_bytes()
+
+
+def test_an_abandoned_attempts_mlflow_run_is_marked_killed(tmp_path):
+    """A job killed before its first checkpoint leaves its MLflow run RUNNING; the next
+    attempt in the same folder, which starts a new run, marks it KILLED."""
+    from mlflow.tracking import MlflowClient
+
+    from far.engine.tracking import make_tracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = make_tracker(True, uri, "exp", "job", None, True, out=tmp_path / "run")
+    second = make_tracker(True, uri, "exp", "job", None, True, out=tmp_path / "run")
+    second.end("FINISHED")
+    client = MlflowClient(tracking_uri=uri)
+    old = client.get_run(first.run_id)
+    assert old.info.status == "KILLED" and old.data.tags["far.superseded_by"] == second.run_id
+    assert client.get_run(second.run_id).info.status == "FINISHED"
+    # resuming the same run (its id from the checkpoint) leaves it alone
+    again = make_tracker(True, uri, "exp", "job", second.run_id, True, out=tmp_path / "run")
+    assert again.run_id == second.run_id and client.get_run(second.run_id).info.status == "RUNNING"

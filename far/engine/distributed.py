@@ -201,12 +201,18 @@ def barrier() -> None:
         dist.barrier()
 
 
-def all_mean(total: float, count: float = 1.0) -> float:
-    """``sum(total) / sum(count)`` over all ranks (the plain ratio without a process group)."""
+def all_sum(*values: float) -> list[float]:
+    """Each value summed over all ranks (the values themselves without a process group)."""
     import torch
     import torch.distributed as dist
 
-    t = torch.tensor([total, float(count)], dtype=torch.float64)
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64)
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(t)
-    return float(t[0] / max(1.0, t[1].item()))
+    return t.tolist()
+
+
+def all_mean(total: float, count: float = 1.0) -> float:
+    """``sum(total) / sum(count)`` over all ranks (the plain ratio without a process group)."""
+    s, n = all_sum(total, count)
+    return s / max(1.0, n)

@@ -156,11 +156,41 @@ class Tracker(NullTracker):
     def end(self, status: str = "FINISHED") -> None:
         self._call("set_terminated", status=status)
 
+    def close_abandoned(self, out: Path) -> None:
+        """Mark the run of the previous attempt in ``out`` KILLED when this attempt does not
+        continue it (a job killed before its first checkpoint, or restarted with
+        ``--no-resume``); a SIGKILL leaves no chance to do it then, so it stays RUNNING.
+        ``out``/.mlflow_run_id names the run of the latest attempt."""
+        if not self.active or self._client is None:
+            return
+        marker = Path(out) / RUN_ID_FILE
+        previous = marker.read_text().strip() if marker.is_file() else ""
+        if previous and previous != self.run_id:
+            try:
+                if self._client.get_run(previous).info.status == "RUNNING":
+                    self._client.set_tag(previous, "far.superseded_by", self.run_id)
+                    self._client.set_terminated(previous, status="KILLED")
+                    log.info("MLflow: run %s of an earlier attempt in %s marked KILLED", previous, out)
+            except Exception as err:  # noqa: BLE001 - e.g. a run of another store: leave it
+                log.warning("MLflow: could not close the earlier attempt's run %s (%s)", previous, err)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(f"{self.run_id}\n")
 
-def make_tracker(enabled: bool, uri: str, experiment: str, run_name: str | None, run_id: str | None, is_main: bool) -> NullTracker:
+
+RUN_ID_FILE = ".mlflow_run_id"
+
+
+def make_tracker(enabled: bool, uri: str, experiment: str, run_name: str | None, run_id: str | None, is_main: bool,
+                 out: Path | None = None) -> NullTracker:
+    """The rank-0 MLflow run (continuing ``run_id`` when given), or a :class:`NullTracker`.
+    With ``out`` (a training output folder), an earlier attempt's run there that this one
+    does not continue is marked KILLED (:meth:`Tracker.close_abandoned`)."""
     if not (enabled and is_main):
         return NullTracker()
     uri = resolve_uri(uri)
     if uri in _UNREACHABLE:
         return NullTracker()
-    return Tracker(uri, experiment, run_name, run_id)
+    tracker = Tracker(uri, experiment, run_name, run_id)
+    if out is not None:
+        tracker.close_abandoned(out)
+    return tracker

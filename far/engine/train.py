@@ -5,7 +5,7 @@ One invocation = one fine-tune into an output folder ``OUT``::
     OUT/config.yaml        the fully resolved run config (every model/data field)
     OUT/checkpoints/       resumable training states (far.engine.state; atomic, keep-last-k)
     OUT/history.csv        one row per epoch: epoch, step, train_loss, lr, clips_per_s,
-                           val_top1, val_top5, wall_s (also OUT/metrics.jsonl, appended)
+                           val_top1, val_top5, wall_s (also OUT/metrics.jsonl, every field)
     OUT/model.pth          the final weights (far-finetuned-v1, read by far test)
     OUT/test/              the multi-view test, when ``test.run_at_end``
     OUT/train.json         written last: the run's summary (the pipeline's done-marker)
@@ -105,6 +105,8 @@ def data_version(run: RunConfig) -> str:
 
 
 def _write_history(out: Path, history: list[dict[str, Any]]) -> None:
+    """history.csv and metrics.jsonl, rewritten whole from the checkpointed history (never
+    appended: an epoch redone after a crash must not appear twice)."""
     tmp = out / ".history.csv.tmp"
     with tmp.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=HISTORY_FIELDS, extrasaction="ignore")
@@ -112,6 +114,9 @@ def _write_history(out: Path, history: list[dict[str, Any]]) -> None:
         for row in history:
             w.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in HISTORY_FIELDS})
     tmp.replace(out / "history.csv")
+    tmp = out / ".metrics.jsonl.tmp"
+    tmp.write_text("".join(json.dumps(row) + "\n" for row in history))
+    tmp.replace(out / "metrics.jsonl")
 
 
 def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resume: bool = True,
@@ -130,7 +135,7 @@ def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resu
     from far.engine import state as es
     from far.engine.data import (EpochSampler, build_mixup, derived_seed, eval_dataset, seed_process, train_dataset,
                                  train_loader)
-    from far.engine.distributed import all_mean, barrier
+    from far.engine.distributed import all_mean, all_sum, barrier
     from far.engine.evaluate import evaluate, run_test
     from far.engine.optim import Schedule, apply_lr, build_optimizer, scaled_lr
     from far.engine.tracking import flatten, git_commit, make_tracker
@@ -197,7 +202,7 @@ def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resu
     # ---- tracking (rank 0) ----
     resolved = run.resolved_dict()
     tracker = make_tracker(run.tracking.enabled, run.tracking.uri, run.tracking.experiment, run.tracking.run_name,
-                           trainer.mlflow_run_id, main)
+                           trainer.mlflow_run_id, main, out=out)
     trainer.mlflow_run_id = tracker.run_id if main else trainer.mlflow_run_id
     n_params = sum(p.numel() for p in model.parameters())
     if main:
@@ -229,7 +234,13 @@ def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resu
             engine.train()
             bar = tqdm(total=steps_per_epoch, initial=start_step, desc=f"epoch {epoch + 1}/{run.optim.epochs}",
                        unit="step", disable=not show, dynamic_ncols=True)
-            loss_sum, loss_n, clips, replaced = 0.0, 0, 0, 0
+            # After a mid-epoch resume rank 0 carries the epoch's sums over all ranks so far,
+            # so that the epoch's loss and counts cover all of it, not only the resumed part.
+            carried = trainer.partial_epoch if start_step else {}
+            seconds_before, clips = carried.get("seconds", 0.0), 0
+            loss_sum, loss_n, replaced = 0.0, 0, 0
+            if main and carried:
+                loss_sum, loss_n, replaced = carried["loss_sum"], int(carried["loss_n"]), int(carried["replaced"])
             t_epoch = time.perf_counter()
             step_in_epoch = start_step
             lr = sched.lr(epoch * steps_per_epoch + step_in_epoch)
@@ -267,16 +278,21 @@ def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resu
                     tracker.log_metrics({"train/loss_step": value, "train/lr_step": lr}, global_step)
                 if step_in_epoch < steps_per_epoch and stop.agreed():
                     trainer.epoch, trainer.step_in_epoch, trainer.global_step = epoch, step_in_epoch, global_step
+                    s, n, r = all_sum(loss_sum, loss_n, replaced)
+                    trainer.partial_epoch = {"loss_sum": s, "loss_n": n, "replaced": r,
+                                             "seconds": seconds_before + time.perf_counter() - t_epoch}
                     es.save(engine, out, trainer, rank=rank, keep_last=run.checkpoint.keep_last)
                     raise Preempted(f"SIGTERM: saved epoch {epoch + 1} step {step_in_epoch}")
             bar.close()
             seconds = time.perf_counter() - t_epoch
-            train_loss = all_mean(loss_sum, loss_n)
+            loss_total, loss_batches, replaced = all_sum(loss_sum, loss_n, replaced)
+            train_loss, loss_batches, replaced = loss_total / max(1.0, loss_batches), int(loss_batches), int(replaced)
             row: dict[str, Any] = {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch, "train_loss": train_loss,
                                    "lr": lr, "clips_per_s": all_mean(clips * world / max(seconds, 1e-9), 1),
                                    "val_top1": None, "val_top5": None,
-                                   "wall_s": (trainer.history[-1]["wall_s"] if trainer.history else 0.0) + seconds,
-                                   "replaced_videos": replaced}
+                                   "wall_s": (trainer.history[-1]["wall_s"] if trainer.history else 0.0)
+                                   + seconds_before + seconds,
+                                   "replaced_videos": replaced, "loss_batches": loss_batches}
             last = epoch + 1 == run.optim.epochs
             if (epoch + 1) % run.test.val_every == 0 or last:
                 if val_data is None:
@@ -290,10 +306,9 @@ def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resu
                 row |= {"val_top1": acc["top1"], "val_top5": acc["top5"]}
             trainer.history.append(row)
             trainer.epoch, trainer.step_in_epoch, trainer.global_step = epoch + 1, 0, (epoch + 1) * steps_per_epoch
+            trainer.partial_epoch = {}
             if main:
                 _write_history(out, trainer.history)
-                with (out / "metrics.jsonl").open("a") as f:
-                    f.write(json.dumps(row) + "\n")
                 tracker.log_metrics({"train/loss": train_loss, "train/lr": lr, "train/clips_per_s": row["clips_per_s"],
                                      "train/replaced_videos": replaced}
                                     | ({"val/top1": row["val_top1"], "val/top5": row["val_top5"]}
