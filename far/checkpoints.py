@@ -24,13 +24,16 @@ and a short allow-list, and a file that needs more is refused unless the user pa
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import logging
 import pickle
 import re
+import shutil
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import torch
 
@@ -333,13 +336,47 @@ def to_format(encoder: Mapping[str, torch.Tensor], fmt: str) -> dict[str, torch.
     raise CheckpointError(f"cannot write format {fmt!r}")
 
 
+class CheckpointWriteError(CheckpointError):
+    """Writing a checkpoint failed (most often: the disk is full); nothing complete was lost."""
+
+
+# Below this much free space a failed write is called a full disk: torch's zip writer
+# reports ENOSPC only as "[enforce fail at inline_container.cc] . unexpected pos ...".
+_NEARLY_FULL = 64 * 2**20
+
+
+@contextlib.contextmanager
+def explained_write(path: str | Path) -> Iterator[None]:
+    """Re-raise a failed write under ``path`` as :class:`CheckpointWriteError` naming the
+    path, the free space on its file system and, when it is (nearly) full, that cause."""
+    try:
+        yield
+    except (OSError, RuntimeError) as err:
+        if isinstance(err, CheckpointError):
+            raise
+        where = Path(path)
+        probe = next((p for p in (where, *where.parents) if p.exists()), Path("."))
+        usage = shutil.disk_usage(probe)
+        full = getattr(err, "errno", None) == errno.ENOSPC or usage.free < _NEARLY_FULL
+        cause = "no space left on device" if full else f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        raise CheckpointWriteError(
+            f"writing {where} failed: {cause} ({usage.free / 2**20:.1f} MiB free of {usage.total / 2**20:.1f} MiB "
+            f"on its file system). The last complete checkpoint is intact: free space, then run the same command "
+            f"again to resume.") from err
+
+
 def save_finetuned(model: torch.nn.Module, path: str | Path, **meta: Any) -> None:
     """Save this project's fine-tuned format: weights + the model config that made them."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     payload = {"model": model.state_dict(), "format": FAR_FORMAT_TAG, "far_config": model.cfg.to_dict(), **meta}
-    torch.save(payload, tmp)
+    with explained_write(path):
+        try:
+            torch.save(payload, tmp)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a partial file only takes the space a retry needs
+            raise
     tmp.replace(path)  # atomic: a half-written file never has the final name
 
 

@@ -311,3 +311,26 @@ def test_an_abandoned_attempts_mlflow_run_is_marked_killed(tmp_path):
     # resuming the same run (its id from the checkpoint) leaves it alone
     again = make_tracker(True, uri, "exp", "job", second.run_id, True, out=tmp_path / "run")
     assert again.run_id == second.run_id and client.get_run(second.run_id).info.status == "RUNNING"
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs (needs root and mount rights: skipped elsewhere, with the reason)."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {r.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_full_disk_while_checkpointing_is_named(work, small_disk):
+    cfg = yaml.safe_load((work / "run.yaml").read_text())
+    cfg["tracking"]["enabled"] = False
+    (work / "run_disk.yaml").write_text(yaml.safe_dump(cfg))
+    r = _run(FAR + ["train", "--config", "run_disk.yaml", "--out", str(small_disk / "out")], work, check=False)
+    assert r.returncode != 0
+    assert "no space left on device" in r.stderr and str(small_disk / "out" / "checkpoints") in r.stderr, r.stderr[-3000:]
+    assert "MiB free" in r.stderr and "Traceback" not in r.stderr
+    assert not list((small_disk / "out" / "checkpoints").glob("*ckpt-*"))  # the partial one is gone

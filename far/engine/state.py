@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from far.checkpoints import UntrustedCheckpointError, safe_torch_load
+from far.checkpoints import UntrustedCheckpointError, explained_write, safe_torch_load
 from far.engine.distributed import barrier
 
 log = logging.getLogger(__name__)
@@ -185,13 +185,19 @@ def save(engine: Any, out: Path, state: TrainerState, *, rank: int, keep_last: i
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
     barrier()
-    # DeepSpeed writes the model (rank 0) and optimizer / ZeRO shards (each rank).
-    engine.save_checkpoint(str(tmp / "ds"), tag=DS_TAG, save_latest=False)
-    torch.save(rng_state(), tmp / f"rng-rank{rank}.pt")
-    barrier()
+    with explained_write(tmp):
+        try:
+            # DeepSpeed writes the model (rank 0) and optimizer / ZeRO shards (each rank).
+            engine.save_checkpoint(str(tmp / "ds"), tag=DS_TAG, save_latest=False)
+            torch.save(rng_state(), tmp / f"rng-rank{rank}.pt")
+            barrier()
+            if rank == 0:
+                (tmp / "trainer.json").write_text(state.to_json())
+                (tmp / COMPLETE).write_text(name + "\n")
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # never complete: give its space back for the retry
+            raise
     if rank == 0:
-        (tmp / "trainer.json").write_text(state.to_json())
-        (tmp / COMPLETE).write_text(name + "\n")
         if final.exists():  # a re-run of the same step (should not happen): replace it
             shutil.rmtree(final)
         tmp.rename(final)
