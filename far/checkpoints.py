@@ -365,19 +365,27 @@ def explained_write(path: str | Path) -> Iterator[None]:
             f"again to resume.") from err
 
 
-def save_finetuned(model: torch.nn.Module, path: str | Path, **meta: Any) -> None:
-    """Save this project's fine-tuned format: weights + the model config that made them."""
+def atomic_save(payload: Any, path: str | Path) -> Path:
+    """``torch.save`` to a temporary name, then rename: a half-written file never has the
+    final name. A failed write (full disk) removes the partial file and raises
+    :class:`CheckpointWriteError`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    payload = {"model": model.state_dict(), "format": FAR_FORMAT_TAG, "far_config": model.cfg.to_dict(), **meta}
     with explained_write(path):
         try:
             torch.save(payload, tmp)
         except BaseException:
             tmp.unlink(missing_ok=True)  # a partial file only takes the space a retry needs
             raise
-    tmp.replace(path)  # atomic: a half-written file never has the final name
+    tmp.replace(path)
+    return path
+
+
+def save_finetuned(model: torch.nn.Module, path: str | Path, **meta: Any) -> None:
+    """Save this project's fine-tuned format: weights + the model config that made them."""
+    atomic_save({"model": model.state_dict(), "format": FAR_FORMAT_TAG, "far_config": model.cfg.to_dict(), **meta},
+                path)
 
 
 # ---- loading ---------------------------------------------------------------------

@@ -48,13 +48,14 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"far pretrain: {err}", file=sys.stderr)
         return 2
+    from far.checkpoints import CheckpointError
     from far.pretrain.train import pretrain
 
     try:
         res = pretrain(cfg, args.out, teacher_video=args.teacher_video, teacher_image=args.teacher_image,
                        progress=not args.no_progress, tracking=not args.no_tracking, resume=not args.no_resume,
                        trust_checkpoint=args.trust_checkpoint)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, CheckpointError) as err:
         print(f"far pretrain: {err}", file=sys.stderr)
         return 2
     print(f"far pretrain: {cfg.method} done in {res.wall_s:.1f} s; loss {res.first_step_loss:.4f} (first step) -> "

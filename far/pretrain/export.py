@@ -20,6 +20,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from far.checkpoints import atomic_save
 from far.models.pos_embed import position_embedding
 
 
@@ -46,11 +47,6 @@ def mvd_state(model: nn.Module) -> dict[str, torch.Tensor]:
 def save_official(state: Mapping[str, torch.Tensor], path: str | Path, *, epoch: int,
                   args: Mapping[str, Any], method: str, **extra: Any) -> Path:
     """Atomically write ``{"model": state, "epoch", "args", "far_pretrain"}`` to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     payload = {"model": dict(state), "epoch": int(epoch), "args": dict(args),
                "far_pretrain": {"method": method, **extra}}
-    torch.save(payload, tmp)
-    tmp.replace(path)
-    return path
+    return atomic_save(payload, path)
