@@ -11,7 +11,7 @@ export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 
-.PHONY: setup reproduce test test-slow test-gpu clean-venv
+.PHONY: setup reproduce restore unlock test test-slow test-gpu clean-venv
 
 $(BIN)/far: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,8 +23,22 @@ $(BIN)/far: pyproject.toml constraints.txt
 setup: $(BIN)/far
 
 ## The main job: the whole pipeline (every table of the paper, embedded default).
+## After a kill (-9, power loss) Snakemake's lock stays: `make unlock`, then again.
 reproduce: setup
-	$(BIN)/snakemake --cores $(CORES)
+	@$(BIN)/snakemake --cores $(CORES) || { status=$$?; \
+	  if [ -n "$$(ls -A .snakemake/locks 2>/dev/null)" ]; then \
+	    echo "make reproduce: if an earlier run was killed, its lock remains: run 'make unlock', then 'make reproduce' (finished jobs are kept, training resumes from its checkpoints)" >&2; fi; \
+	  exit $$status; }
+
+## Remove the lock a killed Snakemake left (only when no other snakemake runs here).
+unlock: setup
+	$(BIN)/snakemake --unlock
+
+## The data back from the DVC remote, and nothing rerun because of their new file times
+## (docs/pipeline.md, "DVC"). Paper mode: make restore SNAKEMAKE_ARGS="--configfile params/paper.yaml"
+restore: setup
+	$(BIN)/dvc pull
+	$(BIN)/snakemake --touch --cores 1 $(SNAKEMAKE_ARGS)
 
 ## The test suite, as CI runs it.
 test: setup

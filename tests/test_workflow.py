@@ -234,3 +234,37 @@ def test_tracking_uri_refused_unless_it_is_a_uri(workdir, uri):
     res = dry_run(workdir, "--configfile", "params/probe.yaml")
     assert res.returncode != 0 and "tracking.uri" in res.stdout + res.stderr
     assert not (workdir / "INJECTED").exists()
+
+
+@pytest.mark.slow
+def test_restore_from_dvc_leaves_nothing_to_rerun(workdir):
+    """docs/pipeline.md's recovery: `dvc pull` then `snakemake --touch` makes the pulled
+    data (newer file times) count as up to date, so nothing downstream reruns."""
+    bin_dir = Path(sys.executable).parent
+    env = os.environ | {"PATH": f"{bin_dir}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+
+    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+        r = subprocess.run(list(args), cwd=workdir, capture_output=True, text=True, timeout=600, env=env)
+        assert not check or r.returncode == 0, f"{args}: {r.stdout[-2000:]}{r.stderr[-3000:]}"
+        return r
+
+    cfg = load("default.yaml")
+    cfg["datasets"]["k400"]["synth"] |= {"videos_per_class_train": 4, "videos_per_class_val": 2, "frames": 24}
+    cfg["datasets"]["ssv2"]["synth"] |= {"videos_per_class_train": 4, "videos_per_class_val": 2, "frames": 16}
+    cfg["pretrain"]["common"] |= {"epochs": 1, "warmup_epochs": 0}
+    cfg["tracking"]["enabled"] = False
+    (workdir / "params" / "small.yaml").write_text(yaml.safe_dump(cfg))
+    target = "data/checkpoints/offline/videomae-k400-vit_s/checkpoint.pth"
+    smk = [SNAKEMAKE, target, "--cores", "1", "--configfile", "params/small.yaml"]
+    run(*smk)
+    run("dvc", "init", "--no-scm", "-q")
+    run("dvc", "remote", "add", "-d", "local", str(workdir / "remote"))
+    run("dvc", "commit", "--force", "datasets", "checkpoints")
+    run("dvc", "push", "-q")
+    for d in ("data/raw", "data/prepared"):
+        shutil.rmtree(workdir / d)
+    shutil.rmtree(workdir / ".dvc" / "cache")
+    run("dvc", "pull", "-q")
+    assert "Nothing to be done" not in run(*smk, "-n").stdout  # the pulled data look newer
+    run(*smk, "--touch")
+    assert "Nothing to be done" in run(*smk, "-n").stdout
