@@ -14,7 +14,10 @@ ever exposes a file at ``<dest>/<filename>`` once it is complete and verified:
   YAML is never rewritten by a tool;
 * a file already at the final path (downloaded earlier or placed by hand) is
   verified the same way and then left alone: the command is idempotent and
-  cheap, which is what Snakemake needs.
+  cheap, which is what Snakemake needs;
+* a transfer is bounded: never more bytes than the known size, never longer
+  than ``--timeout`` seconds per source (a trickle is cut off), and the URL the
+  bytes finally came from (after redirects) is always logged.
 
 Deliberately independent of torch: a checkpoint is sanity-checked by its
 magic bytes (zip = ``torch.save``, pickle, safetensors), not by loading it.
@@ -36,10 +39,11 @@ import os
 import re
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
-from urllib.parse import urlencode, urljoin
+from urllib.parse import urlencode, urljoin, urlsplit
 
 import yaml
 
@@ -51,7 +55,8 @@ except ImportError:  # pragma: no cover - Windows
 DEFAULT_REGISTRY = Path("params/checkpoints.yaml")
 DEFAULT_DEST = Path("data/checkpoints")
 LOCK_FILENAME = "checkpoints.lock.json"
-DEFAULT_TIMEOUT = 60.0
+DEFAULT_TIMEOUT = 3600.0  # seconds one source may take in all (connection and every byte)
+DEFAULT_STALL_TIMEOUT = 60.0  # seconds to wait for a connection or for the next bytes
 
 DEFAULT_GDRIVE_URL = "https://drive.usercontent.google.com"
 DEFAULT_HF_URL = "https://huggingface.co"
@@ -472,29 +477,61 @@ def _html_title(page: str) -> str:
 class _Download:
     size: int
     sha256: str
-    url: str
+    url: str  # where the bytes came from, after redirects
+    requested: str = ""  # the source's own URL (set by _download_source)
 
 
-def _stream(session: Any, url: str, tmp: Path, timeout: float, label: str, progress: bool) -> _Download | str:
+def _body(resp: Any, deadline: float, timeout: float, *, limit: int | None = None,
+          decode: bool = False) -> Iterator[bytes]:
+    """The response body in pieces as they arrive, until EOF or ``limit`` bytes.
+
+    Raises ``FetchError`` once ``deadline`` (``time.monotonic``) has passed: ``read1``
+    returns whatever has arrived, so a server trickling a byte at a time cannot hold one
+    read call open the way a full-size ``read`` (or ``iter_content``) would.
+    """
+    raw = resp.raw
+    read = getattr(raw, "read1", None) or raw.read  # read1: urllib3 >= 2.3
+    got = 0
+    while limit is None or got < limit:
+        if time.monotonic() > deadline:
+            raise FetchError(f"not complete within --timeout {timeout:g} s; aborted after {got} bytes")
+        chunk = read(_CHUNK if limit is None else min(_CHUNK, limit - got), decode_content=decode)
+        if not chunk:
+            return
+        got += len(chunk)
+        yield chunk
+
+
+def _stream(session: Any, url: str, tmp: Path, *, deadline: float, timeout: float, stall: float,
+            expected: Expected, label: str, progress: bool) -> _Download | str:
     """GET ``url`` into ``tmp``; return the HTML text instead when the server sends a page.
 
-    Raises ``FetchError`` on HTTP errors and on a body shorter than its
-    Content-Length (``requests`` raises for most truncations itself; the
-    byte count is checked again so no path relies on that).
+    Raises ``FetchError`` on HTTP errors, on a body shorter than its Content-Length
+    (``urllib3`` raises for most truncations itself; the byte count is checked again so
+    no path relies on that), on more bytes than ``expected.size`` (refused from the
+    Content-Length, or cut off at the first byte too many) and past ``deadline``.
     """
     import requests
+    import urllib3
     from tqdm import tqdm
 
+    wait = min(stall, deadline - time.monotonic())
+    if wait <= 0:
+        raise FetchError(f"not complete within --timeout {timeout:g} s")
     # identity encoding: the byte count must be comparable with Content-Length.
     headers = {"Accept-Encoding": "identity", "User-Agent": "far-fetch/1"}
-    with session.get(url, stream=True, timeout=(timeout, timeout), headers=headers, allow_redirects=True) as resp:
+    with session.get(url, stream=True, timeout=(wait, wait), headers=headers, allow_redirects=True) as resp:
         if resp.status_code != 200:
             raise FetchError(f"HTTP {resp.status_code} {resp.reason} from {resp.url}")
         if _is_html(resp):
-            text = resp.raw.read(_MAX_HTML, decode_content=True).decode(resp.encoding or "utf-8", "replace")
-            return text
+            page = b"".join(_body(resp, deadline, timeout, limit=_MAX_HTML, decode=True))
+            return page.decode(resp.encoding or "utf-8", "replace")
         total = resp.headers.get("Content-Length")
         total_n = int(total) if total and total.isdigit() else None
+        cap = expected.size
+        if cap is not None and total_n is not None and total_n > cap:
+            raise FetchError(f"{resp.url} announces {total_n} bytes but the file has {cap} "
+                             f"(from {expected.origin}); not downloaded")
         digest = hashlib.sha256()
         written = 0
         try:
@@ -502,14 +539,18 @@ def _stream(session: Any, url: str, tmp: Path, timeout: float, label: str, progr
                 total=total_n, unit="B", unit_scale=True, unit_divisor=1024, desc=label,
                 disable=not progress, leave=False, file=sys.stderr,
             ) as bar:
-                for chunk in resp.iter_content(chunk_size=_CHUNK):
+                # Reading at most one byte past the known size proves a too-long stream.
+                for chunk in _body(resp, deadline, timeout, limit=None if cap is None else cap + 1):
                     fh.write(chunk)
                     digest.update(chunk)
                     written += len(chunk)
                     bar.update(len(chunk))
+                if cap is not None and written > cap:
+                    raise FetchError(f"{resp.url} sent more than the {cap} bytes the file has "
+                                     f"(from {expected.origin}); aborted after {written} bytes")
                 fh.flush()
                 os.fsync(fh.fileno())  # the rename must not publish data still in the page cache only
-        except (requests.RequestException, OSError) as exc:
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise FetchError(f"transfer interrupted after {written} bytes: {type(exc).__name__}: {exc}") from exc
         if total_n is not None and written != total_n:
             raise FetchError(f"short read: got {written} of {total_n} bytes (Content-Length)")
@@ -517,10 +558,10 @@ def _stream(session: Any, url: str, tmp: Path, timeout: float, label: str, progr
 
 
 def _download_source(
-    spec: CheckpointSpec, src: Source, tmp: Path, *, timeout: float, progress: bool,
-    gdrive_base: str | None, hf_base: str | None,
+    spec: CheckpointSpec, src: Source, tmp: Path, *, expected: Expected, timeout: float, stall: float,
+    progress: bool, gdrive_base: str | None, hf_base: str | None,
 ) -> _Download:
-    """Download one source into ``tmp``, following Drive's confirmation page if needed."""
+    """Download one source into ``tmp`` within ``timeout`` seconds, following Drive's confirmation page if needed."""
     import requests
 
     if src.kind == "huggingface":
@@ -529,11 +570,15 @@ def _download_source(
         if not src.id:
             raise FetchError("no Drive id in the registry (look it up in the repository's MODEL_ZOO.md)")
         url = gdrive_url(src.id, gdrive_base)
+    deadline = time.monotonic() + timeout  # one budget for every hop of this source
+    first = url
     with requests.Session() as session:  # keeps Drive's download_warning cookies between hops
         # Drive may interpose up to two pages (virus-scan warning, then a form); more is a refusal.
         for _hop in range(3):
-            result = _stream(session, url, tmp, timeout, spec.name, progress)
+            result = _stream(session, url, tmp, deadline=deadline, timeout=timeout, stall=stall, expected=expected,
+                             label=spec.name, progress=progress)
             if isinstance(result, _Download):
+                result.requested = first
                 return result
             page = result
             nxt = drive_confirm_url(page, url, src.id or "", gdrive_base) if src.kind == "gdrive" else None
@@ -613,6 +658,7 @@ def fetch_checkpoint(
     dest: str | os.PathLike[str] = DEFAULT_DEST,
     *,
     timeout: float = DEFAULT_TIMEOUT,
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT,
     progress: bool = True,
     gdrive_base: str | None = None,
     hf_base: str | None = None,
@@ -622,7 +668,8 @@ def fetch_checkpoint(
     """Make sure ``<dest>/<filename>`` of checkpoint ``name`` exists and is verified; return its path.
 
     An existing file is verified (and otherwise left untouched); else each
-    source is tried in order. Raises ``VerificationError`` when the existing
+    source is tried in order, each for at most ``timeout`` seconds in all and
+    ``stall_timeout`` seconds without bytes. Raises ``VerificationError`` when the existing
     file is bad, ``AllSourcesFailed`` when nothing could be downloaded, and
     ``RegistryError``/``FetchError`` for unknown names or a bad registry.
     """
@@ -644,8 +691,14 @@ def fetch_checkpoint(
         tmp = _part_path(dest, spec)
         try:
             log(f"far fetch: {name}: trying {src.describe()}")
-            got = _download_source(spec, src, tmp, timeout=timeout, progress=progress,
-                                   gdrive_base=gdrive_base, hf_base=hf_base)
+            got = _download_source(spec, src, tmp, expected=expected, timeout=timeout, stall=stall_timeout,
+                                   progress=progress, gdrive_base=gdrive_base, hf_base=hf_base)
+            log(f"far fetch: {name}: {got.size} bytes from {got.url}")
+            moved = urlsplit(got.url).hostname != urlsplit(got.requested).hostname
+            if moved and expected.sha256 is None:
+                log(f"far fetch: {name}: WARNING: redirected from {urlsplit(got.requested).hostname} to another "
+                    f"host, {urlsplit(got.url).hostname}, and no SHA-256 is known to check the file against; "
+                    "compare the recorded hash with a published one before trusting it")
             try:
                 _check(tmp, expected, sha256=got.sha256)
             except VerificationError as exc:
@@ -742,6 +795,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dest", type=Path, default=DEFAULT_DEST, help="destination folder (default: %(default)s)")
     parser.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY, help="registry YAML (default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                        help="seconds one source may take in all, connection and every byte included; "
+                             "a slower transfer is aborted (default: %(default)s)")
+    parser.add_argument("--stall-timeout", type=float, default=DEFAULT_STALL_TIMEOUT,
                         help="seconds to wait for a connection or for the next bytes (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--rehash", action="store_true", help="re-hash present files even if unchanged since last verified")
@@ -765,7 +821,7 @@ def main(argv: list[str] | None = None) -> int:
     status = EXIT_OK
     for name in args.names:
         try:
-            path = fetch_checkpoint(name, registry, args.dest, timeout=args.timeout,
+            path = fetch_checkpoint(name, registry, args.dest, timeout=args.timeout, stall_timeout=args.stall_timeout,
                                     progress=not args.no_progress and sys.stderr.isatty(), rehash=args.rehash)
             print(path)
         except AllSourcesFailed as exc:

@@ -2,7 +2,9 @@
 
 The server imitates the failure modes that matter: a good file, a transfer cut
 short (Content-Length larger than the body), Drive's "download anyway" page,
-Drive refusing with an HTML page, a stalled server, and no server at all.
+Drive refusing with an HTML page, a stalled server, a server trickling bytes,
+a stream far longer than the registry's size, a redirect to another host, and
+no server at all.
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ CONFIRM_PAGE = """<!DOCTYPE html><html><head><title>Google Drive - Virus scan wa
 <input type="hidden" name="uuid" value="0f1e2d3c-aaaa-bbbb">
 </form></body></html>"""
 
+HUGE = 400 << 20  # what the endless-stream routes would send in all
+KNOWN_SIZE = 5524  # what the registry says those files have
+
 QUOTA_PAGE = """<html><head><title>Google Drive - Quota exceeded</title></head>
 <body>Too many users have viewed or downloaded this file recently.</body></html>"""
 
@@ -55,6 +60,21 @@ class _Handler(BaseHTTPRequestHandler):
     """Routes: /gd/download?id=ID... (Drive-like) and /hf/<repo>/resolve/main/<file>."""
 
     hits: dict[str, int] = {}
+    sent: dict[str, int] = {}  # bytes the streaming routes managed to send
+    done: dict[str, threading.Event] = {}
+
+    def _send_stream(self, key: str, total: int, block: bytes, pause: float = 0.0) -> None:
+        """Send ``total`` bytes in ``block``-sized writes until the client hangs up."""
+        self.sent[key] = 0
+        try:
+            while self.sent[key] < total:
+                self.wfile.write(block)
+                self.sent[key] += len(block)
+                time.sleep(pause)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        finally:
+            self.done.setdefault(key, threading.Event()).set()
 
     def log_message(self, *args: object) -> None:  # keep pytest output clean
         pass
@@ -94,6 +114,22 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(QUOTA_PAGE.encode(), ctype="text/html; charset=utf-8")
         if fid == "html_as_binary":  # HTML with a misleading Content-Type
             return self._send(QUOTA_PAGE.encode())
+        if fid in ("huge_stream_id", "huge_announced_id"):  # far more than the registry's size
+            self.send_response(200)
+            if fid == "huge_announced_id":
+                self.send_header("Content-Length", str(HUGE))
+            self.end_headers()
+            return self._send_stream(fid, HUGE, b"PK\x03\x04" + b"\x00" * ((64 << 10) - 4))
+        if fid == "trickle_file_id":  # a byte every 50 ms for 5 s, then the connection drops
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(GOOD)))
+            self.end_headers()
+            return self._send_stream(fid, 100, b"P", pause=0.05)
+        if fid == "redirect_id":  # to the same server under another host name
+            self.send_response(302)
+            self.send_header("Location", f"http://localhost:{self.server.server_address[1]}/gd/download?id=good_file_id_0")
+            self.end_headers()
+            return
         if fid == "stalled_file_id":
             self.send_response(200)
             self.send_header("Content-Length", str(len(GOOD)))
@@ -153,6 +189,11 @@ def registry(tmp_path: Path) -> Path:
         _entry("hf", [{"kind": "huggingface", "repo": "MCG-NJU/videomae-base", "file": "pytorch_model.bin"}]),
         _entry("known", [_gd("good_file_id_0")], sha256=GOOD_SHA, size=len(GOOD)),
         _entry("no_id", [_gd(None)]),
+        _entry("huge", [_gd("huge_stream_id")], size=KNOWN_SIZE),
+        _entry("huge_announced", [_gd("huge_announced_id")], size=KNOWN_SIZE),
+        _entry("trickle", [_gd("trickle_file_id")]),
+        _entry("redirect", [_gd("redirect_id")]),
+        _entry("redirect_known", [_gd("redirect_id")], sha256=GOOD_SHA, size=len(GOOD)),
     ]
     # Outside the destination folders the tests use (tmp_path itself), so leftovers stay countable.
     (tmp_path / "reg").mkdir()
@@ -202,6 +243,46 @@ def test_truncated_transfer_leaves_nothing(bases: str, registry: Path, tmp_path:
     assert "gdrive id=broken_file_id" in str(err.value)
     assert _leftovers(tmp_path) == []  # neither broken.pth nor .broken.pth.part-PID
     assert "broken" not in fetch.read_lock(tmp_path)
+
+
+def test_cut_transfer_reports_the_bytes_read(bases: str, registry: Path, tmp_path: Path) -> None:
+    with pytest.raises(AllSourcesFailed) as err:
+        _fetch("broken", registry, tmp_path)
+    assert f"after {len(GOOD) // 2} bytes" in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize(("name", "fid", "says"), [
+    ("huge", "huge_stream_id", f"sent more than the {KNOWN_SIZE} bytes"),  # no Content-Length
+    ("huge_announced", "huge_announced_id", f"announces {HUGE} bytes but the file has {KNOWN_SIZE}"),
+])
+def test_stream_longer_than_the_known_size_is_cut_off(bases: str, registry: Path, tmp_path: Path,
+                                                       name: str, fid: str, says: str) -> None:
+    done = _Handler.done[fid] = threading.Event()  # before the request: the handler sets this one
+    with pytest.raises(AllSourcesFailed) as err:
+        _fetch(name, registry, tmp_path)
+    assert says in str(err.value), str(err.value)
+    assert _leftovers(tmp_path) == []
+    assert done.wait(10), "the server is still sending"
+    assert _Handler.sent[fid] < HUGE // 8  # stopped at the size, not after the whole stream (socket buffers aside)
+
+
+def test_trickle_cannot_outlive_the_timeout(bases: str, registry: Path, tmp_path: Path) -> None:
+    start = time.monotonic()
+    with pytest.raises(AllSourcesFailed) as err:
+        _fetch("trickle", registry, tmp_path, timeout=1)
+    assert time.monotonic() - start < 2.5
+    assert "not complete within --timeout 1 s" in str(err.value), str(err.value)
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("name", ["redirect", "redirect_known"])
+def test_redirect_to_another_host_is_logged(bases: str, registry: Path, tmp_path: Path, name: str) -> None:
+    msgs: list[str] = []
+    assert fetch_checkpoint(name, registry, tmp_path, progress=False, log=msgs.append).read_bytes() == GOOD
+    port = bases.rsplit(":", 1)[1]
+    assert any(f"from http://localhost:{port}/gd/download?id=good_file_id_0" in m for m in msgs), msgs
+    warned = [m for m in msgs if "WARNING" in m and "another host" in m]
+    assert len(warned) == (1 if name == "redirect" else 0), msgs
 
 
 def test_wrong_hash_refused_and_removed(bases: str, registry: Path, tmp_path: Path) -> None:
