@@ -18,11 +18,14 @@ from pathlib import Path
 import numpy as np
 
 # codec name -> (container format, encoder options).
-# Why these options: deterministic, fast, small. x264 with threads=1 gives identical
-# bytes for identical input; VP9 in realtime mode with one thread likewise.
+# Why these options: deterministic, fast, small. One x264 thread is not enough: with its
+# macroblock tree, 30 encodes of the same 64x80 frames gave 7 different outputs, with
+# ``mbtree=0`` one (PyAV 18.1, AVX-512 CPU; also one with ``asm=0``, so most likely its
+# SIMD code reads unset memory). VP9 in realtime mode with one thread gives identical
+# bytes. Measurements: docs/data.md, "Determinism".
 CODECS: dict[str, tuple[str, dict[str, str]]] = {
     "libx264": ("mp4", {"preset": "veryfast", "crf": "23", "threads": "1",
-                         "x264-params": "threads=1:lookahead-threads=1:sliced-threads=0"}),
+                         "x264-params": "threads=1:lookahead-threads=1:sliced-threads=0:mbtree=0"}),
     "libvpx-vp9": ("webm", {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0",
                             "crf": "32", "b": "0", "threads": "1"}),
 }

@@ -16,8 +16,9 @@ licensed data. The generated folders look like the real downloads, so
   (shape, hue) AND motion (orbit, bounce, ...).
 
 Everything is deterministic given the seed: each video's scene is drawn from a
-generator seeded by (seed, dataset, split, class, number), and the encoders run
-single-threaded, so the same seed gives the same bytes.
+generator seeded by (seed, dataset, split, class, number), and the encoders are set
+up to give the same bytes for the same frames (far/data/encode.py: one thread, x264's
+macroblock tree off, bit-exact muxing), so the same seed gives the same bytes.
 """
 
 from __future__ import annotations
