@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import random
+import re
 import shutil
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import torch
 from far.data import sampling
 from far.data.cli import main as data_main
 from far.data.config import DataConfig
-from far.data.dataset import VideoDataset, collate, read_list
+from far.data.dataset import VideoDataset, collate, read_list, unique_videos
 from far.data.encode import reencode, write_video
 from far.data.layouts import MissingRawData, strip_brackets
 from far.data.loader import build_loader
@@ -33,7 +34,9 @@ from far.data.synth import (SSV2_PAIRS, SSV2_VIDEO_DIR, SynthSpec, generate, ren
                             sample_ssv2_scene)
 from far.data.transforms import (EvalTransform, PretrainTransform, TrainTransform, eval_crop_offsets,
                                  multi_scale_crop_box, to_normalised_tensor)
-from far.data.video import CorruptVideo, Video, decode_threads, probe
+from far.data.video import CorruptVideo, Video, decode_threads, error_text, probe
+
+TIME_OF_DAY = re.compile(r"\[\d{2}:\d{2}:\d{2}\]")  # decord's message prefix, e.g. [01:10:05]
 
 SSV2_SPEC = SynthSpec(kind="ssv2", classes=4, videos_per_class_train=3, videos_per_class_val=2,
                       height=48, width=64, frames=24, fps=12, seed=0)
@@ -268,21 +271,95 @@ def test_prepare_reports_corrupt_empty_truncated_missing(ssv2, k400, tmp_path):
     assert bad == {video(0).name: "empty", video(1).name: "truncated", video(2).name: "unreadable",
                    video(3).name: "too_small"}
     assert all(b["reason"] for b in report["unusable"]["train"])
-    assert report["missing"]["train"] == [str(video(4))]
+    assert report["missing"]["train"] == [{"path": f"{SSV2_VIDEO_DIR}/{ids[4]}.webm", "reason": "no such file"}]
     c = report["counts"]["train"]
     assert (c["annotated"], c["missing"], c["unusable"], c["listed"]) == (12, 1, 4, 7)
     listed = (out / "train.csv").read_text()
     assert all(f"/{ids[i]}.webm " not in listed for i in range(5)) and listed.count("\n") == 7
     assert json.loads((out / "report.json").read_text()) == report
 
-    # K400: an mp4 cut off loses its index (moov) and cannot be opened at all.
+    # K400: an mp4 cut off loses its index (moov) and cannot be opened at all; the
+    # reason names the likely cause, which decord's own text does not.
     k_raw = tmp_path / "k400"
     shutil.copytree(k400[0], k_raw)
     mp4 = sorted((k_raw / "val").glob("*.mp4"))[0]
-    mp4.write_bytes(mp4.read_bytes()[:3000])
+    mp4.write_bytes(mp4.read_bytes()[: mp4.stat().st_size * 30 // 100])
     k_report = prepare("k400", k_raw, tmp_path / "k_lists", progress=False)
-    assert [(Path(b["path"]).name, b["category"]) for b in k_report["unusable"]["val"]] == [(mp4.name, "unreadable")]
+    [cut] = k_report["unusable"]["val"]
+    assert (cut["path"], cut["category"]) == (f"val/{mp4.name}", "unreadable")
+    assert "moov atom not found" in cut["reason"] and "incomplete download or truncated file" in cut["reason"]
+    assert str(k_raw) not in cut["reason"]  # decord's "Error reading <path>" shortened to the file name
     assert k_report["counts"]["val"]["listed"] == 5
+
+
+def test_prepare_report_is_the_same_on_every_run(k400, tmp_path, monkeypatch):
+    """decord's messages carry the time of day; report.json must not. Paths in the report
+    are relative to ``root`` (absolute), whatever the working directory."""
+    raw = tmp_path / "raw"
+    shutil.copytree(k400[0], raw)
+    mp4 = sorted((raw / "train").glob("*.mp4"))[0]
+    data = bytearray(mp4.read_bytes())
+    data[len(data) // 2: len(data) // 2 + 3000] = bytes(3000)  # a hole: decoding fails with a DECORDError
+    mp4.write_bytes(bytes(data))
+    with pytest.raises(CorruptVideo) as err:
+        probe(mp4)
+    assert TIME_OF_DAY.search(str(err.value.__cause__))  # decord's raw text has a time of day
+    monkeypatch.chdir(tmp_path)
+    first = prepare("k400", "raw", "lists1", progress=False)
+    second = prepare("k400", Path("raw").resolve(), "lists2", progress=False)
+    assert (tmp_path / "lists1" / "report.json").read_bytes() == (tmp_path / "lists2" / "report.json").read_bytes()
+    [bad] = first["unusable"]["train"]
+    assert bad["path"] == f"train/{mp4.name}" and bad["category"] == "undecodable"
+    assert not TIME_OF_DAY.search(bad["reason"]) and ".cc:" not in bad["reason"]
+    assert first["root"] == str(raw.resolve()) and "relative to root" in first["report_paths"]
+    assert second == first
+
+
+def test_error_text_drops_time_of_day_and_source_lines():
+    class DECORDError(Exception):
+        pass
+
+    err = DECORDError("[01:10:05] /github/workspace/src/video/ffmpeg/threaded_decoder.cc:292: [01:10:05] "
+                      "/github/workspace/src/video/ffmpeg/threaded_decoder.cc:218: Check failed: x >= 0 "
+                      "(-11 vs. 0) Thread worker: Error sending packet.\n\nStack trace:\n  [bt] (0) libdecord.so")
+    assert error_text(err) == "DECORDError: Check failed: x >= 0 (-11 vs. 0) Thread worker: Error sending packet."
+    opening = RuntimeError("Error reading /data/k400/val/abc_000001_000011.mp4...")
+    shortened = error_text(opening, "/data/k400/val/abc_000001_000011.mp4")
+    assert shortened == "RuntimeError: Error reading abc_000001_000011.mp4..."
+
+
+def test_cut_mp4_reasons_name_the_likely_cause(tmp_path):
+    frames = np.random.default_rng(0).integers(0, 256, (24, 64, 80, 3), dtype=np.uint8)
+    whole = write_video(tmp_path / "whole.mp4", frames, 12)  # index (moov) at the end, as usual
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) * 30 // 100])
+    with pytest.raises(CorruptVideo) as err:
+        probe(cut)
+    assert err.value.category == "unreadable"
+    assert err.value.reason.startswith("cannot open: moov atom not found (the mp4 index is missing); likely an "
+                                       "incomplete download or truncated file: it ends at byte")
+    assert "'mdat' box" in err.value.reason and "decord: RuntimeError" in err.value.reason
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(np.random.default_rng(1).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    with pytest.raises(CorruptVideo) as err:
+        probe(garbage)
+    assert "download" not in err.value.reason  # no guess without evidence (no mp4 boxes at all)
+
+
+def test_missing_clip_with_another_extension_is_named(k400, tmp_path, capsys):
+    raw = tmp_path / "raw"
+    shutil.copytree(k400[0], raw)
+    mp4 = sorted((raw / "val").glob("*.mp4"))[0]
+    mp4.rename(mp4.with_suffix(".mkv"))
+    report = prepare("k400", raw, tmp_path / "lists", progress=False)
+    [missing] = report["missing"]["val"]
+    assert missing["path"] == f"val/{mp4.name}"
+    assert missing["reason"].startswith(f"no such file, but val/{mp4.stem}.mkv exists with another extension")
+    code = data_main(["prepare", "--dataset", "k400", "--root", str(raw), "--out", str(tmp_path / "o"), "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0 and f"missing [val] val/{mp4.name}: no such file, but val/{mp4.stem}.mkv" in out
+    assert f"paths below are relative to {raw.resolve()}" in out
 
 
 def test_truncated_mp4_with_index_at_front_is_detected(tmp_path):
@@ -355,6 +432,37 @@ def test_reencode_short_side_and_skip_done(ssv2, tmp_path):
     marker.write_bytes(b"already here")
     reencode(raw / SSV2_VIDEO_DIR / "1.webm", marker, 32)
     assert marker.read_bytes() == b"already here"
+
+
+@pytest.mark.parametrize("degrees", [-90, 90, 180])
+def test_reencode_applies_the_display_rotation(tmp_path, degrees):
+    """A phone video: landscape pixels plus a display rotation, shown (and decoded by
+    decord) upright. The re-encoded file must be upright too, with no rotation left."""
+    if not hasattr(av.video.stream.VideoStream, "set_display_rotation"):
+        pytest.skip(f"PyAV {av.__version__} cannot write a display rotation (needs set_display_rotation)")
+    src = tmp_path / "phone.mp4"
+    frame = np.full((64, 128, 3), 40, np.uint8)
+    frame[:16, :24] = 250  # a bright block in the stored picture's top-left corner
+    with av.open(str(src), "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=12)
+        stream.width, stream.height, stream.pix_fmt = 128, 64, "yuv420p"
+        stream.set_display_rotation(degrees)  # counter-clockwise, as VideoFrame.rotation reads it
+        for _ in range(6):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    shown = Video(src).frames([0])[0]
+    turned = np.rot90(frame, degrees // 90)
+    assert shown.shape == turned.shape  # decord applies the rotation
+    out = reencode(src, tmp_path / "out.mp4", 32)
+    with av.open(str(out)) as container:
+        assert next(container.decode(video=0)).rotation == 0
+    got = Video(out).frames([0])[0].astype(float)
+    # Short side 32 of the upright picture (decord 0.6 cannot return 48-px-wide frames).
+    h, w = (64, 32) if degrees % 180 else (32, 64)
+    assert got.shape == (h, w, 3)
+    expected = av.VideoFrame.from_ndarray(np.ascontiguousarray(turned), format="rgb24").reformat(
+        width=w, height=h).to_ndarray().astype(float)
+    assert np.abs(got - expected).mean() < 4  # the same picture, upright (codec noise only)
 
 
 # ---- decoding -----------------------------------------------------------------------------------
@@ -476,6 +584,28 @@ def test_dense_sampling_matches_reference(length):
     looped = sampling.dense_train(length, 16, 4, random.Random(0), "loop") if length <= 64 else None
     if looped is not None:
         assert looped.tolist() == [(4 * k) % length for k in range(16)]
+
+
+def test_sampled_indices_pinned_at_the_paper_settings():
+    """Literal indices for 16 frames: SSv2 TSN (16 segments, one frame each) on a 48-frame
+    video, K400 dense 16 x 4 on a 300-frame video (the usual K400 length)."""
+    # SSv2 test: segment starts (view 0 of 2) and segment midpoints (view 1; also a single view).
+    assert sampling.segment_test(48, 16, 0, 2).tolist() == list(range(0, 48, 3))
+    midpoints = list(range(1, 48, 3))  # int(1.5 + 3 i)
+    assert sampling.segment_test(48, 16, 1, 2).tolist() == midpoints == sampling.segment_test(48, 16, 0, 1).tolist()
+    rng = random.Random(0)
+    draws = np.array([sampling.segment_train(48, 16, rng) for _ in range(200)])
+    assert np.all(draws // 3 == np.arange(16))  # one frame in each 3-frame segment
+    assert {int(x) for x in draws[:, 5]} == {15, 16, 17}
+    # K400 train: the first and last possible 64-frame windows.
+    assert sampling.dense_train(300, 16, 4, FixedDraws([64])).tolist() == [
+        0, 4, 8, 12, 17, 21, 25, 29, 34, 38, 42, 46, 51, 55, 59, 63]
+    assert sampling.dense_train(300, 16, 4, FixedDraws([299])).tolist() == [
+        235, 239, 243, 247, 252, 256, 260, 264, 269, 273, 277, 281, 286, 290, 294, 298]
+    # K400 test: 5 evenly spaced windows of 16 frames at stride exactly 4, the first
+    # from frame 0, the last ending at the last multiple of 4.
+    for view, first in enumerate([0, 56, 116, 176, 236]):
+        assert sampling.dense_test(300, 16, 4, view, 5).tolist() == list(range(first, first + 64, 4))
 
 
 def test_eval_crop_positions_match_reference():
@@ -629,18 +759,53 @@ def test_corrupt_video_at_run_time_is_reported_and_replaced(ssv2, tmp_path, capl
     ds = VideoDataset(cfg, "train", samples=listed)
     with caplog.at_level(logging.WARNING, logger="far.data.dataset"):
         item = ds[2]
-    # Deterministic replacement: the next index that decodes (here 4), with its own label.
-    assert item["replaced"] == [(str(empty), "empty file (0 bytes)"),
-                                (str(truncated), item["replaced"][1][1])]
-    assert item["replaced"][1][1].startswith("truncated")
-    assert item["label"].tolist() == [listed[4][1]]
-    assert str(empty) in caplog.text and str(truncated) in caplog.text
-    loader = build_loader(ds, 3, train=False, seed=0)
-    replaced = [r for batch in loader for r in batch["replaced"]]
-    assert [p for p, _ in replaced] == [str(empty), str(truncated), str(truncated)]  # items 2 and 3
+        # Deterministic replacement: the next index that decodes (here 4), with its own label.
+        # Only the item's own video counts as replaced; the truncated one it stepped over
+        # is item 3's.
+        assert item["replaced"] == [(str(empty), "empty file (0 bytes)")]
+        assert item["label"].tolist() == [listed[4][1]]
+        assert str(empty) in caplog.text and str(truncated) in caplog.text
+        loader = build_loader(ds, 3, train=False, seed=0)
+        for _ in range(2):  # an epoch counts each corrupt video once
+            replaced = [r for batch in loader for r in batch["replaced"]]
+            assert [p for p, _ in replaced] == [str(empty), str(truncated)]
+            assert replaced[1][1].startswith("truncated")
+    # Logged once per video, however often it is met.
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2 and str(empty) in messages[0] and str(truncated) in messages[1]
     test_ds = VideoDataset(cfg, "test", samples=listed)
     view = test_ds[3 * cfg.num_views]  # first view of the truncated video
     assert view["video_index"] == 4 and [p for p, _ in view["replaced"]] == [str(truncated)]
+
+
+def test_unreadable_test_videos_are_counted_once(ssv2, tmp_path, caplog):
+    """far test: a corrupt video is met once per view (6 for SSv2). It must be listed once,
+    in path order, and logged once."""
+    from far.engine.evaluate import evaluate, gather, summarise
+    from far.engine.metrics import ViewRecords
+
+    raw, out, report = ssv2
+    samples = read_list(out / "val.csv", report["video_root"])
+    damaged = tmp_path / "b_damaged.webm"
+    data = bytearray(Path(samples[0][0]).read_bytes())
+    damaged.write_bytes(bytes(data[: len(data) // 2]))  # truncated
+    empty = tmp_path / "a_empty.webm"
+    empty.write_bytes(b"")
+    listed = [(str(damaged), 0)] + samples[:3] + [(str(empty), 1)] + samples[3:5]
+    cfg = small_cfg("ssv2", out, report)
+    ds = VideoDataset(cfg, "test", samples=listed)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 32 * 32, cfg.num_classes))
+    with caplog.at_level(logging.WARNING, logger="far.data.dataset"):
+        merged, bad = evaluate(model, ds, rank=0, world_size=1, batch=4, num_workers=0,
+                               device=torch.device("cpu"), dtype=torch.float32)
+    assert [p for p, _ in bad] == [str(empty), str(damaged)]  # once each, sorted
+    assert bad[0][1] == "empty file (0 bytes)" and bad[1][1].startswith("truncated")
+    assert len(caplog.records) == 2  # one warning per video, not one per view (12)
+    metrics = summarise(merged, bad, expected_videos=len(listed), clips=cfg.test_clips, crops=cfg.test_crops)
+    assert metrics["videos"] == 5 and len(metrics["unreadable"]) == 2
+    # The same video with two reasons (views failing differently) is still one video.
+    _, dedup = gather(ViewRecords.concat([]), [("b", "r2"), ("a", "x"), ("b", "r1"), ("a", "x")])
+    assert dedup == unique_videos([("b", "r1"), ("a", "x")]) == [("a", "x"), ("b", "r1")]
 
 
 def test_loader_is_deterministic_with_a_seed(ssv2):

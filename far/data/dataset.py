@@ -6,19 +6,22 @@ Train item ``i`` -> ``{"video": (num_sample, C, T, H, W) float, "label": (num_sa
 Test item ``i`` (one per video x view) -> ``{"video": (C, T, H, W), "label": int,
 "video_index": int, "view": int, "replaced": [...]}`` with ``view = clip * test_crops + crop``.
 
-Corrupt files met at run time are never skipped silently: each is logged with
-``logging.warning``, replaced by the next index (mod len) that decodes, and listed in
-the item's ``"replaced"`` field so the training loop can report per-epoch totals.
+Corrupt files met at run time are never skipped silently: each is replaced by the next
+index (mod len) that decodes and listed in the ``"replaced"`` field of its *own* items
+only (not of a neighbour's item that stepped over it while looking for a replacement),
+so a training epoch counts every corrupt video once. It is logged with
+``logging.warning`` once per process (a test item is one view, and a video has up to 15).
 For test views the replacement's own label and ``video_index`` are returned: all
 views of the corrupt video then duplicate the replacement's views, which leaves the
 replacement's per-video mean unchanged; the corrupt video is simply missing from the
-evaluation and the evaluator can count it from ``"replaced"``.
+evaluation and the evaluator counts it from ``"replaced"`` with :func:`unique_videos`.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +92,7 @@ class VideoDataset(Dataset):
         self.eval_transform = EvalTransform(cfg) if mode == "test" else None
         self._main_rng = torch.Generator().manual_seed(cfg.seed)
         self._cache: tuple[tuple[str, int], np.ndarray] | None = None
+        self._warned: set[str] = set()  # corrupt videos already logged by this process
 
     def reseed(self, seed: int) -> None:
         """Reset the item-seed stream used when loading in the main process (num_workers=0)."""
@@ -130,17 +134,21 @@ class VideoDataset(Dataset):
 
     def _decode_with_replacement(self, video_index: int, rng: random.Random | None, clip: int
                                  ) -> tuple[int, np.ndarray, list[tuple[str, str]]]:
-        replaced: list[tuple[str, str]] = []
+        """(index decoded, frames, [(path, reason)] of ``video_index``'s video if it was corrupt)."""
+        failed: list[tuple[str, str]] = []
         n = len(self.samples)
         for k in range(min(self.cfg.max_replace_tries, n)):
             j = (video_index + k) % n
             path = self.samples[j][0]
             try:
-                return j, self._decode(path, rng, clip), replaced
+                return j, self._decode(path, rng, clip), failed[:1]
             except CorruptVideo as err:
-                log.warning("corrupt video %s (%s); replaced by the next index", path, err.reason)
-                replaced.append((path, err.reason))
-        raise RuntimeError(f"{len(replaced)} consecutive corrupt videos from index {video_index}: {replaced}")
+                if path not in self._warned:
+                    self._warned.add(path)
+                    log.warning("corrupt video %s (%s); replaced by the next readable index "
+                                "(not logged again by this process)", path, err.reason)
+                failed.append((path, err.reason))
+        raise RuntimeError(f"{len(failed)} consecutive corrupt videos from index {video_index}: {failed}")
 
     # ------------------------------------------------------------------ items
 
@@ -166,6 +174,19 @@ class VideoDataset(Dataset):
         assert self.eval_transform is not None
         return {"video": self.eval_transform(frames, crop), "label": self.samples[j][1],
                 "video_index": j, "view": view, "replaced": replaced}
+
+
+def unique_videos(replaced: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """One ``(path, reason)`` per corrupt video, sorted by path.
+
+    Items report a corrupt video once per view (and per epoch); counts and reports are
+    per video. Where one video failed with several reasons (e.g. different frames per
+    view), the first reason in sorted order is kept, so the result is deterministic.
+    """
+    first: dict[str, str] = {}
+    for path, reason in sorted((str(p), str(r)) for p, r in replaced):
+        first.setdefault(path, reason)
+    return list(first.items())
 
 
 def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:

@@ -122,11 +122,31 @@ def scaled_size(width: int, height: int, short_side: int) -> tuple[int, int]:
     return new_w + new_w % 2, new_h + new_h % 2
 
 
+def quarter_turns(frame: object, src: str | Path) -> int:
+    """Counter-clockwise quarter turns that make a decoded PyAV ``frame`` upright.
+
+    Phone videos store landscape pictures plus a display rotation (the container's
+    display matrix); players and decord apply it, PyAV's decoder does not. Rotations
+    that are not a multiple of 90 degrees are refused (``ValueError`` naming ``src``).
+    """
+    if not hasattr(frame, "rotation"):
+        import av
+
+        raise EncoderUnavailable(f"PyAV {av.__version__} cannot read the display rotation of {src} "
+                                 "(VideoFrame.rotation needs PyAV >= 14); upgrade PyAV to re-encode")
+    degrees = int(frame.rotation)
+    if degrees % 90:
+        raise ValueError(f"{src}: display rotation of {degrees} degrees is not a multiple of 90")
+    return (degrees // 90) % 4
+
+
 def reencode(src: str | Path, dst: str | Path, short_side: int) -> Path:
     """Re-encode ``src`` to H.264 ``dst`` with its short side resized to ``short_side``.
 
-    Skips the work when ``dst`` already exists (it can only exist complete, since it
-    is written atomically). Frame rate is preserved.
+    The display rotation of ``src`` (phone videos) is applied to the pixels and not
+    written to ``dst``: the output is upright as decord shows the source, and the short
+    side is that of the upright picture. Skips the work when ``dst`` already exists (it
+    can only exist complete, since it is written atomically). Frame rate is preserved.
     """
     import av
 
@@ -140,20 +160,31 @@ def reencode(src: str | Path, dst: str | Path, short_side: int) -> Path:
             vin = inp.streams.video[0]
             vin.thread_type = "AUTO"
             rate = vin.average_rate or vin.guessed_rate or Fraction(25)
-            w, h = scaled_size(vin.codec_context.width, vin.codec_context.height, short_side)
-            vout = out.add_stream("libx264", rate=rate)
-            vout.width, vout.height, vout.pix_fmt = w, h, "yuv420p"
-            vout.options = dict(CODECS["libx264"][1])
+            vout = None
             n = 0
             for frame in inp.decode(vin):
+                if vout is None:  # the rotation is known from the first decoded frame
+                    turns = quarter_turns(frame, src)
+                    upright = (frame.height, frame.width) if turns % 2 else (frame.width, frame.height)
+                    w, h = scaled_size(*upright, short_side)
+                    vout = out.add_stream("libx264", rate=rate)
+                    vout.width, vout.height, vout.pix_fmt = w, h, "yuv420p"
+                    vout.options = dict(CODECS["libx264"][1])
+                if turns:
+                    # Scale in the stored orientation, then turn the small RGB picture.
+                    stored = (h, w) if turns % 2 else (w, h)
+                    rgb = frame.reformat(width=stored[0], height=stored[1], format="rgb24").to_ndarray()
+                    small = av.VideoFrame.from_ndarray(np.ascontiguousarray(np.rot90(rgb, turns)),
+                                                       format="rgb24").reformat(format="yuv420p")
+                else:
+                    small = frame.reformat(width=w, height=h, format="yuv420p")
                 # Re-timestamp: sources with odd time bases (webm ms) confuse the mp4 muxer.
-                small = frame.reformat(width=w, height=h, format="yuv420p")
                 small.pts = n
                 small.time_base = Fraction(1) / rate
                 n += 1
                 for packet in vout.encode(small):
                     out.mux(packet)
-            if n == 0:
+            if vout is None:
                 raise ValueError(f"{src}: no decodable frames")
             for packet in vout.encode():
                 out.mux(packet)

@@ -38,13 +38,28 @@ class MissingRawData(Exception):
 
 @dataclass
 class Layout:
-    """A discovered dataset: entries per split, class names, and what is missing."""
+    """A discovered dataset: entries per split, class names, and what is missing.
+
+    ``other_extension`` maps an absent video's expected path to a file of the same name
+    with another extension (a K400 clip saved as ``.mkv``, say), which the layout does
+    not accept but the report names.
+    """
 
     dataset: str
     root: Path
     classes: list[str]
     entries: dict[str, list[tuple[Path, str]]]  # split -> [(video path, class name)]
-    missing: dict[str, list[str]] = field(default_factory=dict)  # split -> listed but absent
+    missing: dict[str, list[Path]] = field(default_factory=dict)  # split -> listed but absent
+    other_extension: dict[Path, Path] = field(default_factory=dict)
+
+
+def _by_stem(files: list[Path], suffix: str) -> dict[str, Path]:
+    """Files whose suffix is not ``suffix``, by stem (the first in sorted order wins)."""
+    out: dict[str, Path] = {}
+    for p in sorted(files):
+        if p.suffix != suffix and not p.name.startswith(".") and p.is_file():
+            out.setdefault(p.stem, p)
+    return out
 
 
 def _first(root: Path, candidates: list[str]) -> Path | None:
@@ -84,7 +99,9 @@ def read_ssv2(root: str | Path) -> Layout:
     if video_dir is None:
         raise MissingRawData(f"no .webm videos found in {[str(d) for d in video_dirs]}.\n{SSV2_HOWTO}")
     entries: dict[str, list[tuple[Path, str]]] = {}
-    missing: dict[str, list[str]] = {}
+    missing: dict[str, list[Path]] = {}
+    other_extension: dict[Path, Path] = {}
+    others: dict[str, Path] | None = None  # indexed on the first absent video only
     for split, key in (("train", "train"), ("val", "validation")):
         entries[split], missing[split] = [], []
         for item in json.loads(files[key].read_text()):
@@ -94,9 +111,13 @@ def read_ssv2(root: str | Path) -> Layout:
             path = video_dir / f"{item['id']}.webm"
             if path.exists():
                 entries[split].append((path, name))
-            else:
-                missing[split].append(str(path))
-    return Layout("ssv2", root, classes, entries, missing)
+                continue
+            missing[split].append(path)
+            if others is None:
+                others = _by_stem(list(video_dir.iterdir()), ".webm")
+            if path.stem in others:
+                other_extension[path] = others[path.stem]
+    return Layout("ssv2", root, classes, entries, missing, other_extension)
 
 
 K400_SPLITS = {"train": (["train.csv"], ["train"]),
@@ -128,18 +149,24 @@ def read_k400(root: str | Path) -> Layout:
         dirs[split] = video_dir
     classes = sorted({r["label"] for split_rows in rows.values() for r in split_rows})
     entries: dict[str, list[tuple[Path, str]]] = {}
-    missing: dict[str, list[str]] = {}
+    missing: dict[str, list[Path]] = {}
+    other_extension: dict[Path, Path] = {}
     for split, split_rows in rows.items():
-        # Index every mp4 once (flat or in class sub-folders) instead of probing paths.
-        found = {p.name: p for p in dirs[split].rglob("*.mp4")}
+        # Index every file once (flat or in class sub-folders) instead of probing paths.
+        files = list(dirs[split].rglob("*"))
+        found = {p.name: p for p in files if p.suffix == ".mp4"}
+        others = _by_stem(files, ".mp4")
         entries[split], missing[split] = [], []
         for r in split_rows:
             name = f"{r['youtube_id']}_{int(float(r['time_start'])):06d}_{int(float(r['time_end'])):06d}.mp4"
             if name in found:
                 entries[split].append((found[name], r["label"]))
-            else:
-                missing[split].append(str(dirs[split] / name))
-    return Layout("k400", root, classes, entries, missing)
+                continue
+            path = dirs[split] / name
+            missing[split].append(path)
+            if path.stem in others:
+                other_extension[path] = others[path.stem]
+    return Layout("k400", root, classes, entries, missing, other_extension)
 
 
 def read_layout(dataset: str, root: str | Path) -> Layout:

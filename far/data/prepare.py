@@ -7,14 +7,17 @@ Writes into ``out``:
   the raw ``--root``, or ``out/videos`` after re-encoding. Relative paths keep the
   lists valid when the data folder moves; pass ``video_root`` as ``DataConfig.root``.
 * ``classes.json``: class name -> index.
-* ``report.json``: counts per split, missing files, and every unusable video with its
-  reason and category (empty / too_small / unreadable / undecodable / truncated,
-  checked by opening it with decord, decoding its first and last frame and comparing
-  its length with the container header). Unusable videos are left out of the lists.
-  Fields are described in docs/data.md.
+* ``report.json``: counts per split, missing files (with a note when a file of the
+  same name has another extension), and every unusable video with its reason and
+  category (empty / too_small / unreadable / undecodable / truncated, checked by
+  opening it with decord, decoding its first and last frame and comparing its length
+  with the container header). Unusable videos are left out of the lists. The paths of
+  missing and unusable videos are relative to ``root`` (the raw folder). Fields are
+  described in docs/data.md.
 
-Checking (and re-encoding) runs in a process pool. Nothing time-dependent is written,
-so the same input gives byte-identical outputs.
+Checking (and re-encoding) runs in a process pool. Nothing time-dependent is written
+(reasons are freed of decord's time of day, see far/data/video.py), so the same input
+gives byte-identical outputs.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from far.data.layouts import Layout, read_layout
-from far.data.video import CATEGORIES, CorruptVideo, probe
+from far.data.video import CATEGORIES, CorruptVideo, error_text, probe
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +47,7 @@ def check_video(path: str) -> Checked:
     except CorruptVideo as err:
         return path, None, err.reason, err.category
     except Exception as err:  # anything else decord/FFmpeg throws is also "undecodable"
-        return path, None, f"undecodable: {type(err).__name__}: {err}"[:300], "undecodable"
+        return path, None, f"undecodable: {error_text(err, path)}", "undecodable"
 
 
 def _reencode_job(job: tuple[str, str, int]) -> Checked:
@@ -55,7 +58,7 @@ def _reencode_job(job: tuple[str, str, int]) -> Checked:
         reencode(src, dst, short_side)
         return src, 1, None, None
     except Exception as err:
-        return src, None, f"re-encode failed: {type(err).__name__}: {err}"[:300], "undecodable"
+        return src, None, f"re-encode failed: {error_text(err, src)}", "undecodable"
 
 
 def _run_pool(fn: Callable[[Any], Checked], jobs: list[Any], workers: int, desc: str,
@@ -85,8 +88,18 @@ def _run_pool(fn: Callable[[Any], Checked], jobs: list[Any], workers: int, desc:
     return results
 
 
-def _relative(path: Path, base: Path) -> str:
+def _relative(path: str | Path, base: Path) -> str:
     return Path(os.path.relpath(path, base)).as_posix()
+
+
+def _missing_entry(layout: Layout, path: Path) -> dict[str, str]:
+    entry = {"path": _relative(path, layout.root), "reason": "no such file"}
+    other = layout.other_extension.get(path)
+    if other is not None:
+        entry["reason"] = (f"no such file, but {_relative(other, layout.root)} exists with another extension; "
+                           f"the {layout.dataset} layout expects {path.suffix}: convert or rename it (decord "
+                           f"detects the container from the content, not the name)")
+    return entry
 
 
 def prepare(dataset: str, root: str | Path, out: str | Path, reencode_short_side: int | None = None,
@@ -119,8 +132,10 @@ def prepare(dataset: str, root: str | Path, out: str | Path, reencode_short_side
 
     report: dict[str, Any] = {
         "dataset": dataset, "root": str(layout.root.resolve()), "video_root": str(video_root),
-        "paths": "relative to video_root", "reencode_short_side": reencode_short_side,
-        "num_classes": len(layout.classes), "counts": {}, "missing": layout.missing, "unusable": {},
+        "paths": "relative to video_root", "report_paths": "missing and unusable paths are relative to root",
+        "reencode_short_side": reencode_short_side, "num_classes": len(layout.classes), "counts": {},
+        "missing": {split: [_missing_entry(layout, p) for p in paths] for split, paths in layout.missing.items()},
+        "unusable": {},
     }
     for split, fname in (("train", "train.csv"), ("val", "val.csv")):
         lines, bad = [], []
@@ -128,7 +143,7 @@ def prepare(dataset: str, root: str | Path, out: str | Path, reencode_short_side
         for path, name in layout.entries[split]:
             n, reason, category = checked[str(path)]
             if reason is not None:
-                bad.append({"path": str(path), "category": category, "reason": reason})
+                bad.append({"path": _relative(path, layout.root), "category": category, "reason": reason})
                 by_category[category] += 1
                 continue
             lines.append(f"{_relative(targets[str(path)], video_root)} {class_index[name]}")
@@ -148,9 +163,11 @@ def summary(report: dict[str, Any]) -> Iterable[str]:
     for split, c in report["counts"].items():
         yield (f"  {split}: {c['listed']} listed of {c['annotated']} annotated "
                f"({c['missing']} missing, {c['unusable']} unusable)")
+    if any(report["missing"].values()) or any(report["unusable"].values()):
+        yield f"  paths below are relative to {report['root']}"
     for split, missing in report["missing"].items():
-        for path in missing[:10]:
-            yield f"  missing [{split}] {path}"
+        for m in missing[:10]:
+            yield f"  missing [{split}] {m['path']}" + ("" if m["reason"] == "no such file" else f": {m['reason']}")
         if len(missing) > 10:
             yield f"  ... and {len(missing) - 10} more missing in report.json"
     for split, bad in report["unusable"].items():

@@ -7,10 +7,16 @@ the frames their GOPs need), several times faster than decoding whole clips
 crashing a DataLoader worker.
 
 Truncated files: decord indexes the packets that are present, so a cut-off ``.webm``
-(or an ``.mp4`` whose index sits at the front) opens as a shorter, perfectly
-decodable video. Opening therefore also compares the decoded frame count with the
-length the container header declares (read with PyAV, ~1 ms) and rejects a video
-that lost more than :data:`TRUNCATION_TOLERANCE` of its frames.
+opens as a shorter, perfectly decodable video; a cut-off ``.mp4`` is usually refused
+(index at the end: "moov atom not found") or opens with fewer frames and fails on the
+last one (index at the front); measurements in docs/data.md. Opening therefore also
+compares the decoded frame count with the length the container header declares (read
+with PyAV, ~1 ms) and rejects a video that lost more than :data:`TRUNCATION_TOLERANCE`
+of its frames, and an mp4 that cannot be read is checked for the likely cause
+(:func:`mp4_truncation`).
+
+Reasons are stable: decord's messages carry the time of day and C++ source locations,
+which :func:`error_text` removes, so the same file gives the same reason on every run.
 
 Library order: decord and PyAV each bundle their own FFmpeg and libvpx, and decord
 loads its libraries with ``RTLD_GLOBAL``. When decord is loaded first, PyAV's VP9
@@ -22,6 +28,8 @@ first; every decord import in this package goes through it.
 from __future__ import annotations
 
 import os
+import re
+import struct
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -125,7 +133,7 @@ class Video:
             self._len = len(self._reader)
             self.fps = float(self._reader.get_avg_fps())
         except Exception as err:  # decord raises DECORDError / RuntimeError with C++ text
-            raise CorruptVideo(path, f"cannot open: {_short(err)}", "unreadable") from err
+            raise CorruptVideo(path, _failure("cannot open", err, path), "unreadable") from err
         if self._len <= 0:
             raise CorruptVideo(path, "no frames", "undecodable")
         if check_truncation:
@@ -147,15 +155,79 @@ class Video:
         try:
             batch = self._reader.get_batch(unique).asnumpy()
         except Exception as err:
-            raise CorruptVideo(self.path, f"cannot decode frames: {_short(err)}", "undecodable") from err
+            raise CorruptVideo(self.path, _failure("cannot decode frames", err, self.path), "undecodable") from err
         pos = {f: k for k, f in enumerate(unique)}
         return batch[[pos[i] for i in idx]]
 
 
-def _short(err: BaseException) -> str:
-    # decord's messages carry a long C++ backtrace; keep the first line.
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0] if text else ''}"[:300]
+# decord prefixes messages with the time of day and the C++ source line, e.g.
+# "[01:10:05] /github/workspace/src/video/video_reader.cc:83: ", sometimes twice.
+_TIME_OF_DAY = re.compile(r"\[\d{2}:\d{2}:\d{2}\]\s*")
+_SOURCE_LINE = re.compile(r"\S+\.(?:cc|cpp|cxx|h|hpp):\d+:\s*")
+
+
+def error_text(err: BaseException, path: str | Path | None = None) -> str:
+    """``Type: first line`` of a decoder exception, stable from run to run.
+
+    Drops decord's time of day and C++ source locations and the rest of its backtrace,
+    and shortens ``path`` to its file name (the reason is always reported next to the
+    path, and report.json must not change when the data folder moves).
+    """
+    lines = str(err).strip().splitlines()
+    text = _SOURCE_LINE.sub("", _TIME_OF_DAY.sub("", lines[0] if lines else "")).strip()
+    if path is not None:
+        text = text.replace(str(path), Path(path).name)
+    return f"{type(err).__name__}: {text}"[:300]
+
+
+def mp4_truncation(path: str | Path) -> str | None:
+    """The likely cause when an mp4/mov file cannot be read, from its top-level boxes.
+
+    Returns a sentence when the file ends inside a box (a cut-off download) or has no
+    ``moov`` box (FFmpeg's "moov atom not found": the index, written last by most
+    encoders, never arrived); None for other files or when the boxes look complete.
+    """
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as fh:
+            if fh.read(8)[4:8] != b"ftyp":
+                return None  # not an ISO media file
+            seen: list[str] = []
+            pos = 0
+            while pos < size:
+                fh.seek(pos)
+                header = fh.read(16)
+                if len(header) < 8:
+                    return _cut_message(size, f"a box header at byte {pos}", seen)
+                length, kind = struct.unpack(">I4s", header[:8])
+                if length == 1 and len(header) == 16:
+                    length = struct.unpack(">Q", header[8:16])[0]  # 64-bit box size
+                elif length == 0:
+                    length = size - pos  # "to the end of the file"
+                if length < 8:
+                    return None  # not a box structure we can follow
+                name = kind.decode("latin-1")
+                if pos + length > size:
+                    return _cut_message(size, f"its '{name}' box, which needs {pos + length} bytes", seen)
+                seen.append(name)
+                pos += length
+    except OSError:
+        return None
+    if "moov" not in seen:
+        return "moov atom not found (the mp4 index is missing): likely an incomplete download or truncated file"
+    return None
+
+
+def _cut_message(size: int, where: str, seen: list[str]) -> str:
+    index = "" if "moov" in seen else "moov atom not found (the mp4 index is missing); "
+    return f"{index}likely an incomplete download or truncated file: it ends at byte {size}, inside {where}"
+
+
+def _failure(action: str, err: BaseException, path: str | Path) -> str:
+    # The likely cause first: decord's own text ("Error reading x.mp4...") rarely says it.
+    cause = mp4_truncation(path)
+    text = error_text(err, path)
+    return f"{action}: {cause}; decord: {text}" if cause else f"{action}: {text}"
 
 
 def probe(path: str | Path) -> int:

@@ -67,16 +67,17 @@ def predict(model: torch.nn.Module, loader: Any, *, device: torch.device, dtype:
 
 
 def gather(records: ViewRecords, replaced: list[tuple[str, str]]) -> tuple[ViewRecords, list[tuple[str, str]]]:
-    """All ranks' records and corrupt files on every rank (identity without a process group)."""
+    """All ranks' records, and the corrupt videos (one per path, sorted) on every rank."""
     import torch.distributed as dist
 
+    from far.data.dataset import unique_videos  # one entry per video, not per view
+
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return records, sorted(set(replaced))
+        return records, unique_videos(replaced)
     parts: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(parts, (records, replaced))
     recs = ViewRecords.concat(p[0] for p in parts)
-    bad = sorted({tuple(r) for p in parts for r in p[1]})
-    return recs, bad
+    return recs, unique_videos(r for p in parts for r in p[1])
 
 
 def evaluate(model: torch.nn.Module, dataset: Any, *, rank: int, world_size: int, batch: int, num_workers: int,
