@@ -15,6 +15,7 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/mlflow.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/checkpoints.smk"
 include: "workflow/rules/finetune.smk"
@@ -31,9 +32,9 @@ include: "workflow/rules/dvc.smk"
 rule all:
     input:
         REPORT_OUTPUTS,
-        expand(RUN_DIR + "/train.json", run=RUN_IDS),
-        expand(RUN_DIR + "/test/metrics.json", run=RUN_IDS),
+        expand(RUN.summary, run=RUN_IDS),
+        expand(RUN.test_metrics, run=RUN_IDS),
         DVC_DATA,
-        RESULTS + "/complexity.json",
-        RESULTS + "/dvc_status.json",
+        LAYOUT.complexity,
+        LAYOUT.dvc_status,
     default_target: True

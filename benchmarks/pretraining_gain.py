@@ -43,9 +43,9 @@ CELL_ROWS = {"ssv2": "T7 FAR (MVD) ViT-S", "k400": "T8 FAR (MVD) ViT-S"}
 def base_run(params: str, dataset: str = "ssv2") -> tuple[dict, dict]:
     """The default grid's FAR ViT-S run config (seed 0) on ``dataset`` and the ViT-S
     pre-trainings the grid builds (name -> checkpoint path)."""
-    from far.grid import Grid, load_params, pretrain_name
+    from far.grid import Grid, pretrain_name
 
-    grid = Grid(load_params(params))
+    grid = Grid.from_file(params)
     for rid, run in grid.runs.items():
         cfg = grid.run_config(rid)
         if run.dataset == dataset and run.seed == 0 and CELL_ROWS[dataset] in cfg["tracking"]["tags"]["rows"]:
@@ -54,7 +54,7 @@ def base_run(params: str, dataset: str = "ssv2") -> tuple[dict, dict]:
                 for source in ("ssv2", "k400"):
                     name = pretrain_name(method, source, run.backbone)
                     if name in grid.pretrain_names():
-                        inits[name] = f"data/checkpoints/offline/{name}/checkpoint.pth"
+                        inits[name] = grid.layout.offline_checkpoint(name)
             return cfg, inits
     raise SystemExit(f"no {dataset} run with rows {CELL_ROWS[dataset]!r} in {params}")
 

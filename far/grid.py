@@ -9,7 +9,9 @@ expands that into:
 - pre-training jobs (offline mode) or checkpoints to fetch (paper mode);
 - for each run, the fully resolved run config that ``far train`` reads.
 
-It is imported by the Snakefile (no torch import here) and by the reports.
+It is imported by the Snakefile (no torch import here) and by the reports. Paths come
+from :mod:`far.layout`; a params file is read and validated by
+:func:`far.layout.load_params` (:meth:`Grid.from_file`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
+from far.config import ConfigError
+from far.layout import Layout, load_params, project_root
 from far.tables import DEFAULT_TABLES, Table, load_tables
 
 PAPER_BACKBONES = ("vit_s", "vit_b")
@@ -66,11 +70,18 @@ def _variant_name(model: Mapping[str, Any]) -> str:
 class Grid:
     """The expanded grid of one params file."""
 
-    def __init__(self, params: Mapping[str, Any], tables_path: str | Path = DEFAULT_TABLES):
+    def __init__(self, params: Mapping[str, Any], tables_path: str | Path = DEFAULT_TABLES, *, root: str | Path = "."):
+        """``params``: a params mapping (validated: :func:`far.layout.load_params`);
+        ``root``: the project root its relative paths are relative to."""
         self.params = dict(params)
+        self.root = Path(root)
+        self.layout = Layout(self.params["mode"])
         if "recipes" not in self.params and "recipes_file" in self.params:
             # Table 1 lives in its own file (params/recipes.yaml), shared by both modes.
-            self.params["recipes"] = load_params(self.params["recipes_file"])["recipes"]
+            self.params["recipes"] = yaml.safe_load((self.root / self.params["recipes_file"]).read_text())["recipes"]
+        for d, ds in self.params["datasets"].items():
+            if ds.get("synth") and ds.get("raw", self.layout.synthetic_raw(d)) != self.layout.synthetic_raw(d):
+                raise ConfigError(f"datasets.{d}.raw", f"must be {self.layout.synthetic_raw(d)} for a synthetic dataset")
         self.tables: dict[str, Table] = load_tables(tables_path)
         self.runs: dict[str, Run] = {}
         self._ids: dict[tuple, str] = {}
@@ -79,6 +90,33 @@ class Grid:
             if number == "1":  # Table 1 is the recipe: written from params, no runs
                 continue
             self._expand_table(self.tables[number])
+
+    @classmethod
+    def from_file(cls, path: str | Path, tables_path: str | Path = DEFAULT_TABLES) -> "Grid":
+        """The grid of a params file, validated, its paths relative to its project root.
+        Cross-field problems (a registry name that does not exist, ...) are ConfigErrors too."""
+        params = load_params(path)
+        try:
+            return cls(params, tables_path, root=project_root(path))
+        except (KeyError, ValueError) as err:
+            if isinstance(err, ConfigError):
+                raise err.in_file(path) from None
+            raise ConfigError("", str(err), str(path)) from None
+
+    def check_jobs(self) -> None:
+        """Every run config and pre-training config through the validators of ``far train``
+        and ``far pretrain``: a bad setting is refused before any job starts. The error's
+        field names the job (``run <id>: optim.layer_decay``)."""
+        from far.engine.config import run_config
+        from far.pretrain.config import config_from_dict
+
+        jobs = [(f"run {r}", run_config, self.run_config, r) for r in self.runs]
+        jobs += [(f"pre-training {p}", config_from_dict, self.pretrain_config, p) for p in self.pretrain_names()]
+        for label, build, values, name in jobs:
+            try:
+                build(values(name))
+            except ConfigError as err:
+                raise ConfigError(label, str(err)) from None
 
     # ---- expansion -------------------------------------------------------------
     def _expand_table(self, table: Table) -> None:
@@ -120,8 +158,7 @@ class Grid:
         so that the default's synthetic lists never stand in for the paper's) and ``root``
         (the video root the lists are relative to: ``root`` or else ``raw``)."""
         ds = self.params["datasets"][dataset]
-        return {"raw": ds["raw"], "prepared": prepared_dir(self.params["mode"], dataset),
-                "root": ds.get("root", ds["raw"])}
+        return {"raw": ds["raw"], "prepared": self.layout.prepared(dataset).dir, "root": ds.get("root", ds["raw"])}
 
     def missing_raw(self, datasets: Iterable[str]) -> list[str]:
         """One message per dataset of ``datasets`` whose downloaded folders (``raw``, and
@@ -134,7 +171,7 @@ class Grid:
             if ds.get("synth"):
                 continue
             for key in ("raw", "root"):
-                if key in ds and not Path(ds[key]).is_dir():
+                if key in ds and not (self.root / ds[key]).is_dir():
                     problems.append(f"datasets.{d}.{key}: folder {ds[key]!r} does not exist "
                                     f"(download the dataset there, see docs/data.md)")
         return problems
@@ -156,15 +193,15 @@ class Grid:
         src = self.pretraining_source(run.pretraining, run.dataset)
         p = self.params["pretraining"][run.pretraining]
         if p["kind"] == "offline":
-            return f"data/checkpoints/offline/{pretrain_name(run.pretraining, src, run.backbone)}/checkpoint.pth"
-        return f"data/checkpoints/{self.fetch_filename(p['checkpoints'][src][run.backbone])}"
+            return self.layout.offline_checkpoint(pretrain_name(run.pretraining, src, run.backbone))
+        return self.layout.fetched(self.fetch_filename(p["checkpoints"][src][run.backbone]))
 
     def fetch_filename(self, name: str) -> str:
         """File name under data/checkpoints/ of registry entry ``name`` (params/checkpoints.yaml)."""
         from far.fetch import load_registry  # stdlib + yaml only
 
         if not hasattr(self, "_registry"):
-            self._registry = load_registry(self.params.get("checkpoints_registry", "params/checkpoints.yaml"))
+            self._registry = load_registry(self.root / self.params.get("checkpoints_registry", "params/checkpoints.yaml"))
         if name not in self._registry:
             raise ValueError(f"pretraining.*.checkpoints: {name!r} is not in the checkpoint registry "
                              f"(known: {', '.join(sorted(self._registry))})")
@@ -202,7 +239,7 @@ class Grid:
         method, src, backbone = parse_pretrain_name(name)
         if method != "mvd":
             return {}
-        return {kind: f"data/checkpoints/offline/{pretrain_name(m, src, backbone)}/checkpoint.pth"
+        return {kind: self.layout.offline_checkpoint(pretrain_name(m, src, backbone))
                 for kind, m in (("video", "videomae"), ("image", "image_mae"))}
 
     def pretrain_config(self, name: str) -> dict[str, Any]:
@@ -217,7 +254,8 @@ class Grid:
         ds = self.params["datasets"][src]
         paths = self.dataset_paths(src)
         data = dict(ds["data"]) | dict(cfg.pop("data", {}))
-        data |= dict(train_list=f"{paths['prepared']}/train.csv", val_list=f"{paths['prepared']}/val.csv",
+        lists = self.layout.prepared(src)
+        data |= dict(train_list=lists.train, val_list=lists.val,
                      root=paths["root"], num_classes=ds["num_classes"], num_frames=model["num_frames"],
                      input_size=model["img_size"])
         tracking = {k: v for k, v in self.params.get("tracking", {}).items() if k in ("enabled", "uri", "experiment")}
@@ -243,7 +281,8 @@ class Grid:
         paths = self.dataset_paths(run.dataset)
         data = dict(ds["data"]) | recipe.pop("data", {})
         # The clip shape follows the model (16x224 in the paper, the CPU sizes' own in the default).
-        data |= dict(train_list=f"{paths['prepared']}/train.csv", val_list=f"{paths['prepared']}/val.csv",
+        lists = self.layout.prepared(run.dataset)
+        data |= dict(train_list=lists.train, val_list=lists.val,
                      root=paths["root"], num_classes=ds["num_classes"], num_frames=run.model["num_frames"],
                      input_size=run.model["img_size"])
         model = dict(run.model) | {"drop_path": recipe.pop("drop_path", run.model.get("drop_path", 0.1))}
@@ -274,11 +313,6 @@ class Grid:
 PRETRAIN_METHODS = ("videomae", "mvd", "image_mae")
 
 
-def prepared_dir(mode: str, dataset: str) -> str:
-    """Folder of a dataset's prepared lists (``far data prepare --out``)."""
-    return f"data/prepared/{mode}/{dataset}"
-
-
 def pretrain_name(method: str, dataset: str, backbone: str) -> str:
     """Folder name of an offline pre-training job: ``<method>-<dataset>-<paper backbone>``."""
     return f"{method}-{dataset}-{backbone}"
@@ -289,11 +323,6 @@ def parse_pretrain_name(name: str) -> tuple[str, str, str]:
     if len(parts) != 3 or parts[0] not in PRETRAIN_METHODS:
         raise ValueError(f"not a pre-training job name (method-dataset-backbone): {name!r}")
     return parts[0], parts[1], parts[2]
-
-
-def load_params(path: str | Path) -> dict[str, Any]:
-    """Read a params YAML (the Snakefile validates it against workflow/schemas first)."""
-    return yaml.safe_load(Path(path).read_text())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -313,7 +342,11 @@ def main(argv: list[str] | None = None) -> int:
     pc.add_argument("name")
     pc.add_argument("--out", required=True)
     args = p.parse_args(argv)
-    grid = Grid(load_params(args.params))
+    try:
+        grid = Grid.from_file(args.params)
+    except ConfigError as err:
+        print(f"far grid: {err}", file=sys.stderr)
+        return 2
     if args.cmd == "list":
         for run in grid.runs.values():
             print(run.run_id, "|", "; ".join(f"T{t} {r}" for t, r in run.rows))

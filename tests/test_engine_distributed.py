@@ -45,12 +45,13 @@ def test_no_launcher() -> None:
 
 
 def test_deepspeed_config_cpu_is_fp32() -> None:
-    from far.engine.deepspeed_setup import DeepSpeedSettings, build_config
+    from far.engine.config import DeepSpeedConfig
+    from far.engine.deepspeed_setup import build_config
 
-    cfg = build_config(micro_batch=12, accumulation=8, world_size=4, settings=DeepSpeedSettings(precision="bf16", grad_clip=1.0), gpu=False)
+    cfg = build_config(micro_batch=12, accumulation=8, world_size=4, settings=DeepSpeedConfig(precision="bf16", grad_clip=1.0), gpu=False)
     assert cfg["train_batch_size"] == 384 and cfg["gradient_accumulation_steps"] == 8
     assert "bf16" not in cfg and "fp16" not in cfg and cfg["gradient_clipping"] == 1.0
-    gpu = build_config(micro_batch=1, accumulation=1, world_size=1, settings=DeepSpeedSettings(precision="fp16"), gpu=True)
+    gpu = build_config(micro_batch=1, accumulation=1, world_size=1, settings=DeepSpeedConfig(precision="fp16"), gpu=True)
     assert gpu["fp16"]["enabled"] and gpu["fp16"]["initial_scale_power"] == 7 and gpu["gradient_clipping"] == 0.0
-    with pytest.raises(ValueError, match="zero_stage"):
-        DeepSpeedSettings(zero_stage=5)
+    with pytest.raises(ValueError, match="^zero_stage: 5 is not one of"):
+        DeepSpeedConfig(zero_stage=5)

@@ -20,7 +20,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 SNAKEMAKE = shutil.which("snakemake") or str(Path(sys.executable).parent / "snakemake")
-SCHEMA = ROOT / "workflow" / "schemas" / "params.schema.yaml"
+SCHEMA = ROOT / "far" / "schemas" / "params.schema.yaml"
 
 pytestmark = pytest.mark.skipif(not Path(SNAKEMAKE).exists(), reason="snakemake is not installed")
 
@@ -89,7 +89,7 @@ def test_wrong_config_refused_before_any_job(workdir):
     res = subprocess.run([SNAKEMAKE, "--cores", "1", "--configfile", "bad.yaml"], cwd=workdir, capture_output=True,
                          text=True, timeout=300)
     assert res.returncode != 0
-    assert "bad.yaml: field datasets.k400.views.1: 2 is not one of [1, 3]" in res.stderr, res.stderr[-2000:]
+    assert "bad.yaml: datasets.k400.views.1: 2 is not one of [1, 3]" in res.stderr, res.stderr[-2000:]
     assert not (workdir / "data").exists() and not (workdir / "results").exists()
 
 
@@ -162,14 +162,15 @@ def test_paper_dry_run_lists_every_job(workdir):
     assert counts["fetch_checkpoint"] == 6 and counts["prepare_dataset"] == 2
     assert counts["complexity"] == 1 and counts["report"] == 1
     assert "pretrain" not in counts and "synth_dataset" not in counts
-    assert counts["total"] == 121
+    assert counts["run_config"] == 54  # RUN/run.yaml, written once, read by train and test
+    assert counts["total"] == 121 + 54
 
 
 def test_default_dry_run(workdir):
     res = dry_run(workdir)
     assert res.returncode == 0, res.stderr[-3000:]
     counts = job_counts(res.stdout)
-    assert counts["train"] == counts["test"] == 54
+    assert counts["train"] == counts["test"] == counts["run_config"] == 54
     assert counts["pretrain"] == 8 and counts["synth_dataset"] == 2
 
 
@@ -268,3 +269,36 @@ def test_restore_from_dvc_leaves_nothing_to_rerun(workdir):
     assert "Nothing to be done" not in run(*smk, "-n").stdout  # the pulled data look newer
     run(*smk, "--touch")
     assert "Nothing to be done" in run(*smk, "-n").stdout
+
+
+def test_far_grid_runs_from_outside_the_repository(tmp_path):
+    """Relative paths of a params file are relative to its project root, not the cwd."""
+    r = subprocess.run([sys.executable, "-m", "far.cli", "grid", "--params", str(ROOT / "params" / "default.yaml"),
+                        "list"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len(r.stdout.splitlines()) == 54
+    out = tmp_path / "run.yaml"
+    rid = r.stdout.split(" |")[0]
+    r = subprocess.run([sys.executable, "-m", "far.cli", "grid", "--params", str(ROOT / "params" / "paper.yaml"),
+                        "list"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]  # reads params/checkpoints.yaml from the project root
+    r = subprocess.run([sys.executable, "-m", "far.cli", "grid", "--params", str(ROOT / "params" / "default.yaml"),
+                        "run-config", rid, "--out", str(out)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and yaml.safe_load(out.read_text())["seed"] in (0, 1)
+
+
+def test_layout_is_the_one_place_for_run_paths():
+    from far.layout import Layout
+    from far.reports.collect import run_files
+
+    files = Layout.run("r1")
+    assert files.summary == "results/runs/r1/train.json" and files.test_metrics == "results/runs/r1/test/metrics.json"
+    assert Layout.run("{run}").run_config == "results/runs/{run}/run.yaml"  # a Snakemake pattern
+    assert run_files("elsewhere", "r1")["test"] == Path("elsewhere/runs/r1/test/metrics.json")
+
+
+def test_lint_reports_only_the_conda_environment_lint(workdir):
+    """docs/pipeline.md says why per-rule conda environments do not apply."""
+    r = subprocess.run([SNAKEMAKE, "--lint"], cwd=workdir, capture_output=True, text=True, timeout=300)
+    lints = [line.strip() for line in (r.stdout + r.stderr).splitlines() if line.strip().startswith("* ")]
+    assert lints and all(line.startswith("* Specify a conda environment or container") for line in lints), lints

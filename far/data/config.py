@@ -1,8 +1,8 @@
 """``DataConfig``: every knob of loading, sampling and augmentation in one validated place.
 
-Built from a plain dict (a params YAML section) with :meth:`DataConfig.from_dict`; an
-unknown key or a bad value raises ``ValueError`` naming the field, so a typo in a
-config file fails loudly instead of silently falling back to a default.
+Built from a plain dict (a params YAML section) with ``far.config.from_mapping``; an
+unknown key or a bad value raises :class:`far.config.ConfigError` naming the field, so a
+typo in a config file fails loudly instead of silently falling back to a default.
 The defaults below are the reference's (VideoMAE / MVD fine-tuning, Table 1 of the
 paper) for SSv2; :func:`DataConfig.preset` gives the K400 differences.
 """
@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from typing import Any
+
+from far.config import check_choice, fail, from_mapping
 
 DATASETS = ("ssv2", "k400")
 SAMPLINGS = ("segment", "dense")
@@ -70,27 +72,15 @@ class DataConfig:
         _validate(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "DataConfig":
-        """Build from a dict; unknown keys or bad values raise ``ValueError`` naming the field."""
-        if not isinstance(values, dict):
-            raise ValueError(f"DataConfig: expected a mapping, got {type(values).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"DataConfig: unknown field(s) {unknown}; known: {sorted(known)}")
-        return cls(**values)
-
-    @classmethod
     def preset(cls, dataset: str, **overrides: Any) -> "DataConfig":
         """The reference settings for ``dataset`` ("ssv2" or "k400"), with ``overrides``."""
-        if dataset not in DATASETS:
-            raise ValueError(f"DataConfig.dataset: {dataset!r} not in {DATASETS}")
+        check_choice("dataset", dataset, DATASETS)
         base: dict[str, Any] = {"dataset": dataset}
         if dataset == "k400":
             # K400: dense 16x4 sampling, 5 clips x 3 crops, flip allowed (Table 1).
             base.update(num_classes=400, sampling="dense", test_clips=5, flip=True)
         base.update(overrides)
-        return cls.from_dict(base)
+        return from_mapping(cls, base)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form (tuples become lists) for logging / YAML."""
@@ -103,60 +93,31 @@ class DataConfig:
         return self.test_clips * self.test_crops
 
 
-def _fail(name: str, value: Any, why: str) -> None:
-    raise ValueError(f"DataConfig.{name}: {why} (got {value!r})")
-
-
 def _validate(cfg: DataConfig) -> None:
-    def check_type(name: str, types: type | tuple[type, ...]) -> Any:
-        value = getattr(cfg, name)
-        # bool is an int subclass: refuse True where a count is expected.
-        if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
-            _fail(name, value, f"expected {types}")
-        if not isinstance(value, types):
-            _fail(name, value, f"expected {types}")
-        return value
-
-    if check_type("dataset", str) not in DATASETS:
-        _fail("dataset", cfg.dataset, f"must be one of {DATASETS}")
-    if check_type("sampling", str) not in SAMPLINGS:
-        _fail("sampling", cfg.sampling, f"must be one of {SAMPLINGS}")
-    if check_type("short_video", str) not in SHORT_VIDEO_MODES:
-        _fail("short_video", cfg.short_video, f"must be one of {SHORT_VIDEO_MODES}")
-    for name in ("train_list", "val_list", "root"):
-        check_type(name, str)
+    check_choice("dataset", cfg.dataset, DATASETS)
+    check_choice("sampling", cfg.sampling, SAMPLINGS)
+    check_choice("short_video", cfg.short_video, SHORT_VIDEO_MODES)
     for name, low in (("num_classes", 1), ("num_frames", 1), ("stride", 1), ("input_size", 8),
                       ("short_side", 8), ("test_clips", 1), ("test_crops", 1), ("num_sample", 1),
                       ("randaug_magnitude", 0), ("randaug_num_ops", 0), ("max_replace_tries", 1), ("seed", 0)):
-        if check_type(name, int) < low:
-            _fail(name, getattr(cfg, name), f"must be >= {low}")
+        if getattr(cfg, name) < low:
+            fail(name, f"must be >= {low} (got {getattr(cfg, name)!r})")
     if cfg.short_side < cfg.input_size:
-        _fail("short_side", cfg.short_side, f"must be >= input_size ({cfg.input_size})")
+        fail("short_side", f"must be >= input_size ({cfg.input_size}) (got {cfg.short_side!r})")
     if cfg.test_crops not in (1, 3):
         # 1 = centre crop, 3 = left/centre/right (top/centre/bottom) as in the reference.
-        _fail("test_crops", cfg.test_crops, "must be 1 or 3")
-    if check_type("randaug_std", (int, float)) < 0:
-        _fail("randaug_std", cfg.randaug_std, "must be >= 0")
-    if not 0.0 <= check_type("reprob", (int, float)) <= 1.0:
-        _fail("reprob", cfg.reprob, "must be in [0, 1]")
-    check_type("flip", bool)
+        fail("test_crops", f"must be 1 or 3 (got {cfg.test_crops!r})")
+    if cfg.randaug_std < 0:
+        fail("randaug_std", f"must be >= 0 (got {cfg.randaug_std!r})")
+    if not 0.0 <= cfg.reprob <= 1.0:
+        fail("reprob", f"must be in [0, 1] (got {cfg.reprob!r})")
     if cfg.flip and cfg.dataset == "ssv2":
-        _fail("flip", cfg.flip, "horizontal flip changes SSv2 labels (left/right); keep it off")
-    for name, n in (("scale", 2), ("ratio", 2), ("mean", 3), ("std", 3)):
-        value = getattr(cfg, name)
-        if not isinstance(value, tuple) or len(value) != n or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
-        ):
-            _fail(name, value, f"expected {n} numbers")
+        fail("flip", "horizontal flip changes SSv2 labels (left/right); keep it off")
     if not 0 < cfg.scale[0] <= cfg.scale[1] <= 1:
-        _fail("scale", cfg.scale, "need 0 < min <= max <= 1")
+        fail("scale", f"need 0 < min <= max <= 1 (got {list(cfg.scale)})")
     if not 0 < cfg.ratio[0] <= cfg.ratio[1]:
-        _fail("ratio", cfg.ratio, "need 0 < min <= max")
-    ps = cfg.pretrain_scales
-    if not isinstance(ps, tuple) or not ps or not all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1 for v in ps
-    ):
-        _fail("pretrain_scales", ps, "expected a non-empty list of numbers in (0, 1]")
+        fail("ratio", f"need 0 < min <= max (got {list(cfg.ratio)})")
+    if not all(0 < v <= 1 for v in cfg.pretrain_scales):
+        fail("pretrain_scales", f"expected a non-empty list of numbers in (0, 1] (got {list(cfg.pretrain_scales)})")
     if any(s <= 0 for s in cfg.std):
-        _fail("std", cfg.std, "must be > 0")
-
+        fail("std", f"must be > 0 (got {list(cfg.std)})")

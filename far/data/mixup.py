@@ -1,74 +1,88 @@
-"""Mixup / CutMix for the training step (timm ``Mixup``), from a validated config.
+"""Mixup / CutMix for the training step: the ``augment`` config and timm's ``Mixup``.
 
 It acts on whole batches, so it belongs to the training loop, not to the dataset:
-``mixup = build_mixup(cfg); if mixup: video, target = mixup(video, label)``.
+``mixup = build_mixup(cfg, num_classes); if mixup: video, target = mixup(video, label)``.
 With ``mode="batch"`` timm needs an even batch; repeated augmentation (num_sample 2)
-always gives one.
+always gives one. :class:`AugmentConfig` is the one augmentation config of a run, and
+:meth:`AugmentConfig.timm_kwargs` the one place its fields become timm's arguments.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from far.config import check_choice, fail
+
+MIXUP_MODES = ("batch", "pair", "elem")
+
 
 @dataclass(frozen=True)
-class MixupConfig:
-    """Reference values (Table 1): mixup 0.8, cutmix 1.0, switch prob 0.5, smoothing 0.1."""
+class AugmentConfig:
+    """Batch-level augmentation (timm Mixup/CutMix) and label smoothing (Table 1)."""
 
-    num_classes: int
-    mixup_alpha: float = 0.8
-    cutmix_alpha: float = 1.0
+    mixup: float = 0.8  # Beta(alpha, alpha) for Mixup; 0 = off
+    cutmix: float = 1.0  # Beta(alpha, alpha) for CutMix; 0 = off
     cutmix_minmax: tuple[float, float] | None = None
-    prob: float = 1.0
-    switch_prob: float = 0.5
+    mixup_prob: float = 1.0  # probability of applying either per batch
+    switch_prob: float = 0.5  # probability of CutMix instead of Mixup when both are on
     mode: str = "batch"
     label_smoothing: float = 0.1
 
     def __post_init__(self) -> None:
-        if isinstance(self.cutmix_minmax, list):
-            object.__setattr__(self, "cutmix_minmax", tuple(self.cutmix_minmax))
-        if not isinstance(self.num_classes, int) or isinstance(self.num_classes, bool) or self.num_classes < 2:
-            raise ValueError(f"MixupConfig.num_classes: must be an int >= 2 (got {self.num_classes!r})")
-        for name in ("mixup_alpha", "cutmix_alpha"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"MixupConfig.{name}: must be >= 0 (got {getattr(self, name)!r})")
-        for name in ("prob", "switch_prob", "label_smoothing"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"MixupConfig.{name}: must be in [0, 1] (got {getattr(self, name)!r})")
-        if self.mode not in ("batch", "pair", "elem"):
-            raise ValueError(f"MixupConfig.mode: must be batch, pair or elem (got {self.mode!r})")
-        if self.cutmix_minmax is not None and len(self.cutmix_minmax) != 2:
-            raise ValueError(f"MixupConfig.cutmix_minmax: need 2 numbers (got {self.cutmix_minmax!r})")
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "MixupConfig":
-        """Build from a dict; unknown keys raise ``ValueError`` naming them."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"MixupConfig: unknown field(s) {unknown}; known: {sorted(known)}")
-        return cls(**values)
+        for f in ("mixup", "cutmix"):
+            if getattr(self, f) < 0:
+                fail(f, f"must be >= 0, got {getattr(self, f)}")
+        for f in ("mixup_prob", "switch_prob"):
+            if not 0 <= getattr(self, f) <= 1:
+                fail(f, f"must be in [0, 1], got {getattr(self, f)}")
+        if not 0 <= self.label_smoothing < 1:
+            fail("label_smoothing", f"must be in [0, 1), got {self.label_smoothing}")
+        check_choice("mode", self.mode, MIXUP_MODES)
+        mm = self.cutmix_minmax
+        if mm is not None and not 0 < mm[0] < mm[1] <= 1:
+            fail("cutmix_minmax", f"need [min, max] with 0 < min < max <= 1 or null, got {list(mm)}")
 
     @property
-    def active(self) -> bool:
-        return self.mixup_alpha > 0 or self.cutmix_alpha > 0 or self.cutmix_minmax is not None
+    def mixup_active(self) -> bool:
+        return self.mixup_prob > 0 and (self.mixup > 0 or self.cutmix > 0 or self.cutmix_minmax is not None)
+
+    def timm_kwargs(self, num_classes: int) -> dict[str, Any]:
+        """The arguments of ``timm.data.Mixup`` for this config."""
+        return dict(mixup_alpha=self.mixup, cutmix_alpha=self.cutmix, cutmix_minmax=self.cutmix_minmax,
+                    prob=self.mixup_prob, switch_prob=self.switch_prob, mode=self.mode,
+                    label_smoothing=self.label_smoothing, num_classes=num_classes)
 
 
-def build_mixup(cfg: MixupConfig | dict[str, Any]):
-    """timm ``Mixup`` for ``cfg`` (a MixupConfig or dict), or None when mixup/cutmix are off.
+class VideoMixup:
+    """timm Mixup/CutMix on (B, C, T, H, W) clips.
+
+    timm's CutMix indexes dims 2-3 as (H, W); the clip is viewed as (B, C*T, H, W) for
+    the call, so the box is the same on every frame, as in the reference's image-style
+    CutMix of video clips.
+    """
+
+    def __init__(self, mixup: Any):
+        self.mixup = mixup
+
+    def __call__(self, video: Any, label: Any) -> tuple[Any, Any]:
+        b, c, t, h, w = video.shape
+        flat = video.reshape(b, c * t, h, w)  # a view: timm mixes in place
+        flat, target = self.mixup(flat, label)
+        return flat.reshape(b, c, t, h, w), target
+
+
+def build_mixup(cfg: AugmentConfig, num_classes: int) -> VideoMixup | None:
+    """timm ``Mixup`` for ``cfg`` on video clips, or None when Mixup/CutMix are off.
 
     With it, use ``timm.loss.SoftTargetCrossEntropy`` (label smoothing is folded into the
-    soft targets); without it, plain cross-entropy with label smoothing.
+    soft targets); without it, plain cross-entropy with label smoothing. timm draws λ
+    and the boxes from ``np.random``: the training process seeds it
+    (far.engine.data.seed_process).
     """
-    if isinstance(cfg, dict):
-        cfg = MixupConfig.from_dict(cfg)
-    if not cfg.active:
+    if not cfg.mixup_active:
         return None
     import far.torchvision_compat  # noqa: F401  (must precede timm)
     from timm.data import Mixup
 
-    return Mixup(mixup_alpha=cfg.mixup_alpha, cutmix_alpha=cfg.cutmix_alpha, cutmix_minmax=cfg.cutmix_minmax,
-                 prob=cfg.prob, switch_prob=cfg.switch_prob, mode=cfg.mode,
-                 label_smoothing=cfg.label_smoothing, num_classes=cfg.num_classes)
+    return VideoMixup(Mixup(**cfg.timm_kwargs(num_classes)))

@@ -130,8 +130,11 @@ def prepare(dataset: str, root: str | Path, out: str | Path, reencode_short_side
             if ok is None:
                 checked[p] = (None, reason, cat)
 
+    # root and video_root as given (relative to the working directory when given so): the
+    # report is versioned data, and a clone elsewhere must hash to the same bytes.
     report: dict[str, Any] = {
-        "dataset": dataset, "root": str(layout.root.resolve()), "video_root": str(video_root),
+        "dataset": dataset, "root": str(Path(root)),
+        "video_root": str(out / "videos") if reencode_short_side else str(Path(root)),
         "paths": "relative to video_root", "report_paths": "missing and unusable paths are relative to root",
         "reencode_short_side": reencode_short_side, "num_classes": len(layout.classes), "counts": {},
         "missing": {split: [_missing_entry(layout, p) for p in paths] for split, paths in layout.missing.items()},

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from far.config import check_choice, fail
 from far.data.encode import check_encoder, write_video
 from far.data.layouts import strip_brackets
 
@@ -102,30 +103,28 @@ class SynthSpec:
     motion_period: float = 24.0  # K400: frames per motion cycle (mean; jittered x0.75-1.25 per video)
 
     def __post_init__(self) -> None:
-        if self.kind not in ("ssv2", "k400"):
-            raise ValueError(f"SynthSpec.kind: {self.kind!r} not in ('ssv2', 'k400')")
+        check_choice("kind", self.kind, ("ssv2", "k400"))
         if self.frames is None:
             object.__setattr__(self, "frames", DEFAULT_FRAMES[self.kind])
         limit = 2 * len(SSV2_PAIRS) if self.kind == "ssv2" else len(K400_CLASSES)
         if not 2 <= self.classes <= limit:
-            raise ValueError(f"SynthSpec.classes: must be in [2, {limit}] for {self.kind} (got {self.classes})")
+            fail("classes", f"must be in [2, {limit}] for {self.kind} (got {self.classes})")
         if self.kind == "ssv2" and self.classes % 2:
-            raise ValueError(f"SynthSpec.classes: SSv2-like classes come in pairs, need an even number "
-                             f"(got {self.classes})")
+            fail("classes", f"SSv2-like classes come in pairs, need an even number (got {self.classes})")
         for name in ("videos_per_class_train", "videos_per_class_val"):
             if getattr(self, name) < 1:
-                raise ValueError(f"SynthSpec.{name}: must be >= 1 (got {getattr(self, name)})")
+                fail(name, f"must be >= 1 (got {getattr(self, name)})")
         for name, low in (("height", 16), ("width", 16), ("frames", 2), ("fps", 1)):
             if getattr(self, name) < low:
-                raise ValueError(f"SynthSpec.{name}: must be >= {low} (got {getattr(self, name)})")
+                fail(name, f"must be >= {low} (got {getattr(self, name)})")
         for name, low, high in (("object_scale", 0.02, 0.45), ("background_contrast", 0.0, 1.0),
                                 ("motion_amplitude", 0.0, 0.45)):
             if not low <= getattr(self, name) <= high:
-                raise ValueError(f"SynthSpec.{name}: must be in [{low}, {high}] (got {getattr(self, name)})")
+                fail(name, f"must be in [{low}, {high}] (got {getattr(self, name)})")
         if self.motion_period < 2:
-            raise ValueError(f"SynthSpec.motion_period: must be >= 2 frames (got {self.motion_period})")
+            fail("motion_period", f"must be >= 2 frames (got {self.motion_period})")
         if self.height % 2 or self.width % 2:
-            raise ValueError(f"SynthSpec.height/width: must be even for yuv420p (got {self.height}x{self.width})")
+            fail("height", f"height and width must be even for yuv420p (got {self.height}x{self.width})")
 
     def class_names(self) -> list[str]:
         """Class names in generation order (SSv2: with brackets removed, as in labels.json)."""

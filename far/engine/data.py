@@ -1,8 +1,7 @@
-"""How the engine consumes :mod:`far.data`: datasets, per-epoch samplers, loaders, mixup.
+"""How the engine consumes :mod:`far.data`: datasets, per-epoch samplers, loaders, seeds.
 
 Everything here is a thin adapter over far.data's public API (``VideoDataset``,
-``build_loader``, ``build_mixup``); it adds what is specific to distributed,
-resumable training:
+``build_loader``); it adds what is specific to distributed, resumable training:
 
 * :class:`EpochSampler`: the epoch's permutation comes from ``seed + epoch`` (identical
   on every rank), is padded to a multiple of the world size and strided by rank, and can
@@ -10,9 +9,7 @@ resumable training:
 * Per-(epoch, rank) loader seeds, so augmentation differs across ranks and epochs but is
   a pure function of (seed, epoch, rank): an epoch-boundary resume replays it exactly.
 * :class:`ShardSampler` for evaluation: items ``rank, rank + W, ...``, no padding.
-* :class:`VideoMixup`: timm's CutMix indexes dims 2-3 as (H, W); videos are
-  (B, C, T, H, W), so the clip is viewed as (B, C*T, H, W) for the call. The box is then
-  the same on every frame, as in the reference's image-style CutMix of video clips.
+* :func:`seed_process`: the one seed rule of a training process.
 """
 
 from __future__ import annotations
@@ -25,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from far.engine.config import AugmentConfig, RunConfig
+from far.engine.config import RunConfig
 from far.engine.metrics import shard_indices
 
 
@@ -130,36 +127,3 @@ def eval_loader(dataset: Any, rank: int, world_size: int, batch: int, num_worker
         persistent_workers=False,
         drop_last=False,
     )
-
-
-class VideoMixup:
-    """timm Mixup/CutMix on (B, C, T, H, W) clips; None-safe builder in :func:`build_mixup`."""
-
-    def __init__(self, mixup: Any):
-        self.mixup = mixup
-
-    def __call__(self, video: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        b, c, t, h, w = video.shape
-        flat = video.reshape(b, c * t, h, w)  # a view: timm mixes in place
-        flat, target = self.mixup(flat, label)
-        return flat.reshape(b, c, t, h, w), target
-
-
-def build_mixup(aug: AugmentConfig, num_classes: int) -> VideoMixup | None:
-    from far.data.mixup import build_mixup as _build
-
-    if not aug.mixup_active:
-        return None
-    m = _build(
-        {
-            "num_classes": num_classes,
-            "mixup_alpha": aug.mixup,
-            "cutmix_alpha": aug.cutmix,
-            "cutmix_minmax": aug.cutmix_minmax,
-            "prob": aug.mixup_prob,
-            "switch_prob": aug.switch_prob,
-            "mode": aug.mode,
-            "label_smoothing": aug.label_smoothing,
-        }
-    )
-    return VideoMixup(m) if m is not None else None

@@ -23,37 +23,18 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 import far.torchvision_compat  # noqa: F401  (before anything that may import timm/torchvision)
+from far.engine.config import DeepSpeedConfig
 from far.engine.distributed import DistEnv, setup_environment
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-ZERO_STAGES = (0, 1, 2, 3)
 DEFAULT_EXTENSIONS_DIR = Path("~/.cache/far/torch_extensions").expanduser()
-
-
-@dataclass(frozen=True)
-class DeepSpeedSettings:
-    """What a run config says about DeepSpeed (the ``deepspeed`` section)."""
-
-    zero_stage: int = 0
-    precision: str = "auto"
-    grad_clip: float | None = None  # max global grad norm; None = no clipping (reference)
-
-    def __post_init__(self) -> None:
-        if self.zero_stage not in ZERO_STAGES:
-            raise ValueError(f"deepspeed.zero_stage: {self.zero_stage!r} not in {ZERO_STAGES}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"deepspeed.precision: {self.precision!r} not in {PRECISIONS}")
-        if self.grad_clip is not None and not (isinstance(self.grad_clip, (int, float)) and self.grad_clip > 0):
-            raise ValueError(f"deepspeed.grad_clip: must be a positive number or null, got {self.grad_clip!r}")
 
 
 def on_gpu() -> bool:
@@ -77,7 +58,7 @@ def build_config(
     micro_batch: int,
     accumulation: int,
     world_size: int,
-    settings: DeepSpeedSettings,
+    settings: DeepSpeedConfig,
     gpu: bool | None = None,
 ) -> dict[str, Any]:
     """The DeepSpeed JSON config.

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from far.engine.metrics import Merged, ViewRecords, accuracy, merge_views, topk_correct
+from far.layout import TEST_METRICS, TEST_PREDICTIONS, RunFiles
 
 log = logging.getLogger(__name__)
 
@@ -160,17 +161,17 @@ def run_test(run: Any, checkpoint: str | Path, out: str | Path, *, progress: boo
     metrics |= {"checkpoint": str(checkpoint), "world_size": d.world_size, "wall_s": time.perf_counter() - t0}
     if d.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        write_predictions(out / "predictions.csv", merged, dataset.samples)
+        write_predictions(out / TEST_PREDICTIONS, merged, dataset.samples)
         if bad:
             log.warning("%d unreadable video(s) left out of the test: %s", len(bad), ", ".join(p for p, _ in bad[:5]))
         tracker = make_tracker(run.tracking.enabled, run.tracking.uri, run.tracking.experiment,
                                run.tracking.run_name, mlflow_run_id, True)
         metrics["mlflow_run_id"] = tracker.run_id
-        _write_json(out / "metrics.json", metrics)
+        _write_json(out / TEST_METRICS, metrics)
         tracker.log_metrics({"test/top1": metrics["top1"], "test/top5": metrics["top5"],
                              "test/videos": metrics["videos"], "test/unreadable": len(bad)})
-        tracker.log_artifact(out / "metrics.json", "test")
-        tracker.log_artifact(out / "predictions.csv", "test")
+        tracker.log_artifact(out / TEST_METRICS, "test")
+        tracker.log_artifact(out / TEST_PREDICTIONS, "test")
         tracker.end()
         log.info("test: top-1 %.2f  top-5 %.2f  (%d videos x %d views, %d unreadable)", metrics["top1"],
                  metrics["top5"], metrics["videos"], metrics["views"], len(bad))
@@ -194,7 +195,7 @@ def _json_default(x: Any) -> Any:
 
 def _mlflow_run_of(checkpoint: Path) -> str | None:
     """The MLflow run of the fine-tune that wrote ``checkpoint`` (its train.json), if any."""
-    info = checkpoint.parent / "train.json"
+    info = Path(RunFiles(str(checkpoint.parent)).summary)
     try:
         return json.loads(info.read_text()).get("mlflow_run_id")
     except (OSError, ValueError):
@@ -225,13 +226,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run = load_run_config(args.config)
         if args.clips or args.crops:
-            from far.engine.config import RunConfig
+            from far.engine.config import run_config
 
             d = run.to_dict()
             d["test"] |= {k: v for k, v in (("clips", args.clips), ("crops", args.crops)) if v}
-            run = RunConfig.from_dict(d)
+            run = run_config(d)
     except ConfigError as err:
-        print(f"far test: {args.config}: {err}", file=sys.stderr)
+        print(f"far test: {err if err.source else err.in_file(args.config)}", file=sys.stderr)
         return 2
     ckpt = Path(args.checkpoint)
     if not ckpt.is_file():

@@ -40,6 +40,7 @@ import torch
 import yaml
 
 from far.engine.config import ConfigError, RunConfig
+from far.layout import RunFiles
 
 log = logging.getLogger(__name__)
 
@@ -104,19 +105,19 @@ def data_version(run: RunConfig) -> str:
     return h.hexdigest()[:12]
 
 
-def _write_history(out: Path, history: list[dict[str, Any]]) -> None:
+def _write_history(files: RunFiles, history: list[dict[str, Any]]) -> None:
     """history.csv and metrics.jsonl, rewritten whole from the checkpointed history (never
     appended: an epoch redone after a crash must not appear twice)."""
-    tmp = out / ".history.csv.tmp"
+    tmp = Path(files.dir) / ".history.csv.tmp"
     with tmp.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=HISTORY_FIELDS, extrasaction="ignore")
         w.writeheader()
         for row in history:
             w.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in HISTORY_FIELDS})
-    tmp.replace(out / "history.csv")
-    tmp = out / ".metrics.jsonl.tmp"
+    tmp.replace(files.history)
+    tmp = Path(files.dir) / ".metrics.jsonl.tmp"
     tmp.write_text("".join(json.dumps(row) + "\n" for row in history))
-    tmp.replace(out / "metrics.jsonl")
+    tmp.replace(files.metrics)
 
 
 def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resume: bool = True,
@@ -133,8 +134,8 @@ def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resu
     from far.checkpoints import load_checkpoint, save_finetuned
     from far.engine import deepspeed_setup as dss
     from far.engine import state as es
-    from far.engine.data import (EpochSampler, build_mixup, derived_seed, eval_dataset, seed_process, train_dataset,
-                                 train_loader)
+    from far.data.mixup import build_mixup
+    from far.engine.data import EpochSampler, derived_seed, eval_dataset, seed_process, train_dataset, train_loader
     from far.engine.distributed import all_mean, all_sum, barrier
     from far.engine.evaluate import evaluate, run_test
     from far.engine.optim import Schedule, apply_lr, build_optimizer, scaled_lr
@@ -142,6 +143,7 @@ def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resu
     from far.models import build_model
 
     out = Path(out)
+    files = RunFiles(str(out))
     t_start = time.perf_counter()
     d = dss.init_distributed()
     main, rank, world = d.is_main, d.rank, d.world_size
@@ -170,14 +172,14 @@ def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resu
     sampler = EpochSampler(len(dataset), seed=run.seed, rank=rank, world_size=world)
     steps_per_epoch = (sampler.per_rank // batch.micro) // batch.accumulation
     if steps_per_epoch < 1:
-        raise ConfigError(f"batch.total: {batch.total} videos per step but the training list has only "
-                          f"{len(dataset)} videos ({dc.train_list})")
+        raise ConfigError("batch.total", f"{batch.total} videos per step but the training list has only "
+                                         f"{len(dataset)} videos ({dc.train_list})")
     peak_lr = scaled_lr(run.optim.base_lr, batch.total)
     sched = Schedule.from_config(run.optim, peak_lr, steps_per_epoch)
     optimizer = build_optimizer(model, run.optim, peak_lr)
     clips_per_micro = batch.micro * dc.num_sample
     ds_config = dss.build_config(micro_batch=clips_per_micro, accumulation=batch.accumulation, world_size=world,
-                                 settings=run.deepspeed.settings())
+                                 settings=run.deepspeed)
     engine, ds_opt = dss.initialize(model, optimizer, ds_config)
     dtype = dss.input_dtype(ds_config)
     mixup = build_mixup(run.augment, mc.num_classes)
@@ -206,7 +208,7 @@ def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resu
     trainer.mlflow_run_id = tracker.run_id if main else trainer.mlflow_run_id
     n_params = sum(p.numel() for p in model.parameters())
     if main:
-        (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+        Path(files.config).write_text(yaml.safe_dump(resolved, sort_keys=False))
         derived = {"batch.resolved_total": batch.total, "batch.resolved_micro": batch.micro,
                    "batch.resolved_accumulation": batch.accumulation, "world_size": world,
                    "steps_per_epoch": steps_per_epoch, "peak_lr": peak_lr, "precision": dss.precision_of(ds_config),
@@ -216,7 +218,7 @@ def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resu
                                                     "git_commit": git_commit(Path(__file__).resolve().parent), "data_version": data_version(run),
                                                     "init": run.init or "random",
                                                     "resumed_from_epoch": resumed_from[0] if resumed_from else None})
-        tracker.log_artifact(out / "config.yaml")
+        tracker.log_artifact(files.config)
     # Whatever the set-up above drew from the global RNGs (MLflow, config resolution) must
     # not shift training: restart from the state the checkpoint (or the seed) defines.
     es.set_rng_state(rng_at_start)
@@ -308,7 +310,7 @@ def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resu
             trainer.epoch, trainer.step_in_epoch, trainer.global_step = epoch + 1, 0, (epoch + 1) * steps_per_epoch
             trainer.partial_epoch = {}
             if main:
-                _write_history(out, trainer.history)
+                _write_history(files, trainer.history)
                 tracker.log_metrics({"train/loss": train_loss, "train/lr": lr, "train/clips_per_s": row["clips_per_s"],
                                      "train/replaced_videos": replaced}
                                     | ({"val/top1": row["val_top1"], "val/top5": row["val_top5"]}
@@ -330,13 +332,13 @@ def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resu
 
         # ---- the result ----
         if main:
-            save_finetuned(engine.module, out / "model.pth", epoch=run.optim.epochs, seed=run.seed,
+            save_finetuned(engine.module, files.model, epoch=run.optim.epochs, seed=run.seed,
                            run_config=resolved, mlflow_run_id=trainer.mlflow_run_id)
         barrier()
         test_metrics = None
         if run.test.run_at_end:
             tracker.end("FINISHED")  # run_test reopens the same MLflow run for the test metrics
-            test_metrics = run_test(run, out / "model.pth", out / "test", progress=show,
+            test_metrics = run_test(run, files.model, files.test_dir, progress=show,
                                     mlflow_run_id=trainer.mlflow_run_id)
             tracker = make_tracker(run.tracking.enabled, run.tracking.uri, run.tracking.experiment,
                                    run.tracking.run_name, trainer.mlflow_run_id, main)
@@ -363,11 +365,11 @@ def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resu
         if main:
             tracker.log_metrics({"final/train_loss": summary["train_loss"], "final/wall_s": summary["wall_s"]},
                                 summary["steps"])
-            tmp = out / ".train.json.tmp"
+            tmp = Path(files.dir) / ".train.json.tmp"
             tmp.write_text(json.dumps(summary, indent=2))
-            tmp.replace(out / "train.json")
-            for name in ("history.csv", "train.json"):
-                tracker.log_artifact(out / name)
+            tmp.replace(files.summary)
+            for path in (files.history, files.summary):
+                tracker.log_artifact(path)
         barrier()
         status = "FINISHED"
         return summary
@@ -400,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run = load_run_config(args.config)
     except ConfigError as err:
-        print(f"far train: {args.config}: {err}", file=sys.stderr)
+        print(f"far train: {err}", file=sys.stderr)
         return 2
     if run.init and not Path(run.init).is_file():
         print(f"far train: {args.config}: init: checkpoint {run.init} does not exist", file=sys.stderr)
@@ -411,7 +413,10 @@ def main(argv: list[str] | None = None) -> int:
     except Preempted as err:
         log.warning("%s; start the same command again to resume", err)
         return EXIT_PREEMPTED
-    except (ConfigError, CheckpointError) as err:
+    except ConfigError as err:  # found once the job knows its world size and data
+        print(f"far train: {err.in_file(args.config)}", file=sys.stderr)
+        return 2
+    except CheckpointError as err:
         print(f"far train: {err}", file=sys.stderr)
         return 2
     return 0

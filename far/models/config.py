@@ -4,7 +4,7 @@ A config is built from a mapping (a YAML section of ``params/``) by :func:`model
 ``backbone`` picks a size preset, ``variant`` a preset of the method (``baseline`` =
 the VideoMAE/MVD fine-tuning ViT, ``far`` = HSDA + token-group interaction +
 group-averaged classifier), and any other key overrides one field. Unknown keys and
-bad values are refused with a message naming the field.
+bad values are refused with a message naming the field (far.config's format).
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping
+
+from far.config import fail, from_mapping
 
 ATTENTION_PATTERNS = (
     "global",
@@ -107,10 +109,6 @@ class ModelConfig:
         _validate(self)
 
 
-def _fail(name: str, msg: str) -> None:
-    raise ValueError(f"model config field {name!r}: {msg}")
-
-
 def _validate(c: ModelConfig) -> None:
     for name, choices in [
         ("attention", ATTENTION_PATTERNS),
@@ -124,39 +122,39 @@ def _validate(c: ModelConfig) -> None:
         ("tgi_impl", TGI_IMPLS),
     ]:
         if getattr(c, name) not in choices:
-            _fail(name, f"{getattr(c, name)!r} is not one of {', '.join(choices)}")
+            fail(name, f"{getattr(c, name)!r} is not one of {', '.join(choices)}")
     for name in ("img_size", "num_frames", "tubelet_size", "patch_size", "embed_dim", "depth", "num_heads", "num_classes"):
         if not isinstance(getattr(c, name), int) or getattr(c, name) <= 0:
-            _fail(name, f"must be a positive integer, got {getattr(c, name)!r}")
+            fail(name, f"must be a positive integer, got {getattr(c, name)!r}")
     if c.img_size % c.patch_size:
-        _fail("img_size", f"{c.img_size} is not a multiple of patch_size {c.patch_size}")
+        fail("img_size", f"{c.img_size} is not a multiple of patch_size {c.patch_size}")
     if c.num_frames % c.tubelet_size:
-        _fail("num_frames", f"{c.num_frames} is not a multiple of tubelet_size {c.tubelet_size}")
+        fail("num_frames", f"{c.num_frames} is not a multiple of tubelet_size {c.tubelet_size}")
     if c.embed_dim % c.num_heads:
-        _fail("embed_dim", f"{c.embed_dim} is not divisible by num_heads {c.num_heads}")
+        fail("embed_dim", f"{c.embed_dim} is not divisible by num_heads {c.num_heads}")
     if c.pos_embed == "mvd" and c.embed_dim % 16:
-        _fail("pos_embed", "the MVD 3-D sin-cos embedding needs embed_dim divisible by 16")
+        fail("pos_embed", "the MVD 3-D sin-cos embedding needs embed_dim divisible by 16")
     if len(c.head_ratio) != 2 or min(c.head_ratio) < 1:
-        _fail("head_ratio", f"must be two positive integers global:other, got {c.head_ratio!r}")
+        fail("head_ratio", f"must be two positive integers global:other, got {c.head_ratio!r}")
     if c.attention.startswith("head_split"):
         g, o = c.head_ratio
         if c.num_heads % (g + o):
-            _fail("head_ratio", f"{g}:{o} does not divide num_heads {c.num_heads}")
+            fail("head_ratio", f"{g}:{o} does not divide num_heads {c.num_heads}")
     for name in ("drop_path", "attn_drop", "head_drop"):
         if not 0.0 <= getattr(c, name) < 1.0:
-            _fail(name, f"must be in [0, 1), got {getattr(c, name)!r}")
+            fail(name, f"must be in [0, 1), got {getattr(c, name)!r}")
     if c.tgi != "none":
         width = c.embed_dim // c.tgi_reduction
         if c.embed_dim % c.tgi_reduction:
-            _fail("tgi_reduction", f"{c.tgi_reduction} does not divide embed_dim {c.embed_dim}")
+            fail("tgi_reduction", f"{c.tgi_reduction} does not divide embed_dim {c.embed_dim}")
         if c.tgi_groups != "heads" and (not isinstance(c.tgi_groups, int) or c.tgi_groups < 1):
-            _fail("tgi_groups", f"must be 'heads' or a positive integer, got {c.tgi_groups!r}")
+            fail("tgi_groups", f"must be 'heads' or a positive integer, got {c.tgi_groups!r}")
         if width % c.tgi_num_groups:
-            _fail("tgi_groups", f"{c.tgi_num_groups} groups do not divide the bottleneck width {width}")
+            fail("tgi_groups", f"{c.tgi_num_groups} groups do not divide the bottleneck width {width}")
     needs_groups = c.attention in ("sparse_dense", "head_split_sparse_dense") or c.classifier == "group_mean"
     t, h, w = c.grid
     if needs_groups and h * w < 2:
-        _fail("img_size", "the checkerboard groups need at least 2 spatial positions")
+        fail("img_size", "the checkerboard groups need at least 2 spatial positions")
 
 
 # Backbone sizes. ViT-S/ViT-B as in the paper; the CPU sizes keep heads divisible by
@@ -194,15 +192,15 @@ def model_config(spec: Mapping[str, Any] | ModelConfig | None = None, **override
     variant = spec.pop("variant", None)
     if backbone is not None:
         if backbone not in BACKBONES:
-            _fail("backbone", f"{backbone!r} is not one of {', '.join(BACKBONES)}")
+            fail("backbone", f"{backbone!r} is not one of {', '.join(BACKBONES)}")
         values |= BACKBONES[backbone]
     if variant is not None:
         if variant not in VARIANTS:
-            _fail("variant", f"{variant!r} is not one of {', '.join(VARIANTS)}")
+            fail("variant", f"{variant!r} is not one of {', '.join(VARIANTS)}")
         values |= VARIANTS[variant]
     unknown = sorted(set(spec) - _FIELDS)
     if unknown:
-        _fail(unknown[0], f"unknown field (known: backbone, variant, {', '.join(sorted(_FIELDS))})")
+        fail(unknown[0], f"unknown key (known: backbone, variant, {', '.join(sorted(_FIELDS))})")
     values |= spec
     if "head_ratio" in values:
         ratio = values["head_ratio"]
@@ -211,5 +209,5 @@ def model_config(spec: Mapping[str, Any] | ModelConfig | None = None, **override
         try:
             values["head_ratio"] = tuple(int(r) for r in ratio)
         except (TypeError, ValueError):
-            _fail("head_ratio", f"must look like [1, 1] or '1:1', got {ratio!r}")
-    return ModelConfig(**values)
+            fail("head_ratio", f"must look like [1, 1] or '1:1', got {ratio!r}")
+    return from_mapping(ModelConfig, values)

@@ -13,7 +13,8 @@ from typing import Any, Mapping
 import torch
 from torch.utils.data import Dataset
 
-from far.pretrain.losses import IMAGENET_MEAN, IMAGENET_STD
+from far.config import ConfigError, from_mapping
+from far.data.config import IMAGENET_MEAN, IMAGENET_STD
 
 
 class ToyClips(Dataset):
@@ -68,25 +69,20 @@ def build_source(data: Mapping[str, Any], *, num_frames: int, img_size: int, see
         if data:
             raise ValueError(f"pretrain config field 'data.{sorted(data)[0]}': not allowed with random_clips")
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"pretrain config field 'data.random_clips': must be a positive integer, got {n!r}")
+            raise ConfigError("data.random_clips", f"must be a positive integer, got {n!r}")
         return ToyClips(n, num_frames, img_size, seed)
-    try:
-        from far.data.config import DataConfig
-    except ImportError as err:  # pragma: no cover - far.data is part of the package
-        raise RuntimeError("far.data is not available: use data: {random_clips: N}") from err
+    from far.data.config import DataConfig
+
     finetune_only = sorted(set(data) & FINETUNE_ONLY_FIELDS)
     if finetune_only:
-        raise ValueError(f"pretrain config field 'data.{finetune_only[0]}': a fine-tuning augmentation setting; "
-                         "pre-training clips get VideoMAE's multi-scale crop only (data.pretrain_scales)")
+        raise ConfigError(f"data.{finetune_only[0]}", "a fine-tuning augmentation setting; pre-training clips get "
+                                                      "VideoMAE's multi-scale crop only (data.pretrain_scales)")
     data.setdefault("num_frames", num_frames)
     data.setdefault("input_size", img_size)
-    try:
-        dcfg = DataConfig.from_dict(data)
-    except ValueError as err:
-        raise ValueError(f"pretrain config field 'data': {err}") from err
+    dcfg = from_mapping(DataConfig, data, "data")
     if dcfg.num_frames != num_frames or dcfg.input_size != img_size:
-        raise ValueError(f"pretrain config field 'data': clips of {dcfg.num_frames}x{dcfg.input_size}x{dcfg.input_size} "
-                         f"do not fit the model's {num_frames}x{img_size}x{img_size}")
+        raise ConfigError("data", f"clips of {dcfg.num_frames}x{dcfg.input_size}x{dcfg.input_size} "
+                                  f"do not fit the model's {num_frames}x{img_size}x{img_size}")
     return _far_data_train_set(dcfg)
 
 

@@ -26,25 +26,10 @@ import far.torchvision_compat  # noqa: F401  (must precede timm)
 from timm.layers import trunc_normal_
 
 from far.models.config import ModelConfig, model_config
+from far.pretrain.config import encoder_config
 from far.models.layout import TokenLayout
 from far.models.pos_embed import position_embedding, sincos_1d_interleaved
 from far.models.vit import Block, FARVisionTransformer
-
-
-def encoder_config(model: Mapping[str, Any] | ModelConfig, *, pos_embed: str, drop_path: float = 0.0,
-                   image: bool = False) -> ModelConfig:
-    """The pre-training encoder's ModelConfig: baseline ViT, natural token order.
-
-    ``image=True`` makes the single-frame encoder of the image-MAE teacher
-    (num_frames = tubelet_size = 1: a (1, 16, 16) Conv3d = a 2-D patch embedding).
-    """
-    spec = model.to_dict() if isinstance(model, ModelConfig) else dict(model)
-    spec.pop("variant", None)
-    over: dict[str, Any] = dict(variant="baseline", token_order="natural", pos_embed=pos_embed, drop_path=drop_path,
-                                tgi="none", classifier="global_mean", attention="global")
-    if image:
-        over |= dict(num_frames=1, tubelet_size=1)
-    return model_config(spec, **over)
 
 
 def _xavier_init(m: nn.Module) -> None:

@@ -22,16 +22,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from far.pretrain.config import PretrainConfig
+from far.layout import PRETRAIN_CHECKPOINT, PRETRAIN_METRICS
+from far.pretrain.config import PretrainConfig, encoder_config
 from far.pretrain.export import mvd_state, save_official, videomae_state
 from far.pretrain.losses import distillation_loss, pixel_targets, reconstruction_loss
 from far.pretrain.masking import TubeMaskGenerator
 from far.pretrain.models import (FrozenTeachers, MVDPretrainModel, PretrainEncoder, VideoMAEPretrainModel,
-                                 encoder_config, encoder_from_pretrain_state, feature_targets)
+                                 encoder_from_pretrain_state, feature_targets)
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_NAME = "checkpoint.pth"
+CHECKPOINT_NAME = PRETRAIN_CHECKPOINT
 
 
 @dataclass
@@ -188,9 +189,8 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, teacher_video: str | Path 
     copies = int(getattr(getattr(source, "cfg", None), "num_sample", 1))  # repeated augmentation
 
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, foreach=False)
-    settings = dss.DeepSpeedSettings(**cfg.deepspeed)
     ds_config = dss.build_config(micro_batch=cfg.batch * copies, accumulation=1, world_size=dist_env.world_size,
-                                 settings=settings)
+                                 settings=cfg.deepspeed)
     engine, ds_opt = dss.initialize(model, optimizer, ds_config)
     dtype = dss.input_dtype(ds_config)
     if teachers is not None:
@@ -279,9 +279,9 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, teacher_video: str | Path 
                     "epoch_loss": result.epoch_loss}
             save_official(export_state(cfg, engine), out / CHECKPOINT_NAME, epoch=cfg.epochs, args=cfg.to_dict(),
                           method=cfg.method, **info)
-            (out / "metrics.json").write_text(json.dumps(result.to_dict(), indent=2))
+            (out / PRETRAIN_METRICS).write_text(json.dumps(result.to_dict(), indent=2))
             tracker.log_metrics({"final/loss": result.epoch_loss[-1], "final/wall_s": result.wall_s}, result.steps)
-            tracker.log_artifact(out / "metrics.json")
+            tracker.log_artifact(out / PRETRAIN_METRICS)
         barrier()
         status = "FINISHED"
         return result

@@ -21,6 +21,7 @@ from typing import Any, Mapping
 import pandas as pd
 
 from far.grid import Grid
+from far.layout import project_root
 from far.reports.collect import SPREAD_TEXT, Results, collect, load_complexity
 from far.reports.figures import build_figures
 from far.reports.formats import Rendered
@@ -48,7 +49,7 @@ def build_report(params: Mapping[str, Any], results_dir: str | Path, out: str | 
     and the README lists what is absent (``far report --strict`` refuses instead).
     """
     out = Path(out)
-    grid = Grid(params, tables_path)
+    grid = Grid(params, tables_path, root=project_root(params_path) if params_path else ".")
     results = collect(grid, results_dir)
     complexity = load_complexity(complexity_path)
     rendered = build_tables(grid, results, complexity)

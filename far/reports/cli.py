@@ -13,7 +13,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from far.grid import Grid, load_params
+from far.config import ConfigError
+from far.grid import Grid
+from far.layout import load_params, project_root
 from far.reports.collect import collect
 from far.tables import DEFAULT_TABLES
 
@@ -30,9 +32,14 @@ def main(argv: list[str] | None = None) -> int:
                    "complexity JSON is missing")
     args = p.parse_args(argv)
 
-    params = load_params(args.params)
+    try:
+        params = load_params(args.params)
+    except ConfigError as err:
+        print(f"far report: {err}", file=sys.stderr)
+        return 2
     if args.strict:
-        missing = collect(Grid(params, args.tables_file), args.results).missing_files()
+        grid = Grid(params, args.tables_file, root=project_root(args.params))
+        missing = collect(grid, args.results).missing_files()
         if args.complexity is None or not Path(args.complexity).is_file():
             missing.append(f"{args.complexity or '--complexity FILE'} (absent)")
         if missing:

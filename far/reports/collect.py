@@ -28,6 +28,7 @@ from typing import Any
 import pandas as pd
 
 from far.grid import Cell, Grid, Run
+from far.layout import Layout
 
 SPREAD_NAME = "half-range"
 SPREAD_TEXT = "mean ± half-range over seeds, half-range = (max − min) / 2"
@@ -37,8 +38,8 @@ HISTORY_COLUMNS = ("epoch", "step", "train_loss", "lr", "clips_per_s", "val_top1
 
 def run_files(results_dir: str | Path, run_id: str) -> dict[str, Path]:
     """The three files a finished run leaves, by role (train, history, test)."""
-    d = Path(results_dir) / "runs" / run_id
-    return {"train": d / "train.json", "history": d / "history.csv", "test": d / "test" / "metrics.json"}
+    f = Layout.run(run_id, results_dir)
+    return {"train": Path(f.summary), "history": Path(f.history), "test": Path(f.test_metrics)}
 
 
 @dataclass

@@ -5,10 +5,9 @@ import re
 import shlex
 import sys
 
-import yaml
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
+from far.config import ConfigError
 from far.grid import Grid, parse_pretrain_name
 
 # Exactly one params file: `--configfile` replaces params/default.yaml (Snakemake's own
@@ -22,43 +21,19 @@ if workflow.config_settings.config:
         "(copy params/default.yaml, edit it, and pass it with --configfile)"
     )
 PARAMS_FILE = os.path.relpath(_given[0]) if _given else "params/default.yaml"
-PARAMS_ARG = shlex.quote(PARAMS_FILE)  # every value pasted into a shell command is quoted
-if not _given:
-    config.update(yaml.safe_load(open(PARAMS_FILE)))
+# The params file through far's own loader (JSON Schema, then the grid's cross-field
+# checks): errors read "<file>: <dotted.field>: <problem>".
 try:
-    validate(config, "../schemas/params.schema.yaml")
-except WorkflowError as err:  # restate jsonschema's report as "field: problem"
-    text = str(err)
-    where = re.search(r"On instance((?:\[[^\]]+\])*)", text)
-    what = re.search(r"ValidationError: (.*)", text)
-    field = ".".join(re.findall(r"\['?([^'\]]+)'?\]", where.group(1))) if where and where.group(1) else "(top level)"
-    raise WorkflowError(
-        f"{PARAMS_FILE}: field {field}: {what.group(1) if what else text} "
-        "(checked against workflow/schemas/params.schema.yaml)"
-    ) from None
-try:
-    GRID = Grid(config)
-except (KeyError, ValueError) as err:  # cross-field problems the schema cannot see
-    raise WorkflowError(f"{PARAMS_FILE}: {err}") from err
-if workflow.is_main_process:
-    # Every run config and pre-training config through the validators of `far train` /
-    # `far pretrain` (field-named errors), before any job starts. Cluster jobs re-read the
-    # Snakefile: they skip this (it imports torch).
-    from far.engine.config import ConfigError, RunConfig
-    from far.pretrain.config import config_from_dict
-
-    for _run in GRID.runs:
-        try:
-            RunConfig.from_dict(GRID.run_config(_run))
-        except (ConfigError, ValueError) as err:
-            raise WorkflowError(f"{PARAMS_FILE}: run {_run}: {err}") from err
-    for _job in GRID.pretrain_names():
-        try:
-            config_from_dict(GRID.pretrain_config(_job))
-        except ValueError as err:
-            raise WorkflowError(f"{PARAMS_FILE}: pre-training {_job}: {err}") from err
-
-RESULTS = "results"
+    GRID = Grid.from_file(PARAMS_FILE)
+    if workflow.is_main_process:  # cluster jobs re-read the Snakefile: they skip this
+        GRID.check_jobs()
+except ConfigError as err:
+    raise WorkflowError(str(err if err.source else err.in_file(PARAMS_FILE))) from None
+config.clear()
+config.update(GRID.params)
+LAYOUT = GRID.layout  # every path (far/layout.py)
+RUN = LAYOUT.run("{run}")  # a run folder's files, as Snakemake patterns
+RUN_SH = LAYOUT.run("{wildcards.run}")  # ... and in shell commands
 
 
 def _datasets_of(job):
@@ -91,7 +66,7 @@ RUN_IDS = list(GRID.runs)
 PRETRAIN = GRID.pretrain_names()
 FETCH = GRID.fetch_jobs()  # registry name -> file name
 TABLES = [str(t) for t in config["tables"]]
-REPORT_OUTPUTS = [f"reports/table{t}.md" for t in TABLES] + ["reports/README.md"]
+REPORT_OUTPUTS = [LAYOUT.table(t) for t in TABLES] + [LAYOUT.reports_readme]
 
 wildcard_constraints:
     dataset="|".join(DATASETS) or "none",
@@ -149,29 +124,46 @@ def keep_attempts(command, history):
     return f"{{{{ {header}; {command}; }}}} 2>&1 | tee -a {history} > {{log}}"  # {{ }}: Snakemake's escape
 
 
+def train_inputs(w):
+    """What a fine-tune reads: its run config, the pre-trained checkpoint, the lists."""
+    run = GRID.runs[w.run]
+    lists = LAYOUT.prepared(run.dataset)
+    return {"config": LAYOUT.run(w.run).run_config, "init": GRID.init_checkpoint(run),
+            "train": lists.train, "val": lists.val, "mlflow": MLFLOW_INIT}
+
+
+def pretrain_inputs(w):
+    """What an offline pre-training reads: its dataset's training list, MVD's teachers."""
+    _, src, _ = parse_pretrain_name(w.pretrain)
+    return {"data": LAYOUT.prepared(src).train, "mlflow": MLFLOW_INIT} | GRID.pretrain_teachers(w.pretrain)
+
+
+def teacher_flags(w):
+    t = GRID.pretrain_teachers(w.pretrain)
+    return f"--teacher-video {shlex.quote(t['video'])} --teacher-image {shlex.quote(t['image'])}" if t else ""
+
+
+def synth_args(dataset):
+    """`far data synth` flags of a synthetic dataset (`datasets.<d>.synth`), quoted."""
+    flags = {"classes": "--classes", "videos_per_class_train": "--videos-per-class-train",
+             "videos_per_class_val": "--videos-per-class-val", "size": "--size", "frames": "--frames",
+             "fps": "--fps", "seed": "--seed"}
+    return " ".join(f"{flags[k]} {shlex.quote(str(v))}" for k, v in SYNTH[dataset].items())
+
+
+def prepare_args(dataset):
+    p = config["datasets"][dataset].get("prepare", {})
+    out = f"--workers {int(p.get('workers', 1))}"
+    if p.get("reencode_short_side"):
+        out += f" --reencode-short-side {int(p['reencode_short_side'])}"
+    return out
+
+
 # MLflow: the store and experiment are created once, before the jobs that log to them
 # (two jobs creating a fresh sqlite store at the same moment would race). `ancient`:
 # the store changes with every run, which must not make the finished jobs stale.
 TRACKING = dict(config.get("tracking", {}))
-if TRACKING.get("enabled", True):
-    # One marker per experiment: the default's must not stand for the paper's.
-    _EXPERIMENT_SLUG = re.sub(r"[^A-Za-z0-9_.-]", "_", TRACKING.get("experiment", "far"))
-    MLFLOW_MARKER = f"{RESULTS}/mlflow_experiment/{_EXPERIMENT_SLUG}.json"
-    MLFLOW_INIT = ancient(MLFLOW_MARKER)
-
-    rule mlflow_experiment:
-        output:
-            MLFLOW_MARKER,
-        params:
-            uri=TRACKING.get("uri", "sqlite:///mlflow.db"),
-            name=TRACKING.get("experiment", "far"),
-        log:
-            f"logs/mlflow_experiment/{_EXPERIMENT_SLUG}.log",
-        priority: 50
-        shell:
-            '[ -n "${{MLFLOW_TRACKING_URI:-}}" ] || export MLFLOW_TRACKING_URI={params.uri:q}; '
-            "(mlflow experiments get --experiment-name {params.name:q} >/dev/null 2>&1 "
-            "|| mlflow experiments create --experiment-name {params.name:q}) > {log} 2>&1 "
-            "&& mlflow experiments get --experiment-name {params.name:q} --output json > {output}"
-else:
-    MLFLOW_INIT = []
+MLFLOW_ON = TRACKING.get("enabled", True)
+MLFLOW_MARKER = LAYOUT.mlflow_marker(TRACKING.get("experiment", "far"))
+MLFLOW_INIT = ancient(MLFLOW_MARKER) if MLFLOW_ON else []
+SYNTH = {d: config["datasets"][d]["synth"] for d in DATASETS if config["datasets"][d].get("synth")}

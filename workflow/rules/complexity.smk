@@ -3,9 +3,9 @@
 
 rule complexity:
     output:
-        RESULTS + "/complexity.json",
+        LAYOUT.complexity,
     log:
-        "logs/complexity.log",
+        LAYOUT.log("complexity.log"),
     priority: 20  # off the critical path: runs alongside the fine-tunes, not last
     threads: threads("complexity")
     resources:

@@ -2,18 +2,17 @@
 # After the data exist, this records their hashes in dvc.lock (`dvc commit`) so that
 # `dvc status` is clean and `dvc push` can store them; its output is that status.
 
-DVC_DATA = expand(PREPARED + "/{f}", dataset=DATASETS, f=["train.csv", "val.csv", "report.json"]) + sorted(
-    {GRID.init_checkpoint(r) for r in GRID.runs.values()}
-)
+DVC_DATA = [p for d in DATASETS for p in (LAYOUT.prepared(d).train, LAYOUT.prepared(d).val, LAYOUT.prepared(d).report)]
+DVC_DATA += sorted({GRID.init_checkpoint(r) for r in GRID.runs.values()})
 
 
 rule dvc_commit:
     input:
         DVC_DATA,
     output:
-        RESULTS + "/dvc_status.json",
+        LAYOUT.dvc_status,
     log:
-        "logs/dvc_commit.log",
+        LAYOUT.log("dvc_commit.log"),
     threads: 1
     resources:
         **res("dvc_commit"),

@@ -4,29 +4,33 @@
 
 rule report:
     input:
-        train=expand(RUN_DIR + "/train.json", run=RUN_IDS),
-        test=expand(RUN_DIR + "/test/metrics.json", run=RUN_IDS),
-        complexity=RESULTS + "/complexity.json",
+        train=expand(RUN.summary, run=RUN_IDS),
+        test=expand(RUN.test_metrics, run=RUN_IDS),
+        complexity=LAYOUT.complexity,
         recipes=config["recipes_file"],
     output:
-        readme="reports/README.md",
-        md=expand("reports/table{t}.md", t=TABLES),
+        readme=LAYOUT.reports_readme,
+        md=[LAYOUT.table(t) for t in TABLES],
         csv=report(
-            expand("reports/table{t}.csv", t=TABLES),
+            [LAYOUT.table(t, "csv") for t in TABLES],
             caption="../report/tables.rst",
             category="Tables",
         ),
         figures=report(
-            directory("reports/figures"),
+            directory(LAYOUT.figures),
             patterns=["{name}.png"],
             caption="../report/figures.rst",
             category="Figures",
         ),
+    params:
+        pfile=PARAMS_FILE,
+        results=lambda w, input: os.path.dirname(input.complexity),  # results/complexity.json
+        reports=lambda w, output: os.path.dirname(output.readme),
     log:
-        "logs/report.log",
+        LAYOUT.log("report.log"),
     threads: 1
     resources:
         **res("report"),
     shell:
-        ENV + "far report --params " + PARAMS_ARG + " --results " + RESULTS + " --complexity {input.complexity} "
-        "--out reports > {log} 2>&1"
+        ENV + "far report --params {params.pfile:q} --results {params.results} --complexity {input.complexity} "
+        "--out {params.reports} > {log} 2>&1"

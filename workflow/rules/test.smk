@@ -3,18 +3,21 @@
 
 rule test:
     input:
-        train=RUN_DIR + "/train.json",
+        config=RUN.run_config,
+        model=RUN.model,
+        train=RUN.summary,  # the MLflow run the test logs into
     output:
-        RUN_DIR + "/test/metrics.json",
+        RUN.test_metrics,
     params:
         far=lambda w, resources: launch(resources.tasks),
     log:
-        RUN_DIR + "/test.log",
+        RUN.test_log,
     threads: threads("test")
     resources:
         **res("test"),
     shell:
         ENV + 'FAR="{params.far}"; ' + keep_attempts(
-            'echo "launcher: $FAR"; $FAR test --config ' + RUN_SH + "/run.yaml --checkpoint " + RUN_SH
-            + "/model.pth --out " + RUN_SH + "/test --no-progress",
-            RUN_SH + "/test.attempts.log")
+            'echo "launcher: $FAR"; $FAR test --config {input.config} --checkpoint {input.model} --out '
+            + RUN_SH.test_dir + " --no-progress",
+            RUN_SH.test_attempts,
+        )
