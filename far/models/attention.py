@@ -6,15 +6,21 @@ head-split patterns run ``global`` on the first heads and the other pattern on t
 rest (ratio global:other, Table 5); outputs are concatenated before the usual output
 projection.
 
+The pattern is resolved when the layer is built: :class:`Attention` holds VideoMAE's
+parameters (qkv without key bias, the output projection) and one parameter-free module
+per head set, chosen by :func:`pattern_attention` for the pattern and the token order.
 Two token orders compute the same function (tested):
+
 - ``grouped`` (default, fast): tokens in checkerboard-group order, so every pattern is
   plain attention over contiguous, equal chunks of the sequence, batched into a
-  single SDPA call.
-- ``natural``: tokens in (t, h, w) order with an explicit boolean mask: the
-  mathematical definition, kept as the reference.
+  single SDPA call (:class:`ChunkAttention`);
+- ``natural``: tokens in (t, h, w) order with an explicit boolean mask
+  (:class:`MaskedAttention`): the mathematical definition, kept as the reference.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -47,26 +53,96 @@ def explicit_attention(q, k, v, attn_mask=None, dropout_p: float = 0.0):
     return attn @ v
 
 
-def chunked_attention(q, k, v, sizes: tuple[int, ...], kernel, dropout_p: float = 0.0):
-    """Attention restricted to contiguous token chunks of ``sizes`` along dim -2.
+# The attention kernel (``attn_impl``): (q, k, v, attn_mask=None, dropout_p=0.0) -> output.
+KERNELS: dict[str, Callable[..., torch.Tensor]] = {
+    "sdpa": F.scaled_dot_product_attention,
+    "explicit": explicit_attention,
+}
 
-    Equal chunks are folded into the batch dimension (one kernel call, views only);
-    unequal chunks (odd grids) fall back to one call per chunk.
-    """
-    b, h, n, d = q.shape
-    if len(set(sizes)) == 1:
-        c = len(sizes)
 
-        def fold(t):  # (B, h, c*L, d) -> (B*c, h, L, d); a view for q/k/v slices
+# ---- one head set's attention: (q, k, v) each (B, heads, N, d) -> token-major (B, N, heads, d).
+# SDPA's flash/cuDNN kernels write their output token-major already, so the transposes
+# below are views and the folded chunks unfold for free; the only copy left in the layer
+# is the head concatenation of a head split.
+class FullAttention(nn.Module):
+    """Every token attends to every token: the ``global`` pattern, in either token order."""
+
+    def __init__(self, kernel: Callable[..., torch.Tensor]):
+        super().__init__()
+        self.kernel = kernel
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> torch.Tensor:
+        return self.kernel(q, k, v, dropout_p=dropout_p).transpose(1, 2)
+
+
+class MaskedAttention(nn.Module):
+    """Attention under a boolean (N, N) mask (True = attend): the natural order's definition."""
+
+    def __init__(self, kernel: Callable[..., torch.Tensor], mask: torch.Tensor):
+        super().__init__()
+        self.kernel = kernel
+        self.register_buffer("mask", mask, persistent=False)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> torch.Tensor:
+        return self.kernel(q, k, v, attn_mask=self.mask, dropout_p=dropout_p).transpose(1, 2)
+
+
+class ChunkAttention(nn.Module):
+    """Attention inside ``chunks`` equal, contiguous chunks of the sequence (grouped order),
+    folded into the batch dimension: one kernel call on views of the qkv output."""
+
+    def __init__(self, kernel: Callable[..., torch.Tensor], chunks: int):
+        super().__init__()
+        self.kernel = kernel
+        self.chunks = chunks
+
+    def extra_repr(self) -> str:
+        return f"chunks={self.chunks}"
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> torch.Tensor:
+        b, h, n, d = q.shape
+        c = self.chunks
+
+        def fold(t):  # (B, h, c*L, d) -> (B*c, h, L, d); a view of the qkv output
             return t.unflatten(2, (c, n // c)).transpose(1, 2).flatten(0, 1)
 
-        out = kernel(fold(q), fold(k), fold(v), dropout_p=dropout_p)
-        return out.unflatten(0, (b, c)).transpose(1, 2).flatten(2, 3)
-    outs = [
-        kernel(qc, kc, vc, dropout_p=dropout_p)
-        for qc, kc, vc in zip(q.split(sizes, 2), k.split(sizes, 2), v.split(sizes, 2))
-    ]
-    return torch.cat(outs, dim=2)
+        out = self.kernel(fold(q), fold(k), fold(v), dropout_p=dropout_p)  # (B*c, h, L, d)
+        return out.transpose(1, 2).reshape(b, n, h, d)
+
+
+class SplitChunkAttention(nn.Module):
+    """Attention inside contiguous chunks of unequal ``sizes`` (the checkerboard groups of
+    an odd H*W grid): one kernel call per chunk."""
+
+    def __init__(self, kernel: Callable[..., torch.Tensor], sizes: tuple[int, ...]):
+        super().__init__()
+        self.kernel = kernel
+        self.sizes = sizes
+
+    def extra_repr(self) -> str:
+        return f"sizes={self.sizes}"
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> torch.Tensor:
+        outs = [
+            self.kernel(qc, kc, vc, dropout_p=dropout_p).transpose(1, 2)
+            for qc, kc, vc in zip(q.split(self.sizes, 2), k.split(self.sizes, 2), v.split(self.sizes, 2))
+        ]
+        return torch.cat(outs, dim=1)
+
+
+def pattern_attention(pattern: str, cfg: ModelConfig, layout: TokenLayout) -> nn.Module:
+    """The parameter-free attention of one head set: ``pattern`` ('global', 'temporal' or
+    'sparse_dense') for the config's token order and kernel."""
+    kernel = KERNELS[cfg.attn_impl]
+    if pattern == "global":
+        return FullAttention(kernel)
+    if cfg.token_order == "natural":
+        return MaskedAttention(kernel, layout.mask(pattern))
+    # grouped order: a checkerboard group, or the T frames of one position, is a contiguous chunk
+    sizes = layout.group_sizes if pattern == "sparse_dense" else (layout.t,) * (layout.h * layout.w)
+    if len(set(sizes)) == 1:
+        return ChunkAttention(kernel, len(sizes))
+    return SplitChunkAttention(kernel, sizes)
 
 
 class _CatLinear(torch.autograd.Function):
@@ -107,7 +183,8 @@ class _CatLinear(torch.autograd.Function):
 
 
 class Attention(nn.Module):
-    """VideoMAE attention (qkv without key bias) generalised to the FAR patterns."""
+    """VideoMAE attention (qkv without key bias) generalised to the FAR patterns: the head
+    sets of ``cfg.attention`` side by side (Table 5's ratio), one output projection."""
 
     def __init__(self, cfg: ModelConfig, layout: TokenLayout):
         super().__init__()
@@ -122,46 +199,9 @@ class Attention(nn.Module):
             self.q_bias = self.v_bias = None
         self.proj = nn.Linear(dim, dim)
         self.attn_drop = cfg.attn_drop
-        self.sets = head_sets(cfg)
-        self.token_order = cfg.token_order
-        self.kernel = F.scaled_dot_product_attention if cfg.attn_impl == "sdpa" else explicit_attention
-        self.layout = layout
-        self._chunks = {
-            "global": (layout.num_tokens,),
-            "sparse_dense": layout.group_sizes,
-            "temporal": (layout.t,) * (layout.h * layout.w),
-        }
-        if cfg.token_order == "natural":
-            for _, pattern in self.sets:
-                if pattern != "global":
-                    self.register_buffer(f"mask_{pattern}", layout.mask(pattern), persistent=False)
-
-    def _attend(self, q, k, v, pattern: str) -> torch.Tensor:
-        """One head set's attention, returned token-major: (B, N, heads, d).
-
-        SDPA's flash/cuDNN kernels write their output token-major already, so the
-        transposes below are views and the folded sparse-dense chunks unfold for free;
-        the only copy left in the layer is the head concatenation of a head split."""
-        p = self.attn_drop if self.training else 0.0
-        if pattern == "global":
-            return self.kernel(q, k, v, dropout_p=p).transpose(1, 2)
-        if self.token_order == "natural":
-            return self.kernel(q, k, v, attn_mask=getattr(self, f"mask_{pattern}"), dropout_p=p).transpose(1, 2)
-        b, h, n, d = q.shape
-        sizes = self._chunks[pattern]
-        if len(set(sizes)) == 1:
-            c = len(sizes)
-
-            def fold(t):  # (B, h, c*L, d) -> (B*c, h, L, d); a view of the qkv output
-                return t.unflatten(2, (c, n // c)).transpose(1, 2).flatten(0, 1)
-
-            out = self.kernel(fold(q), fold(k), fold(v), dropout_p=p)  # (B*c, h, L, d)
-            return out.transpose(1, 2).reshape(b, n, h, d)
-        outs = [
-            self.kernel(qc, kc, vc, dropout_p=p).transpose(1, 2)
-            for qc, kc, vc in zip(q.split(sizes, 2), k.split(sizes, 2), v.split(sizes, 2))
-        ]
-        return torch.cat(outs, dim=1)
+        sets = head_sets(cfg)
+        self.set_heads = [nh for nh, _ in sets]
+        self.patterns = nn.ModuleList(pattern_attention(pattern, cfg, layout) for _, pattern in sets)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
@@ -169,15 +209,16 @@ class Attention(nn.Module):
         if self.q_bias is not None:
             bias = torch.cat([self.q_bias, torch.zeros_like(self.v_bias), self.v_bias])
         qkv = F.linear(x, self.qkv.weight, bias).reshape(b, n, 3, self.num_heads, self.head_dim)
+        p = self.attn_drop if self.training else 0.0
         # Split the head sets on the qkv tensor itself, before q/k/v are taken apart: the
         # backward of a split is one concatenation, while slicing q, k and v separately
         # would make autograd zero-fill and add a full-size gradient per slice (six of
         # them for a head split) before stacking: several extra passes in eager mode.
-        parts = [qkv] if len(self.sets) == 1 else qkv.split([nh for nh, _ in self.sets], dim=3)
+        parts = [qkv] if len(self.set_heads) == 1 else qkv.split(self.set_heads, dim=3)
         outs = []
-        for part, (_, pattern) in zip(parts, self.sets):
+        for part, attend in zip(parts, self.patterns):
             q, k, v = part.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, nh, N, d), views
-            outs.append(self._attend(q, k, v, pattern))
+            outs.append(attend(q, k, v, dropout_p=p))
         if len(outs) == 1:
             return self.proj(outs[0].reshape(b, n, c))
         if torch.jit.is_tracing() or not torch.is_grad_enabled():

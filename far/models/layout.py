@@ -56,11 +56,6 @@ class TokenLayout:
         return tuple(int(c) for c in counts if c > 0)
 
     @property
-    def spatial_group(self) -> torch.Tensor:
-        """Checkerboard group (0 or 1) of each spatial position p = h * W + w."""
-        return torch.as_tensor(self._spatial_group)
-
-    @property
     def perm(self) -> torch.Tensor:
         """``grouped = natural[:, perm]``: natural (t, h, w) index of each grouped token."""
         return torch.as_tensor(self._perm)

@@ -5,6 +5,10 @@ with ``groups = heads`` (Table 3's "w/o Group": groups = 1), 1x1x1 conv D/4 -> D
 with biases, added residually. The 1x1x1 convolutions are applied as linear layers on
 the tokens (the same function and parameter count), so only the narrow D/4 bottleneck
 is moved to the (t, h, w) grid and back.
+
+How the 3x3x3 conv runs (``tgi_impl``) is chosen when the module is built; only the
+Triton kernels' test (a CUDA tensor, far.models.kernels.tgi_conv.triton_usable) waits for
+the input, since it depends on the tensor's device.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from far.models.layout import TokenLayout
 
 
 class TokenGroupInteraction(nn.Module):
-    """x + up(conv3x3x3(down(x))) with the 3x3x3 conv on the (T, H, W) token grid."""
+    """x + up(act(conv3x3x3(down(x)))) with the 3x3x3 conv on the (T, H, W) token grid."""
 
     def __init__(self, cfg: ModelConfig, layout: TokenLayout):
         super().__init__()
@@ -28,34 +32,39 @@ class TokenGroupInteraction(nn.Module):
         self.act = nn.GELU() if cfg.tgi_act == "gelu" else nn.Identity()
         self.up = nn.Linear(width, cfg.embed_dim)
         self.grid = (layout.t, layout.h, layout.w)
-        self.grouped = cfg.token_order == "grouped"
         self.groups = cfg.tgi_num_groups
-        self.impl = cfg.tgi_impl
-        if self.grouped:
-            self.register_buffer("perm", layout.perm.clone(), persistent=False)
-            self.register_buffer("inv_perm", layout.inv_perm.clone(), persistent=False)
+        # perm: natural index of each token of the model's order; inv_perm the inverse
+        # (the identity in natural order)
+        if cfg.token_order == "grouped":
             perm, inv = layout.perm, layout.inv_perm
         else:
             perm = inv = torch.arange(layout.num_tokens)
+        self.register_buffer("perm", perm.clone(), persistent=False)
+        self.register_buffer("inv_perm", inv.clone(), persistent=False)
         # (27, N) neighbour table in the model's token order (far.models.kernels.tgi_conv)
         self.register_buffer("nbr", neighbour_table(perm, inv, self.grid), persistent=False)
+        # "auto"/"triton": the fused Triton op where the input allows it (CUDA); otherwise
+        # "auto" falls back to the plain definition, "triton" to the same formula in PyTorch.
+        self.fused = cfg.tgi_impl in ("auto", "triton")
+        self.conv_act = self.conv_on_table if cfg.tgi_impl in ("gather", "triton") else self.conv_on_grid
+
+    def conv_on_grid(self, y: torch.Tensor) -> torch.Tensor:
+        """act(conv(y)) by definition: the bottleneck (B, N, w) to the (T, H, W) grid,
+        cuDNN's grouped Conv3d, back to the model's token order."""
+        b, n, w = y.shape
+        y = y.index_select(1, self.inv_perm).reshape(b, *self.grid, w).permute(0, 4, 1, 2, 3)  # (B, w, T, H, W)
+        y = self.act(self.conv(y))
+        return y.permute(0, 2, 3, 4, 1).reshape(b, n, w).index_select(1, self.perm)
+
+    def conv_on_table(self, y: torch.Tensor) -> torch.Tensor:
+        """act(conv(y)) with the neighbour-table formula on the model's token order (PyTorch)."""
+        return self.act(tgi_conv_gather(y, self.nbr, self.conv.weight, self.conv.bias, self.groups))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.impl in ("auto", "triton") and triton_usable(x, self.down.out_features, self.groups):
+        if self.fused and triton_usable(x, self.down.out_features, self.groups):
             # CUDA: down projection + conv as one op that recomputes the bottleneck in the
             # backward instead of keeping it (far.models.kernels.tgi_conv)
             y = tgi_down_conv_triton(x, self.down.weight, self.down.bias, self.nbr, self.conv.weight,
                                      self.conv.bias, self.groups)
             return x + self.up(self.act(y))
-        y = self.down(x)  # (B, N, w) in the model's token order
-        if self.impl in ("gather", "triton"):  # "triton" where Triton can't: the same formula in PyTorch
-            return x + self.up(self.act(tgi_conv_gather(y, self.nbr, self.conv.weight, self.conv.bias, self.groups)))
-        if self.grouped:
-            y = y.index_select(1, self.inv_perm)
-        b, n, w = y.shape
-        y = y.reshape(b, *self.grid, w).permute(0, 4, 1, 2, 3)  # (B, w, T, H, W)
-        y = self.act(self.conv(y))
-        y = y.permute(0, 2, 3, 4, 1).reshape(b, n, w)
-        if self.grouped:
-            y = y.index_select(1, self.perm)
-        return x + self.up(y)
+        return x + self.up(self.conv_act(self.down(x)))

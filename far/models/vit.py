@@ -4,11 +4,15 @@ Parameter names follow the VideoMAE fine-tuning model (``patch_embed.proj``,
 ``blocks.N.{norm1,attn.qkv,attn.q_bias,attn.v_bias,attn.proj,norm2,mlp.fc1,mlp.fc2}``,
 ``fc_norm``, ``head``) so pre-trained weights load by name; FAR's new modules are
 ``blocks.N.tgi.*``. Input is (B, C, T, H, W).
+
+The variant is resolved when the model is built, as timm does: each block receives
+its attention (one parameter-free module per head set, far.models.attention) and its
+token-group interaction in the slot of its position; the token order and the
+classifier's pooling are modules chosen once. ``forward`` runs them in a straight line.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping
 
 import torch
@@ -20,8 +24,9 @@ import far.torchvision_compat  # noqa: F401  (must precede timm)
 from timm.layers import DropPath, Mlp, trunc_normal_
 
 from far.models.attention import Attention
-from far.models.config import ModelConfig, model_config
+from far.models.config import TGI_POSITIONS, ModelConfig, model_config
 from far.models.layout import TokenLayout
+from far.models.pooling import classifier_pooling
 from far.models.pos_embed import position_embedding
 from far.models.token_group import TokenGroupInteraction
 
@@ -58,8 +63,13 @@ class PatchEmbed(nn.Module):
         return F.linear(tubelets, self.proj.weight.reshape(self.proj.out_channels, -1), self.proj.bias)
 
 
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
 class Block(nn.Module):
-    """Pre-norm transformer block with an optional token-group interaction."""
+    """Pre-norm transformer block; FAR's token-group interaction sits in one of three slots
+    (before attention, after attention, after the MLP: Table 6), identities elsewhere."""
 
     def __init__(self, cfg: ModelConfig, layout: TokenLayout, drop_path: float):
         super().__init__()
@@ -69,19 +79,19 @@ class Block(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), act_layer=nn.GELU)
-        self.tgi_position = cfg.tgi
         self.tgi = TokenGroupInteraction(cfg, layout) if cfg.tgi != "none" else None
+        # The module is registered once, as ``tgi``, so its checkpoint keys are
+        # blocks.N.tgi.* at every position; the slots only refer to it (a plain tuple,
+        # outside the module tree).
+        self.tgi_slots = tuple(self.tgi if cfg.tgi == p else _identity for p in TGI_POSITIONS if p != "none")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.tgi_position == "before_attn":
-            x = self.tgi(x)
+        tgi_before_attn, tgi_after_attn, tgi_after_mlp = self.tgi_slots
+        x = tgi_before_attn(x)
         x = x + self.drop_path(self.attn(self.norm1(x)))
-        if self.tgi_position == "after_attn":
-            x = self.tgi(x)
+        x = tgi_after_attn(x)
         x = x + self.drop_path(self.mlp(self.norm2(x)))
-        if self.tgi_position == "after_mlp":
-            x = self.tgi(x)
-        return x
+        return tgi_after_mlp(x)
 
 
 class FARVisionTransformer(nn.Module):
@@ -92,9 +102,10 @@ class FARVisionTransformer(nn.Module):
         self.cfg = cfg
         self.layout = TokenLayout(*cfg.grid)
         self.patch_embed = PatchEmbed(cfg)
-        self.grouped = cfg.token_order == "grouped"
-        if self.grouped:
-            self.register_buffer("perm", self.layout.perm.clone(), persistent=False)
+        # The tokens' order from the embedding on: natural index of each token (grouped
+        # order), or None (natural order).
+        self.register_buffer("perm", self.layout.perm.clone() if cfg.token_order == "grouped" else None,
+                             persistent=False)
         self.register_buffer("pos_embed", self._pos_table(cfg.pos_embed), persistent=False)
         # stochastic depth rising linearly 0 -> drop_path (plain floats: the model may be built on 'meta')
         rates = [cfg.drop_path * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]
@@ -102,11 +113,8 @@ class FARVisionTransformer(nn.Module):
         # Mean pooling: the encoder's final norm is replaced by fc_norm after pooling.
         self.fc_norm = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
         self.head_drop = nn.Dropout(cfg.head_drop)
-        concat = cfg.classifier == "group_mean" and cfg.group_combine == "concat"
-        n_groups = len(self.layout.group_sizes)
-        self.head = nn.Linear(cfg.embed_dim * (n_groups if concat else 1), cfg.num_classes)
-        if cfg.token_order == "natural" and cfg.classifier == "group_mean":
-            self.register_buffer("token_group", self.layout.natural_token_group(), persistent=False)
+        self.token_pool, self.group_combine, head_width = classifier_pooling(cfg, self.layout)
+        self.head = nn.Linear(head_width, cfg.num_classes)
         self.apply(self._init_weights)
         with torch.no_grad():
             self.head.weight.mul_(cfg.head_init_scale)
@@ -125,7 +133,7 @@ class FARVisionTransformer(nn.Module):
 
     def _pos_table(self, flavour: str) -> torch.Tensor:
         table = position_embedding(flavour, *self.cfg.grid, self.cfg.embed_dim)
-        return table[self.layout.perm] if self.grouped else table
+        return table[self.layout.perm] if self.cfg.token_order == "grouped" else table
 
     def set_pos_embed(self, flavour: str) -> None:
         """Switch the fixed position embedding to ``flavour`` ('videomae' or 'mvd')."""
@@ -145,7 +153,7 @@ class FARVisionTransformer(nn.Module):
     # ---- forward ---------------------------------------------------------------
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Tokens (B, N, D) after the last block, in the model's token order."""
-        x = self.patch_embed(x, self.perm if self.grouped else None)
+        x = self.patch_embed(x, self.perm)
         x = x + self.pos_embed.to(x.dtype)
         for blk in self.blocks:
             if self.cfg.grad_checkpointing and self.training:
@@ -155,25 +163,9 @@ class FARVisionTransformer(nn.Module):
         return x
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
-        """The classifier's input: global mean (Table 4 'Global-Mean') or group means."""
-        if self.cfg.classifier == "global_mean":
-            return self.fc_norm(x.mean(dim=1))
-        sizes = self.layout.group_sizes
-        if self.grouped and len(set(sizes)) == 1:
-            # Equal contiguous groups (even H*W): one reduction over a (B, G, N/G, D) view
-            # and one LayerNorm call for all groups, instead of a split and one per group.
-            normed = self.fc_norm(x.unflatten(1, (len(sizes), sizes[0])).mean(dim=2))  # (B, G, D)
-            if self.cfg.group_combine == "concat":
-                return normed.flatten(1)
-            return normed.mean(dim=1)
-        if self.grouped:
-            means = [g.mean(dim=1) for g in x.split(sizes, dim=1)]
-        else:
-            means = [x[:, self.token_group == g].mean(dim=1) for g in range(len(self.layout.group_sizes))]
-        tokens = [self.fc_norm(m) for m in means]
-        if self.cfg.group_combine == "concat":
-            return torch.cat(tokens, dim=-1)
-        return torch.stack(tokens, dim=0).mean(dim=0)
+        """The classifier's input: global mean (Table 4 'Global-Mean') or group means,
+        each through fc_norm, then combined (far.models.pooling)."""
+        return self.group_combine(self.fc_norm(self.token_pool(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.head_drop(self.pool(self.forward_features(x))))
