@@ -3,8 +3,9 @@
 Public API:
 
 - :func:`far.pretrain.masking.tube_mask` — VideoMAE tube masking;
-- :class:`far.pretrain.models.VideoMAEPretrainModel`, :class:`~far.pretrain.models.MVDPretrainModel`,
-  :func:`~far.pretrain.models.build_pretrain_model` — the asymmetric encoder–decoders;
+- :class:`far.pretrain.models.VideoMAEPretrainModel`, :class:`~far.pretrain.models.MVDPretrainModel` —
+  the asymmetric encoder–decoders; :func:`far.pretrain.train.build_models` builds the one of a
+  config (and, for MVD, its frozen teachers);
 - :mod:`far.pretrain.losses` — normalised-pixel and teacher-feature targets;
 - :mod:`far.pretrain.export` — the official VideoMAE/MVD checkpoint layouts;
 - :class:`far.pretrain.config.PretrainConfig`, :func:`~far.pretrain.config.load_config`;
