@@ -10,19 +10,10 @@ from far.models import build_model, model_config
 from far.models.attention import explicit_attention
 from far.models.layout import TokenLayout
 from far.models.pos_embed import position_embedding
+from reference_defs import SMALL, definition_pair as _pair
 
 PATTERNS = ["global", "temporal", "sparse_dense", "head_split_temporal", "head_split_sparse_dense"]
 RATIOS = [(1, 1), (2, 1), (1, 2)]
-SMALL = dict(backbone="vit_tiny_cpu", depth=2, drop_path=0.0, num_classes=7)
-
-
-def _pair(**kw):
-    """The same weights in the fast (grouped) and the definitional (natural, masked) model."""
-    torch.manual_seed(0)
-    fast = build_model(**SMALL, **kw).eval()
-    ref = build_model(**SMALL, **kw, token_order="natural").eval()
-    ref.load_state_dict(fast.state_dict())
-    return fast, ref
 
 
 def test_layout_is_a_checkerboard_of_tubes():
