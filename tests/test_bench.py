@@ -1,6 +1,82 @@
-"""``far bench`` helpers that need no GPU: the allocator-trace replay behind --memory."""
+"""``far bench`` without a GPU: option parsing and the row plan, the FLOP source and MFU,
+the report table, the allocator-trace replay behind --memory, and the gate that runs the
+GPU equality tests before timing."""
 
-from far.bench.cli import _site, live_at_peak
+import sys
+
+import pytest
+import torch
+
+from far.bench.cases import case_config
+from far.bench.cli import Row, main, parse_args, plan
+from far.bench.gate import GateError, junit_summary, run_gpu_tests
+from far.bench.memory import allocation_site, by_site, live_at_peak
+from far.bench.mfu import forward_macs, mfu
+from far.bench.report import format_table
+from far.complexity import count_flops
+
+no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without CUDA")
+
+
+def test_default_plan_times_the_reference_eager_only():
+    rows = plan(parse_args([]))
+    assert len(rows) == 2 * 5 + 2 * 3  # eager: every variant; compiled: global, hsda, far
+    assert {r.variant for r in rows if r.mode == "compiled"} == {"global", "hsda", "far"}
+    assert rows[0] == Row("vit_s", "reference", "eager")
+    assert not any(r.profile or r.memory or r.checkpointing for r in rows)
+
+
+def test_plan_profiles_and_lists_memory_for_vit_b_only_and_appends_checkpointing():
+    args = parse_args(["--sizes", "vit_s,vit_b", "--variants", "global,far", "--modes", "compiled",
+                       "--profile", "far", "--memory", "far,global", "--checkpointing", "far"])
+    rows = plan(args)
+    assert [(r.size, r.variant, r.mode, r.checkpointing) for r in rows] == [
+        ("vit_s", "global", "compiled", False), ("vit_s", "far", "compiled", False),
+        ("vit_b", "global", "compiled", False), ("vit_b", "far", "compiled", False),
+        ("vit_s", "far", "eager", True), ("vit_b", "far", "eager", True)]
+    assert [r.profile for r in rows] == [False, False, False, True, False, False]
+    assert [r.memory for r in rows] == [False, False, True, True, False, False]
+
+
+@pytest.mark.parametrize("argv", [["--sizes", "vit_h"], ["--variants", "far,fast"], ["--modes", "jit"],
+                                  ["--sdpa", "cudnn,fastest"], ["--compile-mode", "turbo"]])
+def test_unknown_names_are_refused_when_parsing(argv, capsys):
+    with pytest.raises(SystemExit):
+        parse_args(argv)
+    assert "far bench: error" in capsys.readouterr().err
+
+
+def test_flops_come_from_the_complexity_counter(monkeypatch):
+    small = case_config("vit_s", "far", embed_dim=96, num_heads=6, depth=1, img_size=64, num_frames=8)
+    assert forward_macs(small) == count_flops(small)[0]
+    # without fvcore there is no other count to fall back on: the bench says what is missing
+    monkeypatch.delitem(sys.modules, "far.complexity")
+    for name in [m for m in sys.modules if m.split(".")[0] == "fvcore"]:
+        monkeypatch.setitem(sys.modules, name, None)
+    with pytest.raises(RuntimeError, match="needs fvcore"):
+        forward_macs(small)
+
+
+def test_mfu_keeps_the_published_meaning():
+    # benchmarks/results/gpu_step.md: ViT-B FAR compiled, batch 16, 52.50 ms a step, fvcore
+    # 176.27 GMACs per clip -> 40.8 % of 790 TFLOP/s.
+    assert mfu(176.269767168e9, 16, 52.50) == pytest.approx(0.408, abs=5e-4)
+
+
+def _row(size, variant, mode, ms, peak, batch=16, mfu_=0.4):
+    return dict(size=size, variant=variant, mode=mode, grad_checkpointing=False, step_ms=ms,
+                clips_per_s=batch / ms * 1e3, peak_mem_gib=peak, mfu=mfu_)
+
+
+def test_table_gives_ratios_to_global_and_to_the_reference():
+    rows = [_row("vit_b", "reference", "eager", 200.0, 40.0), _row("vit_b", "global", "eager", 50.0, 8.0),
+            _row("vit_b", "far", "eager", 62.5, 8.8), _row("vit_b", "far", "compiled", 40.0, None)]
+    lines = format_table(rows).splitlines()
+    assert lines[0].split()[:6] == ["model", "variant", "mode", "ckpt", "step", "ms"]
+    far_eager = lines[4].split()
+    assert far_eager[6:] == ["0.800", "3.20", "8.80", "1.100", "40.0"]  # x global, x ref, GiB, mem/glob, MFU %
+    far_compiled = lines[5].split()  # no compiled global row: no ratio; CUDA graphs: no peak
+    assert far_compiled[6:] == ["-", "5.00", "nan", "-", "40.0"]
 
 
 def test_live_at_peak_replays_allocations_and_frees():
@@ -20,4 +96,38 @@ def test_live_at_peak_replays_allocations_and_frees():
     assert peak == 200
     assert sorted(b["addr"] for b in live) == [2, 3, 4]
     # the allocation site skips torch's own frames
-    assert _site(live[0]["frames"]).startswith("b.py:4 forward")
+    assert allocation_site(live[0]["frames"]).startswith("b.py:4 forward")
+    sites = by_site(live + [dict(size=2**30, frames=fr("b.py", 9))])
+    assert list(sites["by_file"]) == ["b.py", "d.py", "c.py"]
+    assert sites["by_file"]["b.py"] == pytest.approx(1 + 50 / 2**30)
+    assert [s["blocks"] for s in sites["sites"]] == [1, 1, 1, 1]
+
+
+def test_junit_summary_sums_the_suites_and_keeps_the_recorded_errors(tmp_path):
+    report = tmp_path / "r.xml"
+    report.write_text('<testsuites><testsuite tests="5" failures="1" errors="0" skipped="2">'
+                      '<testcase classname="tests.t" name="a"><properties><property name="err" value="1e-7"/>'
+                      '</properties></testcase><testcase classname="tests.t" name="b"/></testsuite>'
+                      '<testsuite tests="3" failures="0" errors="1" skipped="0"/></testsuites>')
+    assert junit_summary(report) == dict(tests=8, failures=1, errors=1, skipped=2,
+                                         properties={"tests.t::a": {"err": "1e-7"}})
+
+
+def test_gate_needs_the_repository_tests(tmp_path):
+    with pytest.raises(GateError, match="--no-check"):
+        run_gpu_tests(tmp_path)
+
+
+@no_cuda
+def test_gate_refuses_skipped_gpu_tests_as_unchecked():
+    """Without CUDA every GPU test is skipped: pytest succeeds, the gate does not."""
+    with pytest.raises(GateError, match="skipped"):
+        run_gpu_tests()
+
+
+@no_cuda
+def test_bench_without_cuda_stops_before_writing(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["--sizes", "vit_s", "--variants", "far", "--modes", "eager", "--out", str(out)]) == 2
+    assert "needs a CUDA GPU" in capsys.readouterr().err
+    assert not out.exists() and not list(tmp_path.iterdir())

@@ -6,7 +6,8 @@ Per backbone, at the benchmark's batch: the Triton kernels alone (forward, input
 gradient, weight gradient; median of ``triton.testing.do_bench``), the chosen autotune
 configurations, the fwd+bwd of one conv through autograd next to cuDNN's Conv3d, and
 SDPA fwd+bwd for the global and the head-split sparse-dense shapes with cuDNN and with
-flash. Numbers go to stdout and to ``--out``.
+flash. Numbers go to stdout and to ``--out``. ``far bench --microbench`` times one TGI
+conv per implementation, forward and forward + backward (:func:`microbench_tgi`).
 """
 
 from __future__ import annotations
@@ -28,11 +29,11 @@ def conv_kernels(size: str, log, old=None) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from far.bench.cli import BATCH, _cfg
+    from far.bench.cases import BATCH, case_config
     from far.models.layout import TokenLayout
 
     K = importlib.import_module("far.models.kernels.tgi_conv")
-    cfg = _cfg(size, "far")
+    cfg = case_config(size, "far")
     lay = TokenLayout(*cfg.grid)
     b = BATCH[size]
     c, g = cfg.embed_dim // cfg.tgi_reduction, cfg.tgi_num_groups
@@ -82,9 +83,9 @@ def attention(size: str, log) -> dict:
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from far.bench.cli import BATCH, _cfg
+    from far.bench.cases import BATCH, case_config
 
-    cfg = _cfg(size, "far")
+    cfg = case_config(size, "far")
     b, n, h, d = BATCH[size], cfg.num_tokens, cfg.num_heads, cfg.embed_dim // cfg.num_heads
     shapes = {"global": (b, h, n, d), "hsda_global_half": (b, h // 2, n, d), "hsda_sparse_half": (2 * b, h // 2, n // 2, d)}
     res = {}
@@ -114,6 +115,56 @@ def attention(size: str, log) -> dict:
     return res
 
 
+def microbench_tgi(size: str, log, reps: int = 50) -> dict:
+    """One TGI conv (bottleneck y -> conv -> back) at the benchmark's batch, forward and
+    forward + backward, per implementation: cuDNN Conv3d on the grid (channels first and
+    channels last) and the Triton neighbour-table kernels; median ms of CUDA-event timings."""
+    import torch
+    import torch.nn.functional as F
+
+    from far.bench.cases import BATCH, case_config
+    from far.bench.timing import cuda_event_times
+    from far.models.kernels.tgi_conv import tgi_conv_triton
+    from far.models.layout import TokenLayout
+    from far.models.token_group import TokenGroupInteraction
+
+    cfg = case_config(size, "far")
+    lay = TokenLayout(*cfg.grid)
+    tgi = TokenGroupInteraction(cfg, lay).cuda()
+    b = BATCH[size]
+    c, g = cfg.embed_dim // cfg.tgi_reduction, cfg.tgi_num_groups
+    y = torch.randn(b, lay.num_tokens, c, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    w, bias = tgi.conv.weight, tgi.conv.bias
+    inv, perm, grid = tgi.inv_perm, tgi.perm, tgi.grid
+
+    def conv3d(y, cl=False):
+        z = y.index_select(1, inv).reshape(b, *grid, c).permute(0, 4, 1, 2, 3)
+        if cl:
+            z = z.contiguous(memory_format=torch.channels_last_3d)
+        z = F.conv3d(z, w.to(y.dtype), bias.to(y.dtype), padding=1, groups=g)
+        return z.permute(0, 2, 3, 4, 1).reshape(b, -1, c).index_select(1, perm)
+
+    impls = {
+        "conv3d_cudnn": lambda y: conv3d(y),
+        "conv3d_cudnn_channels_last": lambda y: conv3d(y, True),
+        "triton_neighbour_table": lambda y: tgi_conv_triton(y, tgi.nbr, w, bias, g),
+    }
+    gout = torch.randn_like(y)
+    res = {}
+    for name, fn in impls.items():
+        for phase in ("fwd", "fwd_bwd"):
+            def run():
+                out = fn(y)
+                if phase == "fwd_bwd":
+                    torch.autograd.grad(out, (y, w, bias), gout)
+            for _ in range(5):
+                run()
+            torch.cuda.synchronize()
+            res[f"{name}_{phase}_ms"] = statistics.median(cuda_event_times(run, reps))
+        log(f"tgi conv {size} b={b}: {name:28s} fwd {res[f'{name}_fwd_ms']:.3f} ms  fwd+bwd {res[f'{name}_fwd_bwd_ms']:.3f} ms")
+    return res
+
+
 def copy_bandwidth(log) -> dict:
     import torch
 
@@ -136,7 +187,7 @@ def main(argv=None) -> int:
 
     from pathlib import Path
 
-    from far.bench.cli import env_info
+    from far.bench.report import env_info
 
     log = lambda s: print(s, flush=True)
     result = dict(env=env_info())
