@@ -10,10 +10,13 @@ q·kᵀ (L·S·E multiply-adds per batch element and head) and attn·v (L·S·Ev
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
+import os
 import sys
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Iterable
 
 import torch
@@ -50,11 +53,12 @@ def flop_analysis(model: torch.nn.Module, inputs: torch.Tensor) -> FlopCountAnal
 
 @lru_cache(maxsize=None)
 def _count(cfg: ModelConfig) -> tuple[float, int]:
-    torch.manual_seed(0)
-    model = build_model(cfg).eval()
-    x = torch.zeros(1, cfg.in_chans, cfg.num_frames, cfg.img_size, cfg.img_size)
-    with torch.no_grad():
-        flops = flop_analysis(model, x).total()
+    with torch.random.fork_rng(devices=[]):  # it builds a model: the caller's RNG stays untouched
+        torch.manual_seed(0)
+        model = build_model(cfg).eval()
+        x = torch.zeros(1, cfg.in_chans, cfg.num_frames, cfg.img_size, cfg.img_size)
+        with torch.no_grad():
+            flops = flop_analysis(model, x).total()
     return float(flops), int(parameter_count(model)[""])
 
 
@@ -62,6 +66,46 @@ def count_flops(cfg: ModelConfig | dict) -> tuple[float, int]:
     """(FLOPs per view, parameters) of a model config, fvcore convention."""
     cfg = cfg if isinstance(cfg, ModelConfig) else model_config(cfg)
     return _count(cfg)
+
+
+def cache_dir() -> Path:
+    """Where :func:`model_flops` keeps its counts: ``$FAR_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/far`` (``~/.cache/far``); never inside the repository."""
+    if os.environ.get("FAR_CACHE_DIR"):
+        return Path(os.environ["FAR_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "far"
+
+
+def _counter_digest() -> str:
+    """A digest of the code that decides a count (this module and far/models), so that a
+    changed model or counter never reads a stale cached number."""
+    h = hashlib.sha1()
+    for f in sorted([Path(__file__), *Path(__file__).with_name("models").rglob("*.py")]):
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def model_flops(cfg: ModelConfig | dict) -> tuple[float, int]:
+    """:func:`count_flops` once per model config, kept on disk: a training job reads the
+    number instead of tracing its model with fvcore again (seconds per job). One small
+    JSON file per config and counter version, written atomically (parallel jobs are safe)."""
+    cfg = cfg if isinstance(cfg, ModelConfig) else model_config(cfg)
+    key = hashlib.sha1((json.dumps(cfg.to_dict(), sort_keys=True) + _counter_digest()).encode()).hexdigest()[:20]
+    path = cache_dir() / "flops" / f"{key}.json"
+    try:
+        cached = json.loads(path.read_text())
+        return float(cached["flops"]), int(cached["params"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    flops, params = count_flops(cfg)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"flops": flops, "params": params, "config": cfg.to_dict()}))
+        tmp.replace(path)
+    except OSError:  # a read-only home: count again next time
+        pass
+    return flops, params
 
 
 def _tolerance(paper: float, minimum: float) -> float:

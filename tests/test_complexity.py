@@ -53,3 +53,26 @@ def test_json_output(capsys):
     assert [d["row"] for d in data] == ["1:1", "2:1", "1:2"]
     for d in data:
         assert {"table", "row", "gflops", "params_m", "paper_gflops", "paper_params_m"} <= set(d)
+
+
+def test_model_flops_counts_once_per_config_and_keeps_the_callers_rng(tmp_path, monkeypatch):
+    """A training job reads its model's FLOPs from the cache instead of tracing it again."""
+    import torch
+
+    from far import complexity
+
+    monkeypatch.setenv("FAR_CACHE_DIR", str(tmp_path))
+    cfg = {"backbone": "vit_tiny_cpu", "variant": "far", "num_classes": 4}
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    first = complexity.model_flops(cfg)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert first == complexity.count_flops(cfg) and len(list((tmp_path / "flops").glob("*.json"))) == 1
+
+    def no_tracing(_cfg):
+        raise AssertionError("traced again")
+
+    monkeypatch.setattr(complexity, "count_flops", no_tracing)
+    assert complexity.model_flops(cfg) == first
+    with pytest.raises(AssertionError, match="traced again"):  # another config is counted
+        complexity.model_flops(cfg | {"num_classes": 5})

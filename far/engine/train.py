@@ -160,11 +160,9 @@ def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resu
         init_report = load_checkpoint(model, run.init, trust=trust_checkpoint)  # complete or refused; logs its report
     gflops = None
     if main:
-        from far.complexity import count_flops
+        from far.complexity import model_flops
 
-        with torch.random.fork_rng(devices=[]):  # it builds and traces a model: keep our RNG untouched
-            flops, _ = count_flops(mc)
-        gflops = flops / 1e9
+        gflops = model_flops(mc)[0] / 1e9  # counted once per model config (cached), not traced per job
     seed_process(derived_seed(run.seed, 1, rank))  # drop path, dropout and Mixup differ per rank
 
     # ---- data, schedule, optimiser, engine ----
