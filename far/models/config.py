@@ -10,7 +10,7 @@ bad values are refused with a message naming the field (far.config's format).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from far.config import fail, from_mapping
