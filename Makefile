@@ -18,6 +18,8 @@ $(BIN)/far: pyproject.toml constraints.txt
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
 	# constraints.txt pins the CPU torch wheel: nothing may swap it for a CUDA build.
 	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
+	# A .pth hook so that a plain `import timm` works on CPU torch (far/torchvision_compat.py).
+	$(BIN)/python -m far.torchvision_compat --install
 	touch $(BIN)/far
 
 setup: $(BIN)/far

@@ -55,3 +55,18 @@ def test_deepspeed_config_cpu_is_fp32() -> None:
     assert gpu["fp16"]["enabled"] and gpu["fp16"]["initial_scale_power"] == 7 and gpu["gradient_clipping"] == 0.0
     with pytest.raises(ValueError, match="^zero_stage: 5 is not one of"):
         DeepSpeedConfig(zero_stage=5)
+
+
+def test_epoch_sampler_cycles_to_its_length() -> None:
+    """Pre-training's fixed step counts: an epoch longer than the data cycles through
+    fresh permutations; every item is drawn before any is drawn again."""
+    from collections import Counter
+
+    from far.engine.data import EpochSampler
+
+    ranks = [EpochSampler(5, seed=1, rank=r, world_size=2, length=12) for r in (0, 1)]
+    both = ranks[0].indices() + ranks[1].indices()
+    assert len(both) == 12 and sorted(Counter(both).values()) == [2, 2, 2, 3, 3]
+    first_cycle = EpochSampler(5, seed=1, rank=0, world_size=1, length=12).indices()[:5]
+    assert sorted(first_cycle) == [0, 1, 2, 3, 4]
+    assert EpochSampler(5, seed=1, rank=0, world_size=1).indices() == first_cycle  # length n: one permutation

@@ -41,12 +41,18 @@ def seed_process(seed: int) -> None:
 
 
 class EpochSampler(Sampler[int]):
-    """Distributed shuffling sampler with an explicit epoch and start offset."""
+    """Distributed shuffling sampler with an explicit epoch and start offset.
 
-    def __init__(self, n: int, *, seed: int, rank: int, world_size: int, epoch: int = 0, start: int = 0):
+    An epoch is ``length`` items over all ranks (default: the ``n`` items once); a
+    longer epoch cycles through fresh permutations (pre-training's fixed step counts).
+    """
+
+    def __init__(self, n: int, *, seed: int, rank: int, world_size: int, epoch: int = 0, start: int = 0,
+                 length: int | None = None):
         self.n, self.seed, self.rank, self.world_size = n, seed, rank, world_size
         self.epoch, self.start = epoch, start
-        self.per_rank = -(-n // world_size)  # ceil: pad by repeating the first items
+        self.length = n if length is None else length
+        self.per_rank = -(-self.length // world_size)  # ceil: pad by repeating the first items
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.epoch, self.start = epoch, start
@@ -54,7 +60,10 @@ class EpochSampler(Sampler[int]):
     def indices(self) -> list[int]:
         g = torch.Generator().manual_seed(self.seed + self.epoch)
         perm = torch.randperm(self.n, generator=g).tolist()
-        perm += perm[: self.per_rank * self.world_size - self.n]
+        while len(perm) < self.length:
+            perm += torch.randperm(self.n, generator=g).tolist()
+        perm = perm[: self.length]
+        perm += perm[: self.per_rank * self.world_size - self.length]
         return perm[self.rank :: self.world_size]
 
     def __iter__(self) -> Iterator[int]:

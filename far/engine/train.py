@@ -29,8 +29,6 @@ import csv
 import hashlib
 import json
 import logging
-import math
-import signal
 import sys
 import time
 from pathlib import Path
@@ -40,47 +38,12 @@ import torch
 import yaml
 
 from far.engine.config import ConfigError, RunConfig
+from far.engine.runtime import EXIT_PREEMPTED, Preempted
 from far.layout import RunFiles
 
 log = logging.getLogger(__name__)
 
 HISTORY_FIELDS = ("epoch", "step", "train_loss", "lr", "clips_per_s", "val_top1", "val_top5", "wall_s")
-EXIT_PREEMPTED = 143  # 128 + SIGTERM, what a killed job would have returned
-
-
-class Preempted(Exception):
-    """SIGTERM arrived; a checkpoint was written."""
-
-
-class _StopFlag:
-    """SIGTERM -> set a flag checked at optimizer-step boundaries (all ranks agree)."""
-
-    def __init__(self) -> None:
-        self.set = False
-        self._old = None
-
-    def install(self) -> None:
-        try:
-            self._old = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread (e.g. in a test harness): no handler
-            self._old = None
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.set = True
-
-    def restore(self) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGTERM, self._old)
-
-    def agreed(self) -> bool:
-        """True on every rank if any rank got the signal (one tiny all-reduce)."""
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            t = torch.tensor([1.0 if self.set else 0.0])
-            dist.all_reduce(t)
-            return bool(t.item() > 0)
-        return self.set
 
 
 def _criterion(run: RunConfig, mixup_on: bool) -> torch.nn.Module:
@@ -129,16 +92,17 @@ def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resu
     ``trust_checkpoint`` lets ``init`` and the resumed state use the full unpickler
     (``--trust-checkpoint``; see far.checkpoints.safe_torch_load).
     """
-    from tqdm import tqdm
 
     from far.checkpoints import load_checkpoint, save_finetuned
     from far.engine import deepspeed_setup as dss
     from far.engine import state as es
     from far.data.mixup import build_mixup
     from far.engine.data import EpochSampler, derived_seed, eval_dataset, seed_process, train_dataset, train_loader
-    from far.engine.distributed import all_mean, all_sum, barrier
+    from far.engine.distributed import barrier
     from far.engine.evaluate import evaluate, run_test
-    from far.engine.optim import Schedule, apply_lr, build_optimizer, scaled_lr
+    from far.engine.metrics import accuracy
+    from far.engine.optim import Schedule, build_optimizer, scaled_lr
+    from far.engine.runtime import Loop, Step, fit
     from far.engine.tracking import flatten, git_commit, make_tracker
     from far.models import build_model
 
@@ -220,113 +184,57 @@ def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resu
     # Whatever the set-up above drew from the global RNGs (MLflow, config resolution) must
     # not shift training: restart from the state the checkpoint (or the seed) defines.
     es.set_rng_state(rng_at_start)
-    # ---- the loop ----
-    stop = _StopFlag()
-    stop.install()
-    status = "FAILED"
-    val_data = None
-    try:
-        for epoch in range(trainer.epoch, run.optim.epochs):
-            start_step = trainer.step_in_epoch
-            sampler.set_epoch(epoch, start=start_step * batch.accumulation * batch.micro)
-            loader = train_loader(dataset, sampler, batch.micro, seed=derived_seed(run.seed, epoch), epoch=epoch,
-                                  rank=rank, num_workers=run.batch.num_workers)
-            engine.train()
-            bar = tqdm(total=steps_per_epoch, initial=start_step, desc=f"epoch {epoch + 1}/{run.optim.epochs}",
-                       unit="step", disable=not show, dynamic_ncols=True)
-            # After a mid-epoch resume rank 0 carries the epoch's sums over all ranks so far,
-            # so that the epoch's loss and counts cover all of it, not only the resumed part.
-            carried = trainer.partial_epoch if start_step else {}
-            seconds_before, clips = carried.get("seconds", 0.0), 0
-            loss_sum, loss_n, replaced = 0.0, 0, 0
-            if main and carried:
-                loss_sum, loss_n, replaced = carried["loss_sum"], int(carried["loss_n"]), int(carried["replaced"])
-            t_epoch = time.perf_counter()
-            step_in_epoch = start_step
-            lr = sched.lr(epoch * steps_per_epoch + step_in_epoch)
-            micro_left = (steps_per_epoch - start_step) * batch.accumulation
-            for i, b in enumerate(loader):
-                if i >= micro_left:
-                    break
-                if i % batch.accumulation == 0:
-                    lr = sched.lr(epoch * steps_per_epoch + step_in_epoch)
-                    apply_lr(ds_opt, lr)
-                x = b["video"].to(engine.device, non_blocking=True)
-                y = b["label"].to(engine.device, non_blocking=True)
-                replaced += len(b["replaced"])
-                if mixup is not None:
-                    x, y = mixup(x, y)
-                logits = engine(x.to(dtype))
-                loss = criterion(logits.float(), y)
-                value = float(loss.detach())
-                if not math.isfinite(value):
-                    raise FloatingPointError(f"loss is {value} at epoch {epoch + 1}, step {step_in_epoch}")
-                engine.backward(loss)
-                engine.step()
-                loss_sum, loss_n, clips = loss_sum + value, loss_n + 1, clips + x.shape[0]
-                if (i + 1) % batch.accumulation:
-                    continue
-                step_in_epoch += 1
-                global_step = epoch * steps_per_epoch + step_in_epoch
-                rate = clips * world / max(1e-9, time.perf_counter() - t_epoch)
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss_sum / loss_n:.4f}", lr=f"{lr:.2e}", clips_s=f"{rate:.1f}")
-                if main and not show and (step_in_epoch % run.log.every_steps == 0 or step_in_epoch == steps_per_epoch):
-                    log.info("epoch %d/%d step %d/%d  loss %.4f  lr %.3e  %.1f clips/s", epoch + 1, run.optim.epochs,
-                             step_in_epoch, steps_per_epoch, loss_sum / loss_n, lr, rate)
-                if main and step_in_epoch % run.log.every_steps == 0:
-                    tracker.log_metrics({"train/loss_step": value, "train/lr_step": lr}, global_step)
-                if step_in_epoch < steps_per_epoch and stop.agreed():
-                    trainer.epoch, trainer.step_in_epoch, trainer.global_step = epoch, step_in_epoch, global_step
-                    s, n, r = all_sum(loss_sum, loss_n, replaced)
-                    trainer.partial_epoch = {"loss_sum": s, "loss_n": n, "replaced": r,
-                                             "seconds": seconds_before + time.perf_counter() - t_epoch}
-                    es.save(engine, out, trainer, rank=rank, keep_last=run.checkpoint.keep_last)
-                    raise Preempted(f"SIGTERM: saved epoch {epoch + 1} step {step_in_epoch}")
-            bar.close()
-            seconds = time.perf_counter() - t_epoch
-            loss_total, loss_batches, replaced = all_sum(loss_sum, loss_n, replaced)
-            train_loss, loss_batches, replaced = loss_total / max(1.0, loss_batches), int(loss_batches), int(replaced)
-            row: dict[str, Any] = {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch, "train_loss": train_loss,
-                                   "lr": lr, "clips_per_s": all_mean(clips * world / max(seconds, 1e-9), 1),
-                                   "val_top1": None, "val_top5": None,
-                                   "wall_s": (trainer.history[-1]["wall_s"] if trainer.history else 0.0)
-                                   + seconds_before + seconds,
-                                   "replaced_videos": replaced, "loss_batches": loss_batches}
-            last = epoch + 1 == run.optim.epochs
-            if (epoch + 1) % run.test.val_every == 0 or last:
-                if val_data is None:
-                    val_data = eval_dataset(run, clips=1, crops=1, max_videos=run.test.val_max_videos)
-                merged, bad = evaluate(engine.module, val_data, rank=rank, world_size=world,
-                                       batch=run.batch.eval_micro, num_workers=run.batch.num_workers,
-                                       device=engine.device, dtype=dtype, progress=False)
-                from far.engine.metrics import accuracy
 
-                acc = accuracy(merged.probs, merged.label)
-                row |= {"val_top1": acc["top1"], "val_top5": acc["top5"]}
-            trainer.history.append(row)
-            trainer.epoch, trainer.step_in_epoch, trainer.global_step = epoch + 1, 0, (epoch + 1) * steps_per_epoch
-            trainer.partial_epoch = {}
-            if main:
-                _write_history(files, trainer.history)
-                tracker.log_metrics({"train/loss": train_loss, "train/lr": lr, "train/clips_per_s": row["clips_per_s"],
-                                     "train/replaced_videos": replaced}
-                                    | ({"val/top1": row["val_top1"], "val/top5": row["val_top5"]}
-                                       if row["val_top1"] is not None else {}), epoch + 1)
-                msg = f"epoch {epoch + 1}/{run.optim.epochs}: loss {train_loss:.4f}, {row['clips_per_s']:.1f} clips/s"
-                if row["val_top1"] is not None:
-                    msg += f", val top-1 {row['val_top1']:.2f}"
-                log.info(msg)
-                if replaced:
-                    log.warning("epoch %d: %d corrupt video(s) were replaced by others (see the log above)",
-                                epoch + 1, replaced)
-            if (epoch + 1) % run.checkpoint.every_epochs == 0 or last:
-                es.save(engine, out, trainer, rank=rank, keep_last=run.checkpoint.keep_last)
-            if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and not last:
-                status = "KILLED"
-                return {"stopped_after_epoch": epoch + 1}
-            if not last and stop.agreed():
-                raise Preempted(f"SIGTERM: saved after epoch {epoch + 1}")
+    def loader(epoch: int, skip: int):
+        sampler.set_epoch(epoch, start=skip * batch.micro)
+        return train_loader(dataset, sampler, batch.micro, seed=derived_seed(run.seed, epoch), epoch=epoch,
+                            rank=rank, num_workers=run.batch.num_workers)
+
+    def step(b: dict[str, Any], micro_step: int) -> Step:
+        x = b["video"].to(engine.device, non_blocking=True)
+        y = b["label"].to(engine.device, non_blocking=True)
+        if mixup is not None:
+            x, y = mixup(x, y)
+        loss = criterion(engine(x.to(dtype)).float(), y)
+        return Step(loss, {"loss": float(loss.detach())}, clips=x.shape[0], replaced=len(b["replaced"]))
+
+    val_data = None
+
+    def validate(epoch: int, row: dict[str, Any]) -> None:
+        nonlocal val_data
+        row |= {"val_top1": None, "val_top5": None}
+        if (epoch + 1) % run.test.val_every and epoch + 1 != run.optim.epochs:
+            return
+        if val_data is None:
+            val_data = eval_dataset(run, clips=1, crops=1, max_videos=run.test.val_max_videos)
+        merged, _ = evaluate(engine.module, val_data, rank=rank, world_size=world, batch=run.batch.eval_micro,
+                             num_workers=run.batch.num_workers, device=engine.device, dtype=dtype, progress=False)
+        acc = accuracy(merged.probs, merged.label)
+        row |= {"val_top1": acc["top1"], "val_top5": acc["top5"]}
+
+    def record(epoch: int, row: dict[str, Any]) -> None:
+        if not main:
+            return
+        _write_history(files, trainer.history + [row])
+        tracker.log_metrics({"train/loss": row["train_loss"], "train/lr": row["lr"],
+                             "train/clips_per_s": row["clips_per_s"], "train/replaced_videos": row["replaced_videos"]}
+                            | ({"val/top1": row["val_top1"], "val/top5": row["val_top5"]}
+                               if row["val_top1"] is not None else {}), epoch + 1)
+        msg = f"epoch {epoch + 1}/{run.optim.epochs}: loss {row['train_loss']:.4f}, {row['clips_per_s']:.1f} clips/s"
+        if row["val_top1"] is not None:
+            msg += f", val top-1 {row['val_top1']:.2f}"
+        log.info(msg)
+
+    loop = Loop(epochs=run.optim.epochs, steps_per_epoch=steps_per_epoch, accumulation=batch.accumulation,
+                every_epochs=run.checkpoint.every_epochs, keep_last=run.checkpoint.keep_last,
+                log_every=run.log.every_steps, show_bars=show, stop_after_epoch=stop_after_epoch,
+                on_epoch_end=[validate, record])
+    status = "FAILED"
+    try:
+        status = fit(engine, ds_opt, trainer, out, loop, loader=loader, step=step, lr_at=sched.lr, tracker=tracker,
+                     rank=rank, world=world)
+        if status == "KILLED":
+            return {"stopped_after_epoch": trainer.epoch}
 
         # ---- the result ----
         if main:
@@ -369,13 +277,14 @@ def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resu
             for path in (files.history, files.summary):
                 tracker.log_artifact(path)
         barrier()
-        status = "FINISHED"
         return summary
     except Preempted:
         status = "KILLED"
         raise
+    except BaseException:
+        status = "FAILED"
+        raise
     finally:
-        stop.restore()
         tracker.end(status)
 
 

@@ -49,12 +49,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"far pretrain: {err}", file=sys.stderr)
         return 2
     from far.checkpoints import CheckpointError
+    from far.engine.runtime import EXIT_PREEMPTED, Preempted
     from far.pretrain.train import pretrain
 
     try:
         res = pretrain(cfg, args.out, teacher_video=args.teacher_video, teacher_image=args.teacher_image,
                        progress=not args.no_progress, tracking=not args.no_tracking, resume=not args.no_resume,
                        trust_checkpoint=args.trust_checkpoint)
+    except Preempted as err:
+        print(f"far pretrain: {err}; start the same command again to resume", file=sys.stderr)
+        return EXIT_PREEMPTED
     except (ValueError, FileNotFoundError, CheckpointError) as err:
         print(f"far pretrain: {err}", file=sys.stderr)
         return 2

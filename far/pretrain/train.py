@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,16 +158,17 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, teacher_video: str | Path 
              trust_checkpoint: bool = False) -> PretrainResult:
     """Run (or resume) one pre-training; returns its result and writes ``<out>/checkpoint.pth``.
 
-    Training states are far.engine.state checkpoints under ``<out>/checkpoints/`` (one per
-    epoch, atomic, keep-last-k). ``stop_after_epoch`` ends this invocation early (tests).
+    The loop is far.engine.runtime.fit, as for fine-tuning: training states are
+    far.engine.state checkpoints under ``<out>/checkpoints/`` (one per epoch, atomic,
+    keep-last-k); SIGTERM saves one mid-epoch and raises Preempted (exit 143).
+    ``stop_after_epoch`` ends this invocation early (tests).
     ``trust_checkpoint`` lets the teachers and the resumed state use the full unpickler.
     """
-    from tqdm import tqdm
-
     from far.engine import deepspeed_setup as dss
     from far.engine import state as es
-    from far.engine.distributed import all_mean, barrier
-    from far.engine.optim import apply_lr
+    from far.engine.data import EpochSampler, derived_seed, seed_process
+    from far.engine.distributed import barrier
+    from far.engine.runtime import Loop, Preempted, Step, fit
     from far.engine.tracking import flatten, make_tracker
     from far.pretrain.data import build_source, collate, steps_per_epoch
 
@@ -178,7 +178,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, teacher_video: str | Path 
     dist_env = dss.init_distributed()
     main, rank = dist_env.is_main, dist_env.rank
 
-    torch.manual_seed(cfg.seed)
+    seed_process(cfg.seed)  # the one seed rule of a training process (far.engine.data)
     model, teachers = build_models(cfg, teacher_video=teacher_video, teacher_image=teacher_image,
                                    trust_checkpoint=trust_checkpoint)
     enc_cfg = model.encoder.cfg
@@ -222,57 +222,42 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, teacher_video: str | Path 
     tracker.set_tags({"far.stage": "pretrain", "far.method": cfg.method, "far.resumed_from_epoch": str(resumed)})
     masks = TubeMaskGenerator(enc_cfg.grid, cfg.mask_ratio, cfg.seed)
     result = PretrainResult(method=cfg.method, checkpoint=str(out / CHECKPOINT_NAME), epochs=cfg.epochs,
-                            steps=n_steps * cfg.epochs, epoch_loss=[h["loss"] for h in trainer.history],
+                            steps=n_steps * cfg.epochs, epoch_loss=[h["train_loss"] for h in trainer.history],
                             first_step_loss=trainer.history[0]["first_step_loss"] if trainer.history else float("nan"),
                             resumed_from_epoch=resumed)
+    sampler = EpochSampler(len(source), seed=cfg.seed, rank=rank, world_size=dist_env.world_size,
+                           length=n_steps * cfg.batch * dist_env.world_size)
+
+    def loader(epoch: int, skip: int):
+        sampler.set_epoch(epoch, start=skip * cfg.batch)
+        if hasattr(source, "reseed"):  # far.data augmentation seeds: a function of (seed, epoch, rank)
+            source.reseed(derived_seed(cfg.seed, epoch, rank))
+        return torch.utils.data.DataLoader(source, batch_size=cfg.batch, sampler=sampler, drop_last=True,
+                                           num_workers=cfg.num_workers, collate_fn=collate)
+
+    def step(batch: dict[str, Any], micro_step: int) -> Step:
+        x = batch["video"].to(engine.device, dtype)
+        loss, parts = compute_loss(cfg, engine, teachers, x, masks, micro_step)
+        if micro_step == 0:
+            result.first_step_loss = parts["loss"]
+        return Step(loss, parts, clips=x.shape[0], replaced=len(batch.get("replaced", [])))
+
+    def record(epoch: int, row: dict[str, Any]) -> None:
+        row |= {"method": cfg.method, "first_step_loss": result.first_step_loss}
+        result.epoch_loss.append(row["train_loss"])
+        seconds = row["wall_s"] - (trainer.history[-1]["wall_s"] if trainer.history else 0.0)
+        tracker.log_metrics({"epoch/loss": row["train_loss"], "epoch/seconds": seconds,
+                             "epoch/replaced_videos": row["replaced_videos"]}, epoch + 1)
+
+    loop = Loop(epochs=cfg.epochs, steps_per_epoch=n_steps, keep_last=cfg.keep_last, log_every=5,
+                desc=cfg.method, show_bars=progress, stop_after_epoch=stop_after_epoch, on_epoch_end=[record])
     status = "FAILED"
     try:
-        for epoch in range(trainer.epoch, cfg.epochs):
-            engine.train()
-            order = _epoch_order(len(source), n_steps * cfg.batch * dist_env.world_size, cfg.seed, epoch)
-            if hasattr(source, "reseed"):  # far.data augmentation seeds: a function of (seed, epoch, rank)
-                source.reseed(cfg.seed * 1_000_003 + epoch * 1009 + rank)
-            loader = torch.utils.data.DataLoader(source, batch_size=cfg.batch, sampler=order[rank:: dist_env.world_size],
-                                                 drop_last=True, num_workers=cfg.num_workers, collate_fn=collate)
-            bar = tqdm(total=n_steps, desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}", unit="step",
-                       disable=not (progress and main), dynamic_ncols=True)
-            losses = []
-            t_epoch = time.perf_counter()
-            replaced = 0
-            for i, batch in enumerate(loader):
-                step = epoch * n_steps + i
-                lr = sched.lr(step)
-                apply_lr(ds_opt, lr)
-                replaced += len(batch.get("replaced", []))
-                x = batch["video"].to(engine.device, dtype)
-                loss, parts = compute_loss(cfg, engine, teachers, x, masks, step)
-                if not math.isfinite(parts["loss"]):
-                    raise FloatingPointError(f"loss is {parts['loss']} at step {step}")
-                engine.backward(loss)
-                engine.step()
-                if step == 0:
-                    result.first_step_loss = parts["loss"]
-                losses.append(parts["loss"])
-                bar.update(1)
-                bar.set_postfix(loss=f"{parts['loss']:.4f}", lr=f"{lr:.2e}",
-                                clips_s=f"{(i + 1) * x.shape[0] / (time.perf_counter() - t_epoch):.1f}")
-                if main and (i % 5 == 0 or i == n_steps - 1):
-                    tracker.log_metrics({f"train/{k}": v for k, v in parts.items()} | {"train/lr": lr}, step)
-            bar.close()
-            mean = all_mean(sum(losses), len(losses))
-            result.epoch_loss.append(mean)
-            seconds = time.perf_counter() - t_epoch
-            if replaced and main:
-                log.warning("epoch %d: %d corrupt videos were replaced by others", epoch + 1, replaced)
-            trainer.history.append({"epoch": epoch + 1, "loss": mean, "seconds": seconds, "replaced": replaced,
-                                    "method": cfg.method, "first_step_loss": result.first_step_loss})
-            trainer.epoch, trainer.step_in_epoch, trainer.global_step = epoch + 1, 0, (epoch + 1) * n_steps
-            tracker.log_metrics({"epoch/loss": mean, "epoch/seconds": seconds, "epoch/replaced_videos": replaced}, epoch + 1)
-            es.save(engine, out, trainer, rank=rank, keep_last=cfg.keep_last)
-            if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < cfg.epochs:
-                status = "KILLED"
-                result.wall_s = time.perf_counter() - t_start
-                return result
+        status = fit(engine, ds_opt, trainer, out, loop, loader=loader, step=step, lr_at=sched.lr, tracker=tracker,
+                     rank=rank, world=dist_env.world_size)
+        if status == "KILLED":
+            result.wall_s = time.perf_counter() - t_start
+            return result
         result.wall_s = time.perf_counter() - t_start
         if main:
             info = {"model": dict(cfg.model), "decoder": cfg.decoder.__dict__, "mask_ratio": cfg.mask_ratio,
@@ -283,16 +268,12 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, teacher_video: str | Path 
             tracker.log_metrics({"final/loss": result.epoch_loss[-1], "final/wall_s": result.wall_s}, result.steps)
             tracker.log_artifact(out / PRETRAIN_METRICS)
         barrier()
-        status = "FINISHED"
         return result
+    except Preempted:
+        status = "KILLED"
+        raise
+    except BaseException:
+        status = "FAILED"
+        raise
     finally:
         tracker.end(status)
-
-
-def _epoch_order(n: int, take: int, seed: int, epoch: int) -> list[int]:
-    """A seeded permutation per epoch (cycled when an epoch asks for more than n items)."""
-    g = torch.Generator().manual_seed(seed * 10_007 + epoch)
-    order: list[int] = []
-    while len(order) < take:
-        order += torch.randperm(n, generator=g).tolist()
-    return order[:take]
