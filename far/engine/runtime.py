@@ -20,13 +20,14 @@ after skipping ``skip`` already-trained ones, and ``step(batch, micro_step)`` re
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
@@ -65,6 +66,25 @@ class StopFlag:
         from far.engine.distributed import all_sum
 
         return all_sum(1.0 if self.set else 0.0)[0] > 0
+
+
+@contextlib.contextmanager
+def run_outcome(end: Callable[[str], None]) -> Iterator[dict[str, str]]:
+    """Ends a job's MLflow run with what happened: the ``status`` the block leaves in the
+    yielded dict (FINISHED unless set), KILLED on :class:`Preempted`, FAILED on any other
+    exception. ``end`` is called once, whatever happens (pass a lambda: the caller may
+    replace its tracker inside the block)."""
+    outcome = {"status": "FINISHED"}
+    try:
+        yield outcome
+    except Preempted:
+        outcome["status"] = "KILLED"
+        raise
+    except BaseException:
+        outcome["status"] = "FAILED"
+        raise
+    finally:
+        end(outcome["status"])
 
 
 @dataclass

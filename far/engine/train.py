@@ -102,7 +102,7 @@ def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resu
     from far.engine.evaluate import evaluate, run_test
     from far.engine.metrics import accuracy
     from far.engine.optim import Schedule, build_optimizer, scaled_lr
-    from far.engine.runtime import Loop, Step, fit
+    from far.engine.runtime import Loop, Step, fit, run_outcome
     from far.engine.tracking import flatten, git_commit, make_tracker
     from far.models import build_model
 
@@ -229,11 +229,10 @@ def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resu
                 every_epochs=run.checkpoint.every_epochs, keep_last=run.checkpoint.keep_last,
                 log_every=run.log.every_steps, show_bars=show, stop_after_epoch=stop_after_epoch,
                 on_epoch_end=[validate, record])
-    status = "FAILED"
-    try:
-        status = fit(engine, ds_opt, trainer, out, loop, loader=loader, step=step, lr_at=sched.lr, tracker=tracker,
-                     rank=rank, world=world)
-        if status == "KILLED":
+    with run_outcome(lambda status: tracker.end(status)) as outcome:
+        outcome["status"] = fit(engine, ds_opt, trainer, out, loop, loader=loader, step=step, lr_at=sched.lr,
+                                tracker=tracker, rank=rank, world=world)
+        if outcome["status"] == "KILLED":
             return {"stopped_after_epoch": trainer.epoch}
 
         # ---- the result ----
@@ -278,14 +277,6 @@ def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resu
                 tracker.log_artifact(path)
         barrier()
         return summary
-    except Preempted:
-        status = "KILLED"
-        raise
-    except BaseException:
-        status = "FAILED"
-        raise
-    finally:
-        tracker.end(status)
 
 
 def main(argv: list[str] | None = None) -> int:

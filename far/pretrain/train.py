@@ -168,7 +168,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, teacher_video: str | Path 
     from far.engine import state as es
     from far.engine.data import EpochSampler, derived_seed, seed_process
     from far.engine.distributed import barrier
-    from far.engine.runtime import Loop, Preempted, Step, fit
+    from far.engine.runtime import Loop, Step, fit, run_outcome
     from far.engine.tracking import flatten, make_tracker
     from far.pretrain.data import build_source, collate, steps_per_epoch
 
@@ -251,11 +251,10 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, teacher_video: str | Path 
 
     loop = Loop(epochs=cfg.epochs, steps_per_epoch=n_steps, keep_last=cfg.keep_last, log_every=5,
                 desc=cfg.method, show_bars=progress, stop_after_epoch=stop_after_epoch, on_epoch_end=[record])
-    status = "FAILED"
-    try:
-        status = fit(engine, ds_opt, trainer, out, loop, loader=loader, step=step, lr_at=sched.lr, tracker=tracker,
-                     rank=rank, world=dist_env.world_size)
-        if status == "KILLED":
+    with run_outcome(tracker.end) as outcome:
+        outcome["status"] = fit(engine, ds_opt, trainer, out, loop, loader=loader, step=step, lr_at=sched.lr,
+                                tracker=tracker, rank=rank, world=dist_env.world_size)
+        if outcome["status"] == "KILLED":
             result.wall_s = time.perf_counter() - t_start
             return result
         result.wall_s = time.perf_counter() - t_start
@@ -269,11 +268,3 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, teacher_video: str | Path 
             tracker.log_artifact(out / PRETRAIN_METRICS)
         barrier()
         return result
-    except Preempted:
-        status = "KILLED"
-        raise
-    except BaseException:
-        status = "FAILED"
-        raise
-    finally:
-        tracker.end(status)
