@@ -7,6 +7,7 @@ the Snakemake rules do not pay for importing torch where they do not need it.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 
@@ -22,6 +23,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("far.reports.cli", "regenerate the paper's tables and figures"),
     "bench": ("far.bench.cli", "GPU fine-tuning step benchmark"),
 }
+
+
+def add_job_flags(parser: "argparse.ArgumentParser", trusts: str) -> None:
+    """The flags every training-family command shares: ``--trust-checkpoint`` (``trusts``
+    says which files it lets the full unpickler read) and ``--progress/--no-progress``."""
+    parser.add_argument("--trust-checkpoint", action="store_true",
+                        help=f"load {trusts} even when a file needs Python's full unpickler, which runs any "
+                             "code in it (only for files from a source you trust)")
+    bar = parser.add_mutually_exclusive_group()
+    bar.add_argument("--progress", dest="progress", action="store_true", default=None)
+    bar.add_argument("--no-progress", dest="progress", action="store_false")
 
 
 def _usage() -> str:

@@ -8,10 +8,11 @@ interrupted run never leaves a half-written video under the final name.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -66,11 +67,28 @@ def check_encoder(codec: str) -> None:
         raise EncoderUnavailable(f"PyAV {av.__version__} cannot open the {codec!r} encoder ({err}); {hint}") from err
 
 
-def _atomic_target(path: Path) -> Path:
+@contextlib.contextmanager
+def _atomic_target(path: Path) -> Iterator[Path]:
+    """A temporary file next to ``path``: renamed to ``path`` when the block succeeds,
+    removed when it fails, so a half-written video never has the final name."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(fd)
-    return Path(tmp)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _flush(stream, container, empty: str) -> None:
+    """Drain the encoder into the container; ``empty`` is the error when no frame came."""
+    if stream is None:
+        raise ValueError(empty)
+    for packet in stream.encode():
+        container.mux(packet)
 
 
 def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: int, codec: str = "libx264") -> Path:
@@ -84,9 +102,8 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: int, codec:
         raise ValueError(f"codec {codec!r} not in {sorted(CODECS)}")
     check_encoder(codec)
     path = Path(path)
-    tmp = _atomic_target(path)
     fmt, options = CODECS[codec]
-    try:
+    with _atomic_target(path) as tmp:
         with av.open(str(tmp), "w", format=fmt, options=BITEXACT) as container:
             stream = None
             for frame in frames:
@@ -102,14 +119,7 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: int, codec:
                 vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24").reformat(format="yuv420p")
                 for packet in stream.encode(vf):
                     container.mux(packet)
-            if stream is None:
-                raise ValueError(f"no frames given for {path}")
-            for packet in stream.encode():
-                container.mux(packet)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+            _flush(stream, container, f"no frames given for {path}")
     return path
 
 
@@ -154,8 +164,7 @@ def reencode(src: str | Path, dst: str | Path, short_side: int) -> Path:
     if dst.exists():
         return dst
     check_encoder("libx264")
-    tmp = _atomic_target(dst)
-    try:
+    with _atomic_target(dst) as tmp:
         with av.open(str(src)) as inp, av.open(str(tmp), "w", format="mp4", options=BITEXACT) as out:
             vin = inp.streams.video[0]
             vin.thread_type = "AUTO"
@@ -184,12 +193,5 @@ def reencode(src: str | Path, dst: str | Path, short_side: int) -> Path:
                 n += 1
                 for packet in vout.encode(small):
                     out.mux(packet)
-            if vout is None:
-                raise ValueError(f"{src}: no decodable frames")
-            for packet in vout.encode():
-                out.mux(packet)
-        os.replace(tmp, dst)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+            _flush(vout, out, f"{src}: no decodable frames")
     return dst

@@ -205,6 +205,7 @@ def _mlflow_run_of(checkpoint: Path) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     """``far test --config RUN.yaml --checkpoint CKPT --out DIR``."""
     from far.checkpoints import CheckpointError
+    from far.cli import add_job_flags
     from far.engine.config import ConfigError, load_run_config
 
     p = argparse.ArgumentParser(prog="far test", description="Multi-view test of a fine-tuned model.")
@@ -215,12 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crops", type=int, help="override test.crops")
     p.add_argument("--max-videos", type=int, help="test the first N videos only")
     p.add_argument("--mlflow-run-id", help="log into this MLflow run (default: the fine-tune's, from train.json)")
-    p.add_argument("--trust-checkpoint", action="store_true",
-                   help="load CKPT even if it needs Python's full unpickler, which runs any code it contains "
-                        "(only for a file from a source you trust)")
-    bar = p.add_mutually_exclusive_group()
-    bar.add_argument("--progress", dest="progress", action="store_true", default=None)
-    bar.add_argument("--no-progress", dest="progress", action="store_false")
+    add_job_flags(p, trusts="CKPT")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

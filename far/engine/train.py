@@ -282,6 +282,7 @@ def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resu
 def main(argv: list[str] | None = None) -> int:
     """``far train --config RUN.yaml --out DIR``."""
     from far.checkpoints import CheckpointError
+    from far.cli import add_job_flags
     from far.engine.config import load_run_config
 
     p = argparse.ArgumentParser(prog="far train", description="Fine-tune one run with DeepSpeed (resumable).")
@@ -289,12 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="output folder; an existing one is resumed")
     p.add_argument("--no-resume", action="store_true", help="ignore checkpoints in OUT (start over)")
     p.add_argument("--stop-after-epoch", type=int, help="end this invocation after N epochs (as if killed)")
-    p.add_argument("--trust-checkpoint", action="store_true",
-                   help="load `init` and OUT's checkpoints even if they need Python's full unpickler, "
-                        "which runs any code they contain (only for files from a source you trust)")
-    bar = p.add_mutually_exclusive_group()
-    bar.add_argument("--progress", dest="progress", action="store_true", default=None)
-    bar.add_argument("--no-progress", dest="progress", action="store_false")
+    add_job_flags(p, trusts="`init` and OUT's checkpoints")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
