@@ -152,13 +152,11 @@ class Grid:
         spec = self.params["backbones"][paper_backbone]
         return {"backbone": spec} if isinstance(spec, str) else dict(spec)
 
-    def dataset_paths(self, dataset: str) -> dict[str, str]:
-        """Where a dataset lives: ``raw`` (the official layout, downloaded or synthetic),
-        ``prepared`` (``far data prepare``'s lists, always ``data/prepared/<mode>/<dataset>``,
-        so that the default's synthetic lists never stand in for the paper's) and ``root``
-        (the video root the lists are relative to: ``root`` or else ``raw``)."""
+    def video_root(self, dataset: str) -> str:
+        """The folder the prepared lists' paths are relative to: ``root`` or else ``raw``
+        (the lists themselves are ``self.layout.prepared(dataset)``)."""
         ds = self.params["datasets"][dataset]
-        return {"raw": ds["raw"], "prepared": self.layout.prepared(dataset).dir, "root": ds.get("root", ds["raw"])}
+        return ds.get("root", ds["raw"])
 
     def missing_raw(self, datasets: Iterable[str]) -> list[str]:
         """One message per dataset of ``datasets`` whose downloaded folders (``raw``, and
@@ -252,11 +250,10 @@ class Grid:
         cfg = dict(settings.get("common", {})) | dict(settings.get(method, {}))
         model = self._canonical(self.backbone_spec(backbone))
         ds = self.params["datasets"][src]
-        paths = self.dataset_paths(src)
         data = dict(ds["data"]) | dict(cfg.pop("data", {}))
         lists = self.layout.prepared(src)
         data |= dict(train_list=lists.train, val_list=lists.val,
-                     root=paths["root"], num_classes=ds["num_classes"], num_frames=model["num_frames"],
+                     root=self.video_root(src), num_classes=ds["num_classes"], num_frames=model["num_frames"],
                      input_size=model["img_size"])
         tracking = {k: v for k, v in self.params.get("tracking", {}).items() if k in ("enabled", "uri", "experiment")}
         cfg |= {"method": method,
@@ -278,12 +275,12 @@ class Grid:
         run = self.runs[run_id]
         ds = self.params["datasets"][run.dataset]
         recipe = self.recipe(run)
-        paths = self.dataset_paths(run.dataset)
         data = dict(ds["data"]) | recipe.pop("data", {})
         # The clip shape follows the model (16x224 in the paper, the CPU sizes' own in the default).
         lists = self.layout.prepared(run.dataset)
         data |= dict(train_list=lists.train, val_list=lists.val,
-                     root=paths["root"], num_classes=ds["num_classes"], num_frames=run.model["num_frames"],
+                     root=self.video_root(run.dataset), num_classes=ds["num_classes"],
+                     num_frames=run.model["num_frames"],
                      input_size=run.model["img_size"])
         model = dict(run.model) | {"drop_path": recipe.pop("drop_path", run.model.get("drop_path", 0.1))}
         cfg = {

@@ -266,7 +266,9 @@ def test_restore_from_dvc_leaves_nothing_to_rerun(workdir):
         shutil.rmtree(workdir / d)
     shutil.rmtree(workdir / ".dvc" / "cache")
     run("dvc", "pull", "-q")
-    assert "Nothing to be done" not in run(*smk, "-n").stdout  # the pulled data look newer
+    # Whether the pull alone leaves jobs to rerun depends on the order DVC wrote the files
+    # (in repeated runs of this test some pulls re-planned the pre-training, some not); after the
+    # documented restore nothing is planned, whatever that order was.
     run(*smk, "--touch")
     assert "Nothing to be done" in run(*smk, "-n").stdout
 
@@ -283,7 +285,8 @@ def test_far_grid_runs_from_outside_the_repository(tmp_path):
                         "list"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]  # reads params/checkpoints.yaml from the project root
     r = subprocess.run([sys.executable, "-m", "far.cli", "grid", "--params", str(ROOT / "params" / "default.yaml"),
-                        "run-config", rid, "--out", str(out)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+                        "run-config", rid, "--out", str(out)],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and yaml.safe_load(out.read_text())["seed"] in (0, 1)
 
 

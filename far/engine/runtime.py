@@ -173,7 +173,7 @@ def fit(engine: Any, optimizer: Any, trainer: Any, out: Path, loop: Loop, *,
                 if main and step_in_epoch % loop.log_every == 0:
                     tracker.log_metrics({f"train/{k}_step": v for k, v in s.parts.items()} | {"train/lr_step": lr},
                                         global_step)
-                if main and not (loop.show_bars and main) and (step_in_epoch % loop.log_every == 0 or step_in_epoch == n):
+                if main and not loop.show_bars and (step_in_epoch % loop.log_every == 0 or step_in_epoch == n):
                     log.info("%s %d/%d step %d/%d  loss %.4f  lr %.3e  %.1f clips/s", loop.desc, epoch + 1,
                              loop.epochs, step_in_epoch, n, loss_sum / loss_n, lr, rate)
                 if step_in_epoch < n and stop.agreed():
