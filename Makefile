@@ -11,7 +11,7 @@ export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 
-.PHONY: setup reproduce restore unlock test test-slow test-gpu clean-venv
+.PHONY: setup reproduce restore unlock test test-slow test-gpu wheelhouse clean-venv
 
 $(BIN)/far: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -51,6 +51,11 @@ test-slow: setup
 
 test-gpu: setup
 	$(BIN)/python -m pytest -m gpu -q
+
+## Wheels for a GPU node with CUDA torch and no network, into .whl (docs/training.md);
+## for another Python there: make wheelhouse PYTHON_VERSION=3.11
+wheelhouse: setup
+	VENV_PY=$(BIN)/python bash tools/make-wheelhouse.sh .whl
 
 clean-venv:
 	rm -rf $(VENV)
