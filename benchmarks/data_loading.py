@@ -134,7 +134,7 @@ def bench_loader(folder: Path, batches: int) -> list[dict[str, Any]]:
             t0 = time.perf_counter()
             clips = 0
             for _ in range(batches):
-                clips += len(next(it)["video"])
+                clips += len(next(it)["params"])  # decoded videos x copies (augmented on the device)
             seconds = time.perf_counter() - t0
             rows.append({"bench": "loader", "codec": "vp9" if kind == "ssv2" else "h264",
                          "what": f"synthetic-{kind} train loader, batch 4 x num_sample 2, {workers} workers",

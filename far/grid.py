@@ -292,6 +292,7 @@ class Grid:
             "batch": recipe.pop("batch", {}),
             "augment": recipe.pop("augment", {}),
             "deepspeed": dict(self.params.get("deepspeed", {})),
+            "compile": dict(self.params.get("compile", {})),
             "checkpoint": dict(self.params.get("checkpoint", {})),
             "test": dict(self.params.get("test", {})) | {"clips": ds["views"][0], "crops": ds["views"][1]},
             "tracking": dict(self.params.get("tracking", {})) | {

@@ -32,8 +32,10 @@ from far.data.mixup import AugmentConfig, build_mixup
 from far.data.prepare import prepare
 from far.data.synth import (SSV2_PAIRS, SSV2_VIDEO_DIR, SynthSpec, generate, render_k400, render_ssv2,
                             sample_ssv2_scene)
-from far.data.transforms import (EvalTransform, PretrainTransform, TrainTransform, eval_crop_offsets,
-                                 multi_scale_crop_box, to_normalised_tensor)
+from far.data.batch_augment import ClipAugment
+from far.data.reference_augment import PretrainTransform, TrainTransform
+from far.data.transforms import (EvalTransform, PretrainDraw, TrainDraw, eval_crop_offsets, multi_scale_crop_box,
+                                 randaug_policy, to_normalised_tensor)
 from far.data.video import CorruptVideo, Video, decode_threads, error_text, probe
 
 TIME_OF_DAY = re.compile(r"\[\d{2}:\d{2}:\d{2}\]")  # decord's message prefix, e.g. [01:10:05]
@@ -88,7 +90,7 @@ def test_synth_is_byte_identical_per_seed(tmp_path, kind):
                      height=64, width=80, frames=32 if kind == "ssv2" else 80, seed=1)
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     generate(spec, a, progress=False)
-    generate(spec, b, progress=False)
+    generate(spec, b, progress=False, workers=2)  # encoding processes change no byte
     generate(SynthSpec(**{**spec.__dict__, "seed": 6}), c, progress=False)
     files_a = tree_bytes(a)
     assert files_a == tree_bytes(b)  # every file, videos included, byte for byte
@@ -634,7 +636,7 @@ def test_normalisation_and_shapes():
 
 def test_randaugment_is_clip_consistent_and_erasing_noise_per_frame():
     cfg = DataConfig.preset("ssv2", input_size=32, short_side=32, reprob=0.0)
-    assert TrainTransform(cfg).policy == "rand-m9-n4-mstd0.5-inc1"
+    assert randaug_policy(cfg) == "rand-m9-n4-mstd0.5-inc1"
     frame = np.random.default_rng(1).integers(0, 256, (1, 48, 64, 3), dtype=np.uint8)
     frames = np.repeat(frame, 6, axis=0)
     for seed in range(5):  # identical frames in -> identical frames out (one crop, one set of ops)
@@ -698,9 +700,10 @@ def test_pretrain_transform_is_clip_consistent_crop_only():
 def test_pretrain_mode_dataset(ssv2):
     raw, out, report = ssv2
     ds = VideoDataset(small_cfg("ssv2", out, report, num_sample=2), "pretrain")
-    assert isinstance(ds.train_transform, PretrainTransform) and len(ds) == 12
+    assert isinstance(ds.draw, PretrainDraw) and len(ds) == 12
     item = ds[0]
-    assert item["video"].shape == (2, 3, 8, 32, 32) and item["replaced"] == []
+    assert item["frames"].dtype == torch.uint8 and len(item["params"]) == 2 and item["replaced"] == []
+    assert ClipAugment(ds.cfg, "pretrain")(collate([item]), "cpu").shape == (2, 3, 8, 32, 32)
     with pytest.raises(ValueError, match="pretrain_scales"):
         DataConfig.preset("ssv2", pretrain_scales=[1.2])
 
@@ -710,12 +713,14 @@ def test_train_items_repeated_augmentation(ssv2):
     raw, out, report = ssv2
     cfg = small_cfg("ssv2", out, report, num_sample=2)
     ds = VideoDataset(cfg, "train")
-    assert len(ds) == 12
-    item = ds[0]
-    assert item["video"].shape == (2, 3, 8, 32, 32) and item["label"].tolist() == [ds.samples[0][1]] * 2
-    assert not torch.equal(item["video"][0], item["video"][1]) and item["replaced"] == []
+    assert len(ds) == 12 and isinstance(ds.draw, TrainDraw)
+    item = ds[0]  # one decode (uint8, the sampled frames only), two draws of parameters
+    assert item["frames"].dtype == torch.uint8 and item["frames"].shape[0] == 8 and item["frames"].shape[-1] == 3
+    assert len(item["params"]) == 2 and item["params"][0] != item["params"][1]
+    assert item["label"].tolist() == [ds.samples[0][1]] * 2 and item["replaced"] == []
     batch = collate([ds[0], ds[5]])
-    assert batch["video"].shape == (4, 3, 8, 32, 32)
+    video = ClipAugment(cfg)(batch, "cpu")
+    assert video.shape == (4, 3, 8, 32, 32) and not torch.equal(video[0], video[1])
     assert batch["label"].tolist() == [ds.samples[0][1]] * 2 + [ds.samples[5][1]] * 2
     assert batch["index"].tolist() == [0, 0, 5, 5]
 
@@ -817,7 +822,7 @@ def test_loader_is_deterministic_with_a_seed(ssv2):
     def batches(seed, workers=0):
         ds = VideoDataset(cfg, "train")
         loader = build_loader(ds, 4, train=True, seed=seed, num_workers=workers)
-        return [(b["index"].tolist(), b["video"]) for b in loader]
+        return [(b["index"].tolist(), ClipAugment(cfg)(b, "cpu")) for b in loader]
 
     a, b, c = batches(1), batches(1), batches(2)
     assert len(a) == 3 and all(x[0] == y[0] and torch.equal(x[1], y[1]) for x, y in zip(a, b))
@@ -832,9 +837,10 @@ def test_mixup_attaches_to_train_batches(ssv2):
     raw, out, report = ssv2
     ds = VideoDataset(small_cfg("ssv2", out, report, num_sample=2), "train")
     batch = collate([ds[0], ds[1]])
+    clips = ClipAugment(ds.cfg)(batch, "cpu")
     mixup = build_mixup(AugmentConfig(), num_classes=4)
-    video, target = mixup(batch["video"], batch["label"])
-    assert video.shape == batch["video"].shape and target.shape == (batch["video"].shape[0], 4)
+    video, target = mixup(clips.clone(), batch["label"])
+    assert video.shape == clips.shape and target.shape == (clips.shape[0], 4)
     assert torch.allclose(target.sum(1), torch.ones(target.shape[0]))
     assert build_mixup(AugmentConfig(mixup=0.0, cutmix=0.0), num_classes=4) is None
 

@@ -293,6 +293,33 @@ def test_full_recipe_same_seed_gives_byte_identical_model_one_and_two_ranks(work
     assert (work / "full_ddp_a" / "model.pth").read_bytes() == (work / "full_ddp_b" / "model.pth").read_bytes()
 
 
+def test_compiled_training_keeps_plain_keys_and_resumes_exactly(work):
+    """compile.enabled: the model is compiled in place inside the DeepSpeed engine (here with
+    the aot_eager backend: the graph capture without code generation; inductor is checked
+    on the GPU, benchmarks/results/train_pace.md). model.pth has the plain model's keys and
+    loads into far test; stopping after epoch 1 and resuming ends byte-identical."""
+    import torch
+
+    cfg = _full_recipe(work, "run_compiled.yaml")
+    full = yaml.safe_load((work / cfg).read_text())
+    full["optim"]["epochs"] = 2
+    full["compile"] = {"enabled": True, "backend": "aot_eager"}
+    full["test"]["run_at_end"] = True
+    (work / cfg).write_text(yaml.safe_dump(full))
+    _run(FAR + ["train", "--config", cfg, "--out", "compiled"], work, timeout=400)
+    _run(FAR + ["train", "--config", cfg, "--out", "compiled_resumed", "--stop-after-epoch", "1"], work, timeout=400)
+    _run(FAR + ["train", "--config", cfg, "--out", "compiled_resumed"], work, timeout=400)
+    a = (work / "compiled" / "model.pth").read_bytes()
+    assert a == (work / "compiled_resumed" / "model.pth").read_bytes()
+    state = torch.load(work / "compiled" / "model.pth", weights_only=True)
+    keys = list(state["model"]) if "model" in state else list(state)
+    assert keys and not any("_orig_mod" in k for k in keys)
+    from far.models import build_model, model_config
+
+    assert sorted(keys) == sorted(build_model(model_config(full["model"])).state_dict())
+    assert json.loads((work / "compiled" / "test" / "metrics.json").read_text())["videos"] == CLASSES * 3
+
+
 def test_an_abandoned_attempts_mlflow_run_is_marked_killed(tmp_path):
     """A job killed before its first checkpoint leaves its MLflow run RUNNING; the next
     attempt in the same folder, which starts a new run, marks it KILLED."""

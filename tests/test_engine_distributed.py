@@ -53,6 +53,10 @@ def test_deepspeed_config_cpu_is_fp32() -> None:
     assert "bf16" not in cfg and "fp16" not in cfg and cfg["gradient_clipping"] == 1.0
     gpu = build_config(micro_batch=1, accumulation=1, world_size=1, settings=DeepSpeedConfig(precision="fp16"), gpu=True)
     assert gpu["fp16"]["enabled"] and gpu["fp16"]["initial_scale_power"] == 7 and gpu["gradient_clipping"] == 0.0
+    # bf16 on a GPU: fp32 weights and optimizer in DeepSpeed, autocast in the step (no
+    # DeepSpeed bf16 wrapper: it synchronises once per gradient tensor at ZeRO 0).
+    bf16 = build_config(micro_batch=1, accumulation=1, world_size=1, settings=DeepSpeedConfig(precision="bf16"), gpu=True)
+    assert "bf16" not in bf16 and "fp16" not in bf16
     with pytest.raises(ValueError, match="^zero_stage: 5 is not one of"):
         DeepSpeedConfig(zero_stage=5)
 

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from far.data.config import DataConfig
-from far.data.transforms import ERASE_AREA, ERASE_MIN_ASPECT, TrainTransform, erase_clip
+from far.data.reference_augment import TrainTransform, apply_ops_pil
+from far.data.transforms import ERASE_AREA, ERASE_MIN_ASPECT, erase_clip
 
 # Crop = the whole (square) frame, no RandAugment: what comes out is the input plus erasing.
 PLAIN = dict(randaug_num_ops=0, scale=(1.0, 1.0), ratio=(1.0, 1.0))
@@ -133,15 +134,22 @@ def test_randaugment_fills_with_the_reference_grey():
 
 
 def test_randaugment_runs_on_the_full_frame_before_the_crop(monkeypatch):
-    t = transform(reprob=0.0, input_size=16, short_side=16)
+    import far.data.reference_augment as ref
+
+    t = transform(reprob=0.0, input_size=16, short_side=16, randaug_num_ops=1)
+    only_op(t, "Invert")
     sizes = []
-    real = t.randaug
+    real = ref.pil_op
 
-    def record(img):
-        sizes.append(img.size)
-        return real(img)
+    def record(name):
+        op = real(name)
 
-    monkeypatch.setattr(t, "randaug", record)
+        def wrapped(img, *args, **kwargs):
+            sizes.append(img.size)
+            return op(img, *args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(ref, "pil_op", record)
     x = t(np.zeros((3, 48, 64, 3), np.uint8), seed=0)
     assert x.shape == (3, 3, 16, 16)
     assert sizes == [(64, 48)] * 3  # PIL (width, height) of the original frames, once per frame
@@ -167,7 +175,7 @@ def test_randaugment_is_identical_on_every_frame_at_full_resolution(num_ops):
     frame = np.random.default_rng(2).integers(0, 256, (1, 24, 32, 3), dtype=np.uint8)
     frames = np.repeat(frame, 3, axis=0)
     for seed in range(10):
-        out = t.apply_randaug(frames, seed)
+        out = apply_ops_pil(frames, t.draw(24, 32, seed).ops)
         assert out.shape == frames.shape and all(np.array_equal(out[0], out[k]) for k in range(3))
-    changed = [not np.array_equal(t.apply_randaug(frames, s)[0], frame[0]) for s in range(10)]
+    changed = [not np.array_equal(apply_ops_pil(frames, t.draw(24, 32, s).ops)[0], frame[0]) for s in range(10)]
     assert any(changed) if num_ops else not any(changed)

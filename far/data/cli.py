@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="motion amplitude as a fraction of the frame (default %(default)s)")
     s.add_argument("--motion-period", type=float, default=defaults.motion_period,
                    help="k400: frames per motion cycle (default %(default)s)")
+    s.add_argument("--workers", type=int, default=1, help="encoding processes (same files for any number)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("prepare", help="check a raw SSv2/K400 download and write path-label lists")
@@ -70,7 +71,7 @@ def main(argv: list[str]) -> int:
                              width=args.size[1], frames=args.frames, fps=args.fps, seed=args.seed,
                              object_scale=args.object_scale, background_contrast=args.background_contrast,
                              motion_amplitude=args.motion_amplitude, motion_period=args.motion_period)
-            info = generate(spec, args.out, progress=not args.quiet)
+            info = generate(spec, args.out, progress=not args.quiet, workers=args.workers)
         except (ValueError, EncoderUnavailable) as err:
             print(f"far data synth: {err}", file=sys.stderr)
             return 2

@@ -1,7 +1,9 @@
 """Video datasets over ``path label`` lists: train items (repeated augmentation) and test views.
 
-Train item ``i`` -> ``{"video": (num_sample, C, T, H, W) float, "label": (num_sample,) long,
-"index": i, "replaced": [(path, error), ...]}``: one decode, ``num_sample`` augmentations.
+Train and pre-training item ``i`` -> ``{"frames": (T, H, W, 3) uint8, "params": [ClipParams] *
+num_sample, "label": (num_sample,) long, "index": i, "replaced": [(path, error), ...]}``: one
+decode and ``num_sample`` draws of augmentation parameters. Workers only decode: the
+augmentation itself runs batched on the model's device (far.data.batch_augment.ClipAugment).
 
 Test item ``i`` (one per video x view) -> ``{"video": (C, T, H, W), "label": int,
 "video_index": int, "view": int, "replaced": [...]}`` with ``view = clip * test_crops + crop``.
@@ -31,7 +33,7 @@ from torch.utils.data import Dataset, get_worker_info
 
 from far.data import sampling
 from far.data.config import DataConfig
-from far.data.transforms import EvalTransform, PretrainTransform, TrainTransform
+from far.data.transforms import EvalTransform, draw_for
 from far.data.video import CorruptVideo, Video
 
 log = logging.getLogger(__name__)
@@ -61,8 +63,9 @@ class VideoDataset(Dataset):
     (``mode="test"``) dataset of a DataConfig.
 
     Train and pre-training items are sampled alike (random temporal window / segments,
-    ``num_sample`` copies); they differ in the spatial augmentation: fine-tuning's
-    :class:`TrainTransform` or VideoMAE pre-training's :class:`PretrainTransform`.
+    ``num_sample`` copies); they differ in the spatial augmentation parameters drawn:
+    fine-tuning's (:class:`far.data.transforms.TrainDraw`) or VideoMAE pre-training's
+    (:class:`far.data.transforms.PretrainDraw`).
 
     ``samples`` overrides the list file (a list of (path, label)); otherwise
     ``cfg.train_list`` (train) or ``cfg.val_list`` (test) is read, relative to ``cfg.root``.
@@ -84,11 +87,7 @@ class VideoDataset(Dataset):
         bad = [lab for _, lab in self.samples if not 0 <= lab < cfg.num_classes]
         if bad:
             raise ValueError(f"DataConfig.num_classes: {cfg.num_classes} but labels include {bad[0]}")
-        self.train_transform: TrainTransform | PretrainTransform | None = None
-        if mode == "train":
-            self.train_transform = TrainTransform(cfg)
-        elif mode == "pretrain":
-            self.train_transform = PretrainTransform(cfg)
+        self.draw = draw_for(cfg, mode) if mode != "test" else None
         self.eval_transform = EvalTransform(cfg) if mode == "test" else None
         self._main_rng = torch.Generator().manual_seed(cfg.seed)
         self._cache: tuple[tuple[str, int], np.ndarray] | None = None
@@ -122,13 +121,15 @@ class VideoDataset(Dataset):
 
     def _decode(self, path: str, rng: random.Random | None, clip: int) -> np.ndarray:
         # Test views are fixed per (path, clip), and the crops of one temporal view are
-        # consecutive items (usually in one worker): decode them once.
+        # consecutive items (usually in one worker): decode and resize them once.
         key = (path, clip)
         if rng is None and self._cache is not None and self._cache[0] == key:
             return self._cache[1]
         video = Video(path)
         frames = video.frames(self._indices(len(video), rng, clip))
         if rng is None:
+            assert self.eval_transform is not None
+            frames = self.eval_transform.resize(frames)
             self._cache = (key, frames)
         return frames
 
@@ -160,19 +161,21 @@ class VideoDataset(Dataset):
         seed = self._item_seed()
         rng = random.Random(seed)
         j, frames, replaced = self._decode_with_replacement(index, rng, 0)
-        assert self.train_transform is not None
-        clips = [self.train_transform(frames, rng.getrandbits(63)) for _ in range(self.cfg.num_sample)]
+        assert self.draw is not None
+        height, width = frames.shape[1:3]
+        params = [self.draw(height, width, rng.getrandbits(63)) for _ in range(self.cfg.num_sample)]
         label = self.samples[j][1]
-        return {"video": torch.stack(clips), "label": torch.full((self.cfg.num_sample,), label, dtype=torch.long),
-                "index": index, "replaced": replaced}
+        return {"frames": torch.from_numpy(np.ascontiguousarray(frames)), "params": params,
+                "label": torch.full((self.cfg.num_sample,), label, dtype=torch.long), "index": index,
+                "replaced": replaced}
 
     def _test_item(self, index: int) -> dict[str, Any]:
         cfg = self.cfg
         video_index, view = divmod(index, cfg.num_views)
         clip, crop = divmod(view, cfg.test_crops)
-        j, frames, replaced = self._decode_with_replacement(video_index, None, clip)
+        j, resized, replaced = self._decode_with_replacement(video_index, None, clip)
         assert self.eval_transform is not None
-        return {"video": self.eval_transform(frames, crop), "label": self.samples[j][1],
+        return {"video": self.eval_transform.crop(resized, crop), "label": self.samples[j][1],
                 "video_index": j, "view": view, "replaced": replaced}
 
 
@@ -192,9 +195,11 @@ def unique_videos(replaced: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
 def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
     """Batch train or test items.
 
-    Train: ``video`` (B * num_sample, C, T, H, W) with the copies of one clip adjacent,
-    ``label`` and ``index`` (B * num_sample,). Test: ``video`` (B, C, T, H, W), ``label``,
-    ``video_index``, ``view`` (B,). Both: ``replaced``, all items' (path, error) lists joined.
+    Train: ``frames`` uint8 (B, T, H, W, 3), zero-padded to the batch's largest frame,
+    ``sizes`` (B, 2) each video's own (H, W), ``params`` the B * num_sample clips' draws
+    with the copies of one video adjacent, ``label`` and ``index`` (B * num_sample,).
+    Test: ``video`` (B, C, T, H, W), ``label``, ``video_index``, ``view`` (B,). Both:
+    ``replaced``, all items' (path, error) lists joined.
     """
     replaced = [r for item in batch for r in item["replaced"]]
     if "view" in batch[0]:
@@ -203,8 +208,21 @@ def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
                 "video_index": torch.tensor([b["video_index"] for b in batch], dtype=torch.long),
                 "view": torch.tensor([b["view"] for b in batch], dtype=torch.long),
                 "replaced": replaced}
-    video = torch.cat([b["video"] for b in batch])
-    return {"video": video,
+    return {"frames": _pad_stack([b["frames"] for b in batch]),
+            "sizes": torch.tensor([b["frames"].shape[1:3] for b in batch], dtype=torch.long),
+            "params": [p for b in batch for p in b["params"]],
             "label": torch.cat([b["label"] for b in batch]),
             "index": torch.cat([torch.full((len(b["label"]),), b["index"], dtype=torch.long) for b in batch]),
             "replaced": replaced}
+
+
+def _pad_stack(frames: list[torch.Tensor]) -> torch.Tensor:
+    """Stack (T, H, W, 3) frames of possibly different sizes, zero-padded at the bottom/right."""
+    height = max(f.shape[1] for f in frames)
+    width = max(f.shape[2] for f in frames)
+    if all(f.shape[1:3] == (height, width) for f in frames):
+        return torch.stack(frames)
+    out = torch.zeros((len(frames), frames[0].shape[0], height, width, 3), dtype=frames[0].dtype)
+    for i, f in enumerate(frames):
+        out[i, :, :f.shape[1], :f.shape[2]] = f
+    return out

@@ -428,8 +428,10 @@ def _youtube_id(rng: np.random.Generator) -> str:
     return "".join(alphabet[i] for i in rng.integers(0, len(alphabet), 11))
 
 
-def generate(spec: SynthSpec, out: str | Path, progress: bool = True) -> dict:
-    """Write the synthetic dataset of ``spec`` under ``out`` in the official layout.
+def generate(spec: SynthSpec, out: str | Path, progress: bool = True, workers: int = 1) -> dict:
+    """Write the synthetic dataset of ``spec`` under ``out`` in the official layout, with
+    ``workers`` encoding processes (each video is a pure function of its job: the files are
+    the same for any number).
 
     Returns a summary dict (also written to ``out/synthetic.json``). Raises
     :class:`far.data.encode.EncoderUnavailable` if PyAV lacks the needed encoder.
@@ -443,7 +445,16 @@ def generate(spec: SynthSpec, out: str | Path, progress: bool = True) -> dict:
     jobs = [(split, c, n) for split, per in (("train", spec.videos_per_class_train), ("val", spec.videos_per_class_val))
             for c in range(spec.classes) for n in range(per)]
     writer: Callable[[str, int, int], dict] = _write_ssv2_video if spec.kind == "ssv2" else _write_k400_video
-    records = [writer(spec, out, job) for job in tqdm(jobs, desc=f"synthetic-{spec.kind}", disable=not progress)]
+    desc = f"synthetic-{spec.kind}"
+    if workers <= 1:
+        records = [writer(spec, out, job) for job in tqdm(jobs, desc=desc, disable=not progress)]
+    else:
+        from concurrent.futures import ProcessPoolExecutor
+        from functools import partial
+
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            records = list(tqdm(pool.map(partial(writer, spec, out), jobs, chunksize=2), total=len(jobs), desc=desc,
+                                disable=not progress))
     _check_decodable(spec, next(out.glob(f"{SSV2_VIDEO_DIR}/*.webm" if spec.kind == "ssv2" else "train/*.mp4")))
     if spec.kind == "ssv2":
         _write_ssv2_annotations(spec, out, records)

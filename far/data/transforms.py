@@ -1,31 +1,44 @@
-"""Clip-level augmentation (fine-tuning, pre-training) and resize + crops (test).
+"""Clip augmentation: each clip's random choices (:class:`ClipParams`), the reference
+(PIL) fine-tuning and pre-training transforms, and the test-time resize + crops.
 
 Random choices are made ONCE PER CLIP and applied to all its frames, as in the
 reference: RandAugment's ops and magnitudes, the crop box, the flip decision and the
 random-erasing rectangle. Frames with different crops or colour ops would fake motion.
 
+Two halves, so that training can draw on the CPU and apply on the GPU:
+
+* **Drawing** (:class:`TrainDraw`, :class:`PretrainDraw`): a clip's :class:`ClipParams`
+  are a pure function of its seed and its frame size; no pixels are needed. DataLoader
+  workers draw them next to decoding.
+* **Applying**: :mod:`far.data.batch_augment` applies a batch's params with batched
+  tensor ops on the model's device (what ``far train`` and ``far pretrain`` use);
+  :class:`TrainTransform` / :class:`PretrainTransform` here apply one clip's params with
+  timm's PIL RandAugment ops, as the reference does: the reference the tensor path is
+  tested against (tests/test_batch_augment.py).
+
 Train order, as in the reference (VideoMAE / MVD fine-tuning): RandAugment on the
-original-resolution frames -> random resized crop -> flip -> to float, normalise ->
+original-resolution frames -> random resized crop resized to the input size (bilinear on
+floats, no antialiasing, as the reference's ``F.interpolate``) -> flip -> normalise ->
 random erasing. RandAugment uses the reference's settings: ``rand-m{m}-n{n}-mstd{std}-inc1``,
 bicubic resampling, fill colour (128, 128, 128); its translations are fractions of the
 full frame's side because it runs before the crop.
 
-Random erasing is the reference's clip-level ("cube") erasing, reimplemented in
-:func:`erase_clip`: with probability ``reprob`` per clip, one rectangle at the same
-place on every frame is filled with per-pixel normal noise (fresh noise per frame).
+Random erasing is the reference's clip-level ("cube") erasing: with probability
+``reprob`` per clip, one rectangle at the same place on every frame is filled with
+per-pixel normal noise (fresh noise per frame), drawn from the clip's ``noise_seed``.
 
 timm's RandAugment draws from the global ``random`` / ``np.random`` state.
-:func:`seeded_globals` seeds those from the clip's own seed for the duration of one
-frame's call and restores them afterwards, so (a) every frame gets the identical
-RandAugment draws and (b) nothing leaks into the caller's random state. Everything else
-draws from generators seeded from the clip's seed.
+:func:`draw_randaug` replays its draws (op choice, skip probability, magnitude noise,
+sign) with those seeded from the clip's own seed by :func:`seeded_globals`, which
+restores them afterwards, so nothing leaks into the caller's random state.
 
-Pre-training (:class:`PretrainTransform`) uses VideoMAE's pre-training augmentation
+Pre-training (:class:`PretrainDraw`) uses VideoMAE's pre-training augmentation
 instead: a multi-scale crop (TSN's ``GroupMultiScaleCrop``: crop sides from
 ``pretrain_scales`` x the short side, aspect distortion of at most one scale step, one of
-13 fixed positions) resized to the input size, then normalisation. Nothing else: the
-fine-tuning RandAugment / erasing / 8 %-area crops make masked reconstruction targets
-unpredictable and teach the encoder nothing (measured, docs/pretraining.md).
+13 fixed positions) resized to the input size (PIL's bilinear resize there, which
+antialiases), then normalisation. Nothing else: the fine-tuning RandAugment / erasing /
+8 %-area crops make masked reconstruction targets unpredictable and teach the encoder
+nothing (measured, docs/pretraining.md).
 """
 
 from __future__ import annotations
@@ -33,7 +46,8 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -50,6 +64,25 @@ RANDAUG_FILL = (128, 128, 128)
 ERASE_AREA = (0.02, 1.0 / 3.0)
 ERASE_MIN_ASPECT = 0.3
 ERASE_ATTEMPTS = 100  # rectangle draws before giving up on a clip (the reference's count)
+
+Box = tuple[int, int, int, int]  # (top, left, height, width)
+
+
+@dataclass(frozen=True)
+class ClipParams:
+    """One clip's random choices; every frame of the clip gets the same ones.
+
+    ``ops``: RandAugment, in order: (timm op name, the op's arguments after timm's level
+    function, e.g. ``("Rotate", (-27.3,))``). ``crop``: the box cut from the (augmented)
+    decoded frame and resized to the input size. ``erase``: the random-erasing box in the
+    resized clip, or None; its noise comes from ``noise_seed``.
+    """
+
+    crop: Box
+    ops: tuple[tuple[str, tuple[float, ...]], ...] = ()
+    flip: bool = False
+    erase: Box | None = None
+    noise_seed: int = 0
 
 
 @contextlib.contextmanager
@@ -110,21 +143,18 @@ def multi_scale_crop_box(height: int, width: int, size: int, scales: tuple[float
     return top, left, h, w
 
 
-def erase_clip(x: torch.Tensor, prob: float, rng: random.Random, noise: torch.Generator,
-               area: tuple[float, float] = ERASE_AREA, min_aspect: float = ERASE_MIN_ASPECT
-               ) -> tuple[int, int, int, int] | None:
-    """Clip-level random erasing of a float clip ``x`` (C, T, H, W), in place.
+def erase_box(height: int, width: int, prob: float, rng: random.Random,
+              area: tuple[float, float] = ERASE_AREA, min_aspect: float = ERASE_MIN_ASPECT) -> Box | None:
+    """The clip-level random-erasing rectangle (top, left, h, w) in a ``height`` x ``width``
+    clip, or None.
 
-    With probability ``prob`` (drawn from ``rng``), one rectangle of ``area`` x H x W
-    pixels (uniform) and aspect ratio h / w log-uniform in [min_aspect, 1 / min_aspect]
-    is filled on EVERY frame with standard normal noise from ``noise`` (fresh noise per
-    frame and pixel). A draw that does not fit strictly inside the frame is redrawn, up to
-    ``ERASE_ATTEMPTS`` times, then the clip is left alone. Returns (top, left, h, w), or None
-    when nothing was erased.
+    With probability ``prob`` (drawn from ``rng``), a rectangle of ``area`` x H x W pixels
+    (uniform) and aspect ratio h / w log-uniform in [min_aspect, 1 / min_aspect]. A draw
+    that does not fit strictly inside the frame is redrawn, up to ``ERASE_ATTEMPTS`` times,
+    then the clip is left alone (the reference's rule).
     """
     if rng.random() >= prob:
         return None
-    c, t, height, width = x.shape
     log_aspect = (math.log(min_aspect), -math.log(min_aspect))
     for _ in range(ERASE_ATTEMPTS):
         target = rng.uniform(*area) * height * width
@@ -132,18 +162,37 @@ def erase_clip(x: torch.Tensor, prob: float, rng: random.Random, noise: torch.Ge
         h = int(round(math.sqrt(target * aspect)))
         w = int(round(math.sqrt(target / aspect)))
         if h < height and w < width:
-            top, left = rng.randint(0, height - h), rng.randint(0, width - w)
-            x[:, :, top:top + h, left:left + w] = torch.empty((c, t, h, w), dtype=x.dtype).normal_(generator=noise)
-            return top, left, h, w
+            return rng.randint(0, height - h), rng.randint(0, width - w), h, w
     return None
 
 
+def fill_noise(x: torch.Tensor, box: Box, generator: torch.Generator) -> None:
+    """Fill ``box`` of the float clip ``x`` (C, T, H, W) on every frame with standard normal
+    noise from ``generator`` (fresh per frame and pixel), in place."""
+    top, left, h, w = box
+    c, t = x.shape[:2]
+    x[:, :, top:top + h, left:left + w] = torch.randn((c, t, h, w), generator=generator, dtype=x.dtype,
+                                                      device=x.device)
+
+
+def erase_clip(x: torch.Tensor, prob: float, rng: random.Random, noise: torch.Generator,
+               area: tuple[float, float] = ERASE_AREA, min_aspect: float = ERASE_MIN_ASPECT) -> Box | None:
+    """Clip-level random erasing of a float clip ``x`` (C, T, H, W), in place: the box of
+    :func:`erase_box` filled by :func:`fill_noise`. Returns the box, or None."""
+    box = erase_box(x.shape[2], x.shape[3], prob, rng, area, min_aspect)
+    if box is not None:
+        fill_noise(x, box, noise)
+    return box
+
+
 def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize uint8 frames (T, H, W, 3) to ``size`` = (h, w), bilinear with antialiasing."""
+    """Resize uint8 frames (T, H, W, 3) to ``size`` = (h, w): the test-time short-side
+    resize. Bilinear without antialiasing, as the reference's ``cv2.resize(...,
+    INTER_LINEAR)`` (``video_transforms.Resize``)."""
     if frames.shape[1:3] == tuple(size):
         return frames
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
-    x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+    x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=False)
     return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
@@ -155,6 +204,7 @@ def to_normalised_tensor(frames: np.ndarray, mean: tuple[float, ...], std: tuple
     return x.sub_(m).div_(s)
 
 
+# ---- RandAugment: timm's op table and draws ------------------------------------------------------
 def _posterize(img: Any, bits_to_keep: int, **kwargs: Any) -> Any:
     """timm's posterize with Pillow < 11 semantics for 0 bits (a black image).
 
@@ -178,68 +228,90 @@ def _allow_posterize_zero_bits() -> None:
         auto_augment.NAME_TO_OP[name] = _posterize
 
 
-class TrainTransform:
-    """Clip-consistent RandAugment (full frames), random resized crop, optional flip,
-    normalise, clip-level erasing (see the module doc)."""
+def pil_op(name: str) -> Any:
+    """timm's PIL function of RandAugment op ``name`` (posterize with 0 bits allowed)."""
+    import far.torchvision_compat  # noqa: F401  (must precede timm)
+    from timm.data.auto_augment import NAME_TO_OP
+
+    return _posterize if name.startswith("Posterize") else NAME_TO_OP[name]
+
+
+def randaug_policy(cfg: DataConfig) -> str:
+    """timm's policy string of ``cfg``: ``rand-m{m}-n{n}-mstd{std}-inc1``."""
+    return f"rand-m{cfg.randaug_magnitude}-n{cfg.randaug_num_ops}-mstd{cfg.randaug_std}-inc1"
+
+
+def build_randaug(cfg: DataConfig) -> Any:
+    """timm's RandAugment for ``cfg`` with the reference's hyper-parameters: fill colour
+    (128, 128, 128) and bicubic resampling (without it timm draws bilinear or bicubic at
+    random). No ``translate_const``: the rand policy translates by fractions of the image
+    side (TranslateX/YRel, up to 45 %), never by absolute pixels."""
+    import far.torchvision_compat  # noqa: F401  (must precede timm)
+    from PIL import Image
+    from timm.data.auto_augment import rand_augment_transform
+
+    _allow_posterize_zero_bits()
+    return rand_augment_transform(randaug_policy(cfg), {"img_mean": RANDAUG_FILL, "interpolation": Image.BICUBIC})
+
+
+def draw_randaug(randaug: Any, seed: int) -> tuple[tuple[str, tuple[float, ...]], ...]:
+    """The ops timm's ``randaug`` (a ``timm.data.auto_augment.RandAugment``) would apply
+    with the global RNGs seeded from ``seed``: the same draws in the same order as its
+    ``__call__`` and ``AugmentOp.__call__`` (op choice, skip with probability 1 - p,
+    Gaussian magnitude noise clamped to [0, magnitude_max or 10], the level function's
+    random sign), without an image. tests/test_batch_augment.py checks it against timm."""
+    out = []
+    with seeded_globals(seed):
+        chosen = np.random.choice(randaug.ops, randaug.num_layers, replace=randaug.choice_weights is None,
+                                  p=randaug.choice_weights)
+        for op in chosen:
+            if op.prob < 1.0 and random.random() > op.prob:
+                continue
+            magnitude = op.magnitude
+            if op.magnitude_std == float("inf"):
+                magnitude = random.uniform(0, magnitude)
+            elif op.magnitude_std > 0:
+                magnitude = random.gauss(magnitude, op.magnitude_std)
+            magnitude = max(0.0, min(magnitude, op.magnitude_max or 10))
+            args = op.level_fn(magnitude, op.hparams) if op.level_fn is not None else ()
+            out.append((op.name, tuple(args)))
+    return tuple(out)
+
+
+# ---- drawing a clip's parameters ----------------------------------------------------------------
+class TrainDraw:
+    """Fine-tuning :class:`ClipParams` of a clip from its seed and frame size."""
 
     def __init__(self, cfg: DataConfig) -> None:
-        import far.torchvision_compat  # noqa: F401  (must precede timm)
-        from timm.data.auto_augment import rand_augment_transform
-        from PIL import Image
-
         self.cfg = cfg
-        # No translate_const: the rand policy translates by fractions of the image side
-        # (TranslateX/YRel, up to 45 %), never by absolute pixels.
-        hparams = {
-            "img_mean": RANDAUG_FILL,
-            # The reference passes --train_interpolation bicubic; without it timm
-            # draws bilinear or bicubic at random.
-            "interpolation": Image.BICUBIC,
-        }
-        _allow_posterize_zero_bits()
-        self.policy = f"rand-m{cfg.randaug_magnitude}-n{cfg.randaug_num_ops}-mstd{cfg.randaug_std}-inc1"
-        self.randaug = rand_augment_transform(self.policy, hparams)
+        self.randaug = build_randaug(cfg) if cfg.randaug_num_ops else None
 
-    def apply_randaug(self, frames: np.ndarray, seed: int) -> np.ndarray:
-        """RandAugment with identical ops and magnitudes on every frame (same seed per frame)."""
-        from PIL import Image
-
-        if self.cfg.randaug_num_ops == 0:
-            return frames
-        out = np.empty_like(frames)
-        for t, frame in enumerate(frames):
-            with seeded_globals(seed):
-                out[t] = np.asarray(self.randaug(Image.fromarray(frame)))
-        return out
-
-    def __call__(self, frames: np.ndarray, seed: int) -> torch.Tensor:
-        """Augment uint8 frames (T, H, W, 3) into a float clip (C, T, S, S) using ``seed``."""
+    def __call__(self, height: int, width: int, seed: int) -> ClipParams:
         cfg = self.cfg
         rng = random.Random(seed)
-        frames = self.apply_randaug(frames, rng.getrandbits(63))
-        top, left, h, w = random_resized_crop_box(frames.shape[1], frames.shape[2], cfg.scale, cfg.ratio, rng)
-        clip = resize_frames(frames[:, top:top + h, left:left + w], (cfg.input_size, cfg.input_size))
-        if cfg.flip and rng.random() < 0.5:
-            clip = clip[:, :, ::-1]
-        x = to_normalised_tensor(clip, cfg.mean, cfg.std)
-        if cfg.reprob > 0:
-            erase_clip(x, cfg.reprob, rng, torch.Generator().manual_seed(rng.getrandbits(63)))
-        return x
+        ops = draw_randaug(self.randaug, rng.getrandbits(63)) if self.randaug is not None else ()
+        crop = random_resized_crop_box(height, width, cfg.scale, cfg.ratio, rng)
+        flip = cfg.flip and rng.random() < 0.5
+        noise_seed = rng.getrandbits(63)
+        erase = erase_box(cfg.input_size, cfg.input_size, cfg.reprob, rng) if cfg.reprob > 0 else None
+        return ClipParams(crop=crop, ops=ops, flip=flip, erase=erase, noise_seed=noise_seed)
 
 
-class PretrainTransform:
-    """VideoMAE pre-training augmentation: multi-scale crop, resize, normalise (see module doc)."""
+class PretrainDraw:
+    """Pre-training :class:`ClipParams` (VideoMAE's multi-scale crop only) from a seed."""
 
     def __init__(self, cfg: DataConfig) -> None:
         self.cfg = cfg
 
-    def __call__(self, frames: np.ndarray, seed: int) -> torch.Tensor:
-        """Uint8 frames (T, H, W, 3) -> float clip (C, T, S, S), the crop drawn from ``seed``."""
+    def __call__(self, height: int, width: int, seed: int) -> ClipParams:
         cfg = self.cfg
-        top, left, h, w = multi_scale_crop_box(frames.shape[1], frames.shape[2], cfg.input_size,
-                                               cfg.pretrain_scales, random.Random(seed))
-        clip = resize_frames(frames[:, top:top + h, left:left + w], (cfg.input_size, cfg.input_size))
-        return to_normalised_tensor(clip, cfg.mean, cfg.std)
+        return ClipParams(crop=multi_scale_crop_box(height, width, cfg.input_size, cfg.pretrain_scales,
+                                                    random.Random(seed)))
+
+
+def draw_for(cfg: DataConfig, mode: str) -> TrainDraw | PretrainDraw:
+    """The parameter draw of a dataset mode: "train" (fine-tuning) or "pretrain"."""
+    return TrainDraw(cfg) if mode == "train" else PretrainDraw(cfg)
 
 
 def eval_crop_offsets(height: int, width: int, size: int, crops: int) -> list[tuple[int, int]]:
@@ -258,7 +330,8 @@ def eval_crop_offsets(height: int, width: int, size: int, crops: int) -> list[tu
 
 
 class EvalTransform:
-    """Resize the short side to ``cfg.short_side``, take spatial crop ``crop``, normalise."""
+    """Resize the short side to ``cfg.short_side`` (once per temporal view), then cut
+    spatial crop ``crop`` and normalise."""
 
     def __init__(self, cfg: DataConfig) -> None:
         self.cfg = cfg
@@ -270,10 +343,12 @@ class EvalTransform:
         size = (s, max(s, int(round(w * s / h)))) if h <= w else (max(s, int(round(h * s / w))), s)
         return resize_frames(frames, size)
 
+    def crop(self, resized: np.ndarray, crop: int) -> torch.Tensor:
+        """Float clip (C, T, S, S) of spatial view ``crop`` of already resized frames."""
+        cfg = self.cfg
+        top, left = eval_crop_offsets(resized.shape[1], resized.shape[2], cfg.input_size, cfg.test_crops)[crop]
+        return to_normalised_tensor(resized[:, top:top + cfg.input_size, left:left + cfg.input_size], cfg.mean, cfg.std)
+
     def __call__(self, frames: np.ndarray, crop: int) -> torch.Tensor:
         """Float clip (C, T, S, S) of spatial view ``crop`` of ``frames`` (T, H, W, 3)."""
-        cfg = self.cfg
-        resized = self.resize(frames)
-        top, left = eval_crop_offsets(resized.shape[1], resized.shape[2], cfg.input_size, cfg.test_crops)[crop]
-        clip = resized[:, top:top + cfg.input_size, left:left + cfg.input_size]
-        return to_normalised_tensor(clip, cfg.mean, cfg.std)
+        return self.crop(self.resize(frames), crop)

@@ -149,6 +149,36 @@ class DeepSpeedConfig:
             fail("grad_clip", f"must be > 0 or null, got {self.grad_clip}")
 
 
+COMPILE_USES = (False, True, "cuda")
+
+
+@dataclass(frozen=True)
+class CompileConfig:
+    """``torch.compile`` of the model inside the DeepSpeed engine (far train).
+
+    ``enabled``: false, true, or "cuda" (only when the run has a GPU: what params/paper.yaml
+    uses; compiling on the CPU costs more start-up than the short default runs gain).
+    ``mode``: torch.compile's mode (null = its default); ``backend``: its backend
+    ("inductor" generates kernels; "aot_eager" traces without code generation, what the CPU
+    tests use). The model is compiled in place (``nn.Module.compile``), so its weights keep
+    their names in every checkpoint."""
+
+    enabled: bool | str = False
+    mode: str | None = None
+    backend: str = "inductor"
+
+    def __post_init__(self) -> None:
+        if not any(self.enabled is v or (isinstance(v, str) and self.enabled == v) for v in COMPILE_USES):
+            fail("enabled", f"must be one of false, true, 'cuda'; got {self.enabled!r}")
+        check_choice("backend", self.backend, ("inductor", "aot_eager", "eager", "cudagraphs"))
+        check_choice("mode", self.mode, (None, "default", "reduce-overhead", "max-autotune",
+                                         "max-autotune-no-cudagraphs"))
+
+    def active(self, device_type: str) -> bool:
+        """Whether to compile on a device of ``device_type`` ("cuda", "cpu")."""
+        return self.enabled is True or (self.enabled == "cuda" and device_type == "cuda")
+
+
 @dataclass(frozen=True)
 class CheckpointConfig:
     keep_last: int = 2  # complete training checkpoints kept in OUT/checkpoints
@@ -240,6 +270,7 @@ class RunConfig:
     batch: BatchConfig = field(default_factory=lambda: BatchConfig(total=384, micro=12))
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+    compile: CompileConfig = field(default_factory=CompileConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     test: TestConfig = field(default_factory=TestConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)

@@ -148,8 +148,7 @@ def run_test(run: Any, checkpoint: str | Path, out: str | Path, *, progress: boo
     d = dss.init_distributed()
     progress = run.log.show_bars(progress) and d.is_main
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[
-        dss.resolve_precision(run.deepspeed.precision)]
+    dtype = dss.compute_dtype(dss.resolve_precision(run.deepspeed.precision))
     model = build_model(run.model_config())
     load_checkpoint(model, checkpoint, trust=trust_checkpoint)  # logs its own one-line report
     model.to(device)

@@ -34,6 +34,11 @@ import torch
 log = logging.getLogger(__name__)
 
 
+# A progress line (non-interactive runs): the pace and the loader wait are those since the
+# previous line. benchmarks/train_pace.py reads it (PACE_PATTERN).
+LOG_LINE = "%s %d/%d step %d/%d  loss %.4f  lr %.3e  %.1f clips/s  data wait %.0f%%"
+PACE_PATTERN = r"step (\d+)/(\d+)  loss \S+  lr \S+  ([\d.]+) clips/s  data wait (\d+)%"
+
 EXIT_PREEMPTED = 143  # 128 + SIGTERM: what the CLIs return after a SIGTERM checkpoint
 
 
@@ -112,7 +117,22 @@ class Loop:
     desc: str = "epoch"
     show_bars: bool = False
     stop_after_epoch: int | None = None
+    profiler: Any = None  # far.engine.profiling.StepProfiler (far train --profile)
     on_epoch_end: list[Callable[[int, dict[str, Any]], None]] = field(default_factory=list)
+
+
+def _add_losses(pending: list[torch.Tensor], loss_sum: float, loss_n: int, epoch: int, first_step: int,
+                acc: int) -> tuple[float, int]:
+    """Fold the micro-batch losses kept on the device into the epoch's sums (one host
+    read); a non-finite loss stops training, naming the first optimizer step it hit."""
+    if not pending:
+        return loss_sum, loss_n
+    values = torch.stack([v.float() for v in pending]).cpu().tolist()
+    for k, value in enumerate(values):
+        if not math.isfinite(value):
+            raise FloatingPointError(f"loss is {value} at epoch {epoch + 1}, step {first_step + k // acc + 1} "
+                                     "(micro-batch losses are checked at each log point)")
+    return loss_sum + sum(values), loss_n + len(values)
 
 
 def fit(engine: Any, optimizer: Any, trainer: Any, out: Path, loop: Loop, *,
@@ -122,7 +142,8 @@ def fit(engine: Any, optimizer: Any, trainer: Any, out: Path, loop: Loop, *,
     ``loop.epochs``; returns "FINISHED" or "KILLED" (``stop_after_epoch``).
 
     After each epoch a history row (epoch, step, train_loss, lr, clips_per_s, wall_s,
-    replaced_videos, loss_batches) is completed by the ``loop.on_epoch_end`` hooks
+    replaced_videos, loss_batches, data_wait_share: the share of the epoch's time spent
+    waiting for the loader) is completed by the ``loop.on_epoch_end`` hooks
     (validation, files, log lines), then appended to ``trainer.history`` and checkpointed.
     """
     from tqdm import tqdm
@@ -150,32 +171,55 @@ def fit(engine: Any, optimizer: Any, trainer: Any, out: Path, loop: Loop, *,
             step_in_epoch = start
             lr = lr_at(epoch * n + step_in_epoch)
             micro_left = (n - start) * acc
-            for i, batch in enumerate(loader(epoch, start * acc)):
-                if i >= micro_left:
+            # Losses stay on the device until a log point: reading one every step would make
+            # the host wait for the GPU, so the next batch's augmentation could not be
+            # queued behind the current step.
+            pending: list[torch.Tensor] = []
+            data_wait, t_ready = 0.0, time.perf_counter()
+            mark = (t_ready, 0, 0.0)  # (time, clips, data wait) at the last log point
+            batches = iter(loader(epoch, start * acc))
+            for i in range(micro_left):
+                try:
+                    batch = next(batches)
+                except StopIteration:
                     break
+                data_wait += time.perf_counter() - t_ready
                 if i % acc == 0:
                     lr = lr_at(epoch * n + step_in_epoch)
                     apply_lr(optimizer, lr)
                 s = step(batch, (epoch * n + start) * acc + i)
-                value = float(s.loss.detach())
-                if not math.isfinite(value):
-                    raise FloatingPointError(f"loss is {value} at epoch {epoch + 1}, step {step_in_epoch}")
                 engine.backward(s.loss)
                 engine.step()
-                loss_sum, loss_n, clips, replaced = loss_sum + value, loss_n + 1, clips + s.clips, replaced + s.replaced
+                pending.append(s.loss.detach())
+                clips, replaced = clips + s.clips, replaced + s.replaced
+                t_ready = time.perf_counter()
                 if (i + 1) % acc:
                     continue
                 step_in_epoch += 1
                 global_step = epoch * n + step_in_epoch
-                rate = clips * world / max(1e-9, time.perf_counter() - t_epoch)
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss_sum / loss_n:.4f}", lr=f"{lr:.2e}", clips_s=f"{rate:.1f}")
+                if loop.profiler is not None:
+                    loop.profiler.after_step()
+                if step_in_epoch % loop.log_every and step_in_epoch != n:
+                    continue
+                first = step_in_epoch - len(pending) // acc
+                loss_sum, loss_n = _add_losses(pending, loss_sum, loss_n, epoch, first, acc)
+                pending = []
+                # Pace since the last log point (after the loss read: the GPU has caught up).
+                now = time.perf_counter()
+                window = max(1e-9, now - mark[0])
+                rate, wait = (clips - mark[1]) * world / window, (data_wait - mark[2]) / window
+                mark = (now, clips, data_wait)
+                bar.set_postfix(loss=f"{loss_sum / loss_n:.4f}", lr=f"{lr:.2e}", clips_s=f"{rate:.1f}",
+                                data_wait=f"{wait:.0%}")
                 if main and step_in_epoch % loop.log_every == 0:
-                    tracker.log_metrics({f"train/{k}_step": v for k, v in s.parts.items()} | {"train/lr_step": lr},
-                                        global_step)
-                if main and not loop.show_bars and (step_in_epoch % loop.log_every == 0 or step_in_epoch == n):
-                    log.info("%s %d/%d step %d/%d  loss %.4f  lr %.3e  %.1f clips/s", loop.desc, epoch + 1,
-                             loop.epochs, step_in_epoch, n, loss_sum / loss_n, lr, rate)
+                    tracker.log_metrics({f"train/{k}_step": float(v) for k, v in s.parts.items()}
+                                        | {"train/lr_step": lr, "train/clips_per_s_step": rate,
+                                           "train/data_wait_share_step": wait}, global_step)
+                if main and not loop.show_bars:
+                    log.info(LOG_LINE, loop.desc, epoch + 1, loop.epochs, step_in_epoch, n, loss_sum / loss_n, lr,
+                             rate, 100 * wait)
+                t_ready = time.perf_counter()
                 if step_in_epoch < n and stop.agreed():
                     trainer.epoch, trainer.step_in_epoch, trainer.global_step = epoch, step_in_epoch, global_step
                     sums = all_sum(loss_sum, loss_n, replaced)
@@ -183,6 +227,8 @@ def fit(engine: Any, optimizer: Any, trainer: Any, out: Path, loop: Loop, *,
                                              "seconds": seconds_before + time.perf_counter() - t_epoch}
                     es.save(engine, out, trainer, rank=rank, keep_last=loop.keep_last)
                     raise Preempted(f"SIGTERM: saved epoch {epoch + 1} step {step_in_epoch}")
+            loss_sum, loss_n = _add_losses(pending, loss_sum, loss_n, epoch, step_in_epoch - len(pending) // acc,
+                                           acc)
             bar.close()
             seconds = time.perf_counter() - t_epoch
             loss_total, loss_batches, replaced_all = all_sum(loss_sum, loss_n, replaced)
@@ -191,6 +237,7 @@ def fit(engine: Any, optimizer: Any, trainer: Any, out: Path, loop: Loop, *,
                 "lr": lr, "clips_per_s": all_mean(clips * world / max(seconds, 1e-9), 1),
                 "wall_s": (trainer.history[-1]["wall_s"] if trainer.history else 0.0) + seconds_before + seconds,
                 "replaced_videos": int(replaced_all), "loss_batches": int(loss_batches),
+                "data_wait_share": all_mean(data_wait / max(seconds, 1e-9), 1),
             }
             for hook in loop.on_epoch_end:
                 hook(epoch, row)
@@ -211,3 +258,5 @@ def fit(engine: Any, optimizer: Any, trainer: Any, out: Path, loop: Loop, *,
         return "FINISHED"
     finally:
         stop.restore()
+        if loop.profiler is not None:
+            loop.profiler.close()

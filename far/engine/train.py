@@ -5,7 +5,8 @@ One invocation = one fine-tune into an output folder ``OUT``::
     OUT/config.yaml        the fully resolved run config (every model/data field)
     OUT/checkpoints/       resumable training states (far.engine.state; atomic, keep-last-k)
     OUT/history.csv        one row per epoch: epoch, step, train_loss, lr, clips_per_s,
-                           val_top1, val_top5, wall_s (also OUT/metrics.jsonl, every field)
+                           data_wait_share, val_top1, val_top5, wall_s (also
+                           OUT/metrics.jsonl, every field)
     OUT/model.pth          the final weights (far-finetuned-v1, read by far test)
     OUT/test/              the multi-view test, when ``test.run_at_end``
     OUT/train.json         written last: the run's summary (the pipeline's done-marker)
@@ -43,7 +44,8 @@ from far.layout import RunFiles
 
 log = logging.getLogger(__name__)
 
-HISTORY_FIELDS = ("epoch", "step", "train_loss", "lr", "clips_per_s", "val_top1", "val_top5", "wall_s")
+HISTORY_FIELDS = ("epoch", "step", "train_loss", "lr", "clips_per_s", "data_wait_share", "val_top1", "val_top5",
+                  "wall_s")
 
 
 def _criterion(run: RunConfig, mixup_on: bool) -> torch.nn.Module:
@@ -84,24 +86,28 @@ def _write_history(files: RunFiles, history: list[dict[str, Any]]) -> None:
 
 
 def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resume: bool = True,
-          stop_after_epoch: int | None = None, trust_checkpoint: bool = False) -> dict[str, Any]:
+          stop_after_epoch: int | None = None, trust_checkpoint: bool = False,
+          profile: str | Path | None = None) -> dict[str, Any]:
     """Fine-tune (or resume) one run into ``out``; returns the summary written to train.json.
 
     ``stop_after_epoch`` ends this invocation after that many epochs, as if the job had
     been killed there (tests of resume use it with SIGKILL-free determinism).
     ``trust_checkpoint`` lets ``init`` and the resumed state use the full unpickler
     (``--trust-checkpoint``; see far.checkpoints.safe_torch_load).
+    ``profile``: a folder for a torch.profiler record of steps 20-24 (far.engine.profiling).
     """
 
     from far.checkpoints import load_checkpoint, save_finetuned
     from far.engine import deepspeed_setup as dss
     from far.engine import state as es
+    from far.data.batch_augment import ClipAugment
     from far.data.mixup import build_mixup
     from far.engine.data import EpochSampler, derived_seed, eval_dataset, seed_process, train_dataset, train_loader
     from far.engine.distributed import barrier
     from far.engine.evaluate import evaluate, run_test
     from far.engine.metrics import accuracy
     from far.engine.optim import Schedule, build_optimizer, scaled_lr
+    from far.engine.profiling import StepProfiler
     from far.engine.runtime import Loop, Step, fit, run_outcome
     from far.engine.tracking import flatten, git_commit, make_tracker
     from far.models import build_model
@@ -138,12 +144,18 @@ def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resu
                                          f"{len(dataset)} videos ({dc.train_list})")
     peak_lr = scaled_lr(run.optim.base_lr, batch.total)
     sched = Schedule.from_config(run.optim, peak_lr, steps_per_epoch)
+    if dss.on_gpu():
+        model.cuda()  # before the optimizer: its fused CUDA kernel needs the parameters there
     optimizer = build_optimizer(model, run.optim, peak_lr)
+    if run.compile.active("cuda" if dss.on_gpu() else "cpu"):
+        model.compile(mode=run.compile.mode, backend=run.compile.backend)  # in place: state-dict keys unchanged (no "_orig_mod.")
     clips_per_micro = batch.micro * dc.num_sample
     ds_config = dss.build_config(micro_batch=clips_per_micro, accumulation=batch.accumulation, world_size=world,
                                  settings=run.deepspeed)
     engine, ds_opt = dss.initialize(model, optimizer, ds_config)
-    dtype = dss.input_dtype(ds_config)
+    precision = dss.resolve_precision(run.deepspeed.precision)
+    dtype = dss.input_dtype(precision)
+    augment = ClipAugment(dc, "train")  # workers decode; the augmentation runs on engine.device
     mixup = build_mixup(run.augment, mc.num_classes)
     criterion = _criterion(run, mixup is not None)
 
@@ -173,7 +185,7 @@ def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resu
         Path(files.config).write_text(yaml.safe_dump(resolved, sort_keys=False))
         derived = {"batch.resolved_total": batch.total, "batch.resolved_micro": batch.micro,
                    "batch.resolved_accumulation": batch.accumulation, "world_size": world,
-                   "steps_per_epoch": steps_per_epoch, "peak_lr": peak_lr, "precision": dss.precision_of(ds_config),
+                   "steps_per_epoch": steps_per_epoch, "peak_lr": peak_lr, "precision": precision,
                    "model.params": n_params, "model.gflops_per_view": round(gflops, 4)}
         tracker.log_params(flatten(resolved) | {k: str(v) for k, v in derived.items()})
         tracker.set_tags(dict(run.tracking.tags) | {"far.stage": "finetune", "seed": run.seed,
@@ -191,12 +203,14 @@ def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resu
                             rank=rank, num_workers=run.batch.num_workers)
 
     def step(b: dict[str, Any], micro_step: int) -> Step:
-        x = b["video"].to(engine.device, non_blocking=True)
+        x = augment(b, engine.device)
         y = b["label"].to(engine.device, non_blocking=True)
         if mixup is not None:
             x, y = mixup(x, y)
-        loss = criterion(engine(x.to(dtype)).float(), y)
-        return Step(loss, {"loss": float(loss.detach())}, clips=x.shape[0], replaced=len(b["replaced"]))
+        with dss.autocast(precision, engine.device):
+            logits = engine(x.to(dtype))
+        loss = criterion(logits.float(), y)
+        return Step(loss, {"loss": loss.detach()}, clips=x.shape[0], replaced=len(b["replaced"]))
 
     val_data = None
 
@@ -208,7 +222,8 @@ def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resu
         if val_data is None:
             val_data = eval_dataset(run, clips=1, crops=1, max_videos=run.test.val_max_videos)
         merged, _ = evaluate(engine.module, val_data, rank=rank, world_size=world, batch=run.batch.eval_micro,
-                             num_workers=run.batch.num_workers, device=engine.device, dtype=dtype, progress=False)
+                             num_workers=run.batch.num_workers, device=engine.device,
+                                 dtype=dss.compute_dtype(precision), progress=False)
         acc = accuracy(merged.probs, merged.label)
         row |= {"val_top1": acc["top1"], "val_top5": acc["top5"]}
 
@@ -217,7 +232,8 @@ def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resu
             return
         _write_history(files, trainer.history + [row])
         tracker.log_metrics({"train/loss": row["train_loss"], "train/lr": row["lr"],
-                             "train/clips_per_s": row["clips_per_s"], "train/replaced_videos": row["replaced_videos"]}
+                             "train/clips_per_s": row["clips_per_s"], "train/data_wait_share": row["data_wait_share"],
+                             "train/replaced_videos": row["replaced_videos"]}
                             | ({"val/top1": row["val_top1"], "val/top5": row["val_top5"]}
                                if row["val_top1"] is not None else {}), epoch + 1)
         msg = f"epoch {epoch + 1}/{run.optim.epochs}: loss {row['train_loss']:.4f}, {row['clips_per_s']:.1f} clips/s"
@@ -228,6 +244,7 @@ def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resu
     loop = Loop(epochs=run.optim.epochs, steps_per_epoch=steps_per_epoch, accumulation=batch.accumulation,
                 every_epochs=run.checkpoint.every_epochs, keep_last=run.checkpoint.keep_last,
                 log_every=run.log.every_steps, show_bars=show, stop_after_epoch=stop_after_epoch,
+                profiler=StepProfiler(profile) if profile and main else None,
                 on_epoch_end=[validate, record])
     with run_outcome(lambda status: tracker.end(status)) as outcome:
         outcome["status"] = fit(engine, ds_opt, trainer, out, loop, loader=loader, step=step, lr_at=sched.lr,
@@ -259,7 +276,7 @@ def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resu
             "resumed_from": list(resumed_from) if resumed_from else None,
             "world_size": world,
             "batch": {"total": batch.total, "micro": batch.micro, "accumulation": batch.accumulation},
-            "precision": dss.precision_of(ds_config),
+            "precision": precision,
             "mlflow_run_id": trainer.mlflow_run_id,
             "params_m": n_params / 1e6,
             "gflops": gflops,
@@ -290,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="output folder; an existing one is resumed")
     p.add_argument("--no-resume", action="store_true", help="ignore checkpoints in OUT (start over)")
     p.add_argument("--stop-after-epoch", type=int, help="end this invocation after N epochs (as if killed)")
+    p.add_argument("--profile", metavar="DIR", help="torch.profiler record of optimizer steps 20-24 into DIR "
+                                                    "(trace.json, ops.txt)")
     add_job_flags(p, trusts="`init` and OUT's checkpoints")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -303,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         train(run, args.out, progress=args.progress, resume=not args.no_resume, stop_after_epoch=args.stop_after_epoch,
-              trust_checkpoint=args.trust_checkpoint)
+              trust_checkpoint=args.trust_checkpoint, profile=args.profile)
     except Preempted as err:
         log.warning("%s; start the same command again to resume", err)
         return EXIT_PREEMPTED

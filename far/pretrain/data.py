@@ -1,14 +1,16 @@
 """Clip sources for pre-training: a far.data training dataset, or toy clips for tests.
 
-Either way a source is a map-style ``torch.utils.data.Dataset`` whose items are dicts
-with ``"video"``: (k, C, T, H, W) ImageNet-normalised clips (k = repeated-augmentation
-copies; pre-training flattens them into the batch), as far.data's datasets return.
+A source is a map-style ``torch.utils.data.Dataset``; :func:`clip_maker` gives the
+function that turns one of its batches into clips (B * k, C, T, H, W) on the device
+(k = repeated-augmentation copies, flattened into the batch). far.data's dataset yields
+decoded frames, augmented on the device by far.data.batch_augment; :class:`ToyClips`
+yields ready ImageNet-normalised clips (``"video"``: (k, C, T, H, W)).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch.utils.data import Dataset
@@ -93,8 +95,21 @@ def _far_data_train_set(dcfg) -> Dataset:
     return VideoDataset(dcfg, "pretrain")
 
 
+def clip_maker(source: Dataset) -> Callable[[dict[str, Any], Any], torch.Tensor]:
+    """``batch, device -> clips`` for ``source``'s batches: far.data's pre-training
+    augmentation (multi-scale crop, on the device) or, for toy clips, the clips as they are."""
+    if isinstance(source, ToyClips):
+        return lambda batch, device: batch["video"].to(device, non_blocking=True)
+    from far.data.batch_augment import ClipAugment
+
+    return ClipAugment(source.cfg, "pretrain")
+
+
 def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
-    """far.data's train collate: ``video`` (B * copies, C, T, H, W), copies of one clip adjacent."""
+    """far.data's train collate for its items; toy clips: ``video`` (B * copies, C, T, H, W)."""
+    if "video" in batch[0]:
+        return {"video": torch.cat([b["video"] for b in batch]), "label": torch.cat([b["label"] for b in batch]),
+                "replaced": []}
     from far.data.dataset import collate as data_collate
 
     return data_collate(batch)

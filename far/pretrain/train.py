@@ -170,7 +170,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, teacher_video: str | Path 
     from far.engine.distributed import barrier
     from far.engine.runtime import Loop, Step, fit, run_outcome
     from far.engine.tracking import flatten, make_tracker
-    from far.pretrain.data import build_source, collate, steps_per_epoch
+    from far.pretrain.data import build_source, clip_maker, collate, steps_per_epoch
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -187,12 +187,14 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, teacher_video: str | Path 
     n_steps = cfg.steps_per_epoch or steps_per_epoch(len(source), cfg.batch, dist_env.world_size)
     sched = schedule(cfg, n_steps)
     copies = int(getattr(getattr(source, "cfg", None), "num_sample", 1))  # repeated augmentation
+    augment = clip_maker(source)
 
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, foreach=False)
     ds_config = dss.build_config(micro_batch=cfg.batch * copies, accumulation=1, world_size=dist_env.world_size,
                                  settings=cfg.deepspeed)
     engine, ds_opt = dss.initialize(model, optimizer, ds_config)
-    dtype = dss.input_dtype(ds_config)
+    precision = dss.resolve_precision(cfg.deepspeed.precision)
+    dtype = dss.input_dtype(precision)
     if teachers is not None:
         teachers.to(engine.device, dtype)
 
@@ -218,7 +220,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, teacher_video: str | Path 
     trainer.mlflow_run_id = tracker.run_id if main else trainer.mlflow_run_id
     if not resumed:
         tracker.log_params(flatten(cfg.to_dict() | {"steps_per_epoch": n_steps, "world_size": dist_env.world_size,
-                                        "precision": dss.precision_of(ds_config), "out": str(out)}))
+                                        "precision": precision, "out": str(out)}))
     tracker.set_tags({"far.stage": "pretrain", "far.method": cfg.method, "far.resumed_from_epoch": str(resumed)})
     masks = TubeMaskGenerator(enc_cfg.grid, cfg.mask_ratio, cfg.seed)
     result = PretrainResult(method=cfg.method, checkpoint=str(out / CHECKPOINT_NAME), epochs=cfg.epochs,
@@ -236,8 +238,9 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, teacher_video: str | Path 
                                            num_workers=cfg.num_workers, collate_fn=collate)
 
     def step(batch: dict[str, Any], micro_step: int) -> Step:
-        x = batch["video"].to(engine.device, dtype)
-        loss, parts = compute_loss(cfg, engine, teachers, x, masks, micro_step)
+        x = augment(batch, engine.device).to(dtype)
+        with dss.autocast(precision, engine.device):
+            loss, parts = compute_loss(cfg, engine, teachers, x, masks, micro_step)
         if micro_step == 0:
             result.first_step_loss = parts["loss"]
         return Step(loss, parts, clips=x.shape[0], replaced=len(batch.get("replaced", [])))

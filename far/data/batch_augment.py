@@ -1,0 +1,200 @@
+"""Clip augmentation as batched tensor ops on the model's device (GPU, or the CPU).
+
+DataLoader workers only decode (uint8 frames of the sampled indices) and draw each clip's
+:class:`far.data.transforms.ClipParams`; :class:`ClipAugment` turns a batch of decoded
+videos into normalised float clips wherever the model runs. The same code runs on CUDA
+and on the CPU, so the CPU default uses it too.
+
+Per clip, with that clip's parameters on all of its frames at once (the frames are the
+batch dimension of each op):
+
+1. RandAugment on the decoded frames at their full size: torchvision's
+   ``transforms.v2.functional`` ops on uint8 (T, 3, H, W), parameterised exactly like
+   timm's PIL ops (:data:`OPS`);
+2. the random resized crop, resized to the input size (bilinear on floats, no
+   antialiasing for fine-tuning as the reference; with antialiasing for pre-training, as
+   PIL's resize in VideoMAE's pre-training crop).
+
+Then for the whole batch at once: flip where drawn, normalisation, and random erasing of
+each drawn rectangle (noise from the clip's ``noise_seed``, on the device).
+
+Against timm's PIL ops (tests/test_batch_augment.py): Invert, Posterize, Solarize,
+SolarizeAdd, crop/resize, flip, normalisation and erasing are exact; Equalize, AutoContrast
+and the colour blends (Color, Contrast, Brightness, Sharpness) differ by the rounding of
+a pixel value; the geometric ops (Rotate, ShearX/Y, TranslateX/YRel) resample bilinearly,
+because torchvision's tensor affine offers nearest and bilinear only, where the reference
+asks PIL for bicubic (the difference is measured and bounded in the tests and documented
+in docs/data.md).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from far.data.config import DataConfig
+from far.data.transforms import RANDAUG_FILL, ClipParams
+
+_FILL = [float(v) for v in RANDAUG_FILL]
+
+
+def _tv() -> Any:
+    import far.torchvision_compat  # noqa: F401  (CPU torch with a CUDA torchvision wheel)
+    import torchvision.transforms.v2.functional as tvf
+
+    return tvf
+
+
+def _bilinear() -> Any:
+    from torchvision.transforms import InterpolationMode
+
+    return InterpolationMode.BILINEAR
+
+
+def _affine(x: torch.Tensor, *, translate: Sequence[float] = (0.0, 0.0), shear: Sequence[float] = (0.0, 0.0)
+            ) -> torch.Tensor:
+    # timm's shears and translations are PIL affine maps about the top-left corner
+    # (output (x, y) <- input (x + f y, y) for ShearX); torchvision's shear in degrees
+    # about ``center`` [0, 0] is the same map.
+    return _tv().affine(x, angle=0.0, translate=list(translate), scale=1.0, shear=list(shear),
+                        interpolation=_bilinear(), fill=_FILL, center=[0.0, 0.0])
+
+
+def _shear_x(x: torch.Tensor, factor: float) -> torch.Tensor:
+    return _affine(x, shear=(math.degrees(math.atan(factor)), 0.0))
+
+
+def _shear_y(x: torch.Tensor, factor: float) -> torch.Tensor:
+    return _affine(x, shear=(0.0, math.degrees(math.atan(factor))))
+
+
+def _translate_x_rel(x: torch.Tensor, pct: float) -> torch.Tensor:
+    # PIL's (1, 0, p, 0, 1, 0) samples input x + p: the content moves left by p pixels.
+    return _affine(x, translate=(-pct * x.shape[-1], 0.0))
+
+
+def _translate_y_rel(x: torch.Tensor, pct: float) -> torch.Tensor:
+    return _affine(x, translate=(0.0, -pct * x.shape[-2]))
+
+
+def _rotate(x: torch.Tensor, degrees: float) -> torch.Tensor:
+    return _tv().rotate(x, degrees, interpolation=_bilinear(), fill=_FILL)
+
+
+def _posterize(x: torch.Tensor, bits: float) -> torch.Tensor:
+    bits = int(bits)
+    return x if bits >= 8 else _tv().posterize(x, max(bits, 0))  # 0 bits: black, as the reference's Pillow
+
+
+def _solarize(x: torch.Tensor, threshold: float) -> torch.Tensor:
+    # PIL inverts pixels >= threshold; timm's threshold 256 (magnitude 0) inverts none.
+    return x if threshold > 255 else _tv().solarize(x, threshold)
+
+
+def _solarize_add(x: torch.Tensor, add: float, threshold: int = 128) -> torch.Tensor:
+    # timm's lookup table: i + add (at most 255) below the threshold, unchanged above.
+    return torch.where(x < threshold, (x.to(torch.int16) + int(add)).clamp_(max=255).to(x.dtype), x)
+
+
+# timm's RandAugment ops (timm.data.auto_augment.NAME_TO_OP), by name, on uint8
+# (..., 3, H, W); each takes the arguments timm's level function returns for it.
+OPS: dict[str, Callable[..., torch.Tensor]] = {
+    "AutoContrast": lambda x: _tv().autocontrast(x),
+    "Equalize": lambda x: _tv().equalize(x),
+    "Invert": lambda x: _tv().invert(x),
+    "Rotate": _rotate,
+    "Posterize": _posterize,
+    "PosterizeIncreasing": _posterize,
+    "PosterizeOriginal": _posterize,
+    "Solarize": _solarize,
+    "SolarizeIncreasing": _solarize,
+    "SolarizeAdd": _solarize_add,
+    "Color": lambda x, f: _tv().adjust_saturation(x, f),
+    "ColorIncreasing": lambda x, f: _tv().adjust_saturation(x, f),
+    "Contrast": lambda x, f: _tv().adjust_contrast(x, f),
+    "ContrastIncreasing": lambda x, f: _tv().adjust_contrast(x, f),
+    "Brightness": lambda x, f: _tv().adjust_brightness(x, f),
+    "BrightnessIncreasing": lambda x, f: _tv().adjust_brightness(x, f),
+    "Sharpness": lambda x, f: _tv().adjust_sharpness(x, f),
+    "SharpnessIncreasing": lambda x, f: _tv().adjust_sharpness(x, f),
+    "ShearX": _shear_x,
+    "ShearY": _shear_y,
+    "TranslateXRel": _translate_x_rel,
+    "TranslateYRel": _translate_y_rel,
+}
+
+
+def apply_ops(x: torch.Tensor, ops: Sequence[tuple[str, tuple[float, ...]]]) -> torch.Tensor:
+    """RandAugment ``ops`` (from :func:`far.data.transforms.draw_randaug`) on uint8 frames
+    (T, 3, H, W): every frame gets the same ops and arguments."""
+    for name, args in ops:
+        try:
+            op = OPS[name]
+        except KeyError:
+            raise ValueError(f"RandAugment op {name!r} has no tensor version (known: {sorted(OPS)})") from None
+        x = op(x, *args)
+    return x
+
+
+def crop_resize(x: torch.Tensor, box: tuple[int, int, int, int], size: int, antialias: bool) -> torch.Tensor:
+    """Cut ``box`` (top, left, h, w) from frames (T, 3, H, W) and resize it to ``size`` x
+    ``size``: float (T, 3, size, size) in [0, 255], bilinear (half-pixel centres)."""
+    top, left, h, w = box
+    crop = x[..., top:top + h, left:left + w].float()
+    if (h, w) == (size, size):
+        return crop
+    return F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False, antialias=antialias)
+
+
+def finish(x: torch.Tensor, params: Sequence[ClipParams], cfg: DataConfig) -> torch.Tensor:
+    """Flip, normalise and erase a batch of resized clips ``x`` (N, T, 3, S, S) in [0, 255];
+    returns (N, 3, T, S, S) float, as the model takes it."""
+    flip = [i for i, p in enumerate(params) if p.flip]
+    if flip:
+        x[flip] = x[flip].flip(-1)
+    mean = torch.tensor(cfg.mean, dtype=x.dtype, device=x.device).view(1, 1, 3, 1, 1) * 255.0
+    std = torch.tensor(cfg.std, dtype=x.dtype, device=x.device).view(1, 1, 3, 1, 1) * 255.0
+    x = x.sub_(mean).div_(std).permute(0, 2, 1, 3, 4).contiguous()
+    for i, p in enumerate(params):
+        if p.erase is not None:
+            top, left, h, w = p.erase
+            g = torch.Generator(device=x.device).manual_seed(p.noise_seed)
+            x[i, :, :, top:top + h, left:left + w] = torch.randn((x.shape[1], x.shape[2], h, w), generator=g,
+                                                                 dtype=x.dtype, device=x.device)
+    return x
+
+
+class ClipAugment:
+    """A batch of decoded videos -> augmented, normalised clips on ``device``.
+
+    ``mode`` "train" (fine-tuning: RandAugment, crop, flip, erasing) or "pretrain"
+    (VideoMAE's multi-scale crop, antialiased resize). Call it on a batch from
+    :func:`far.data.dataset.collate`: ``frames`` uint8 (B, T, H, W, 3) (padded to the
+    batch's largest frame), ``sizes`` (B, 2) each video's (H, W), ``params`` one
+    :class:`ClipParams` per clip, the ``num_sample`` copies of a video adjacent.
+    """
+
+    def __init__(self, cfg: DataConfig, mode: str = "train") -> None:
+        if mode not in ("train", "pretrain"):
+            raise ValueError(f"mode must be 'train' or 'pretrain', got {mode!r}")
+        self.cfg = cfg
+        self.antialias = mode == "pretrain"
+
+    def __call__(self, batch: dict[str, Any], device: torch.device | str) -> torch.Tensor:
+        """(N, 3, T, S, S) float32 on ``device``, N = number of clips (videos x copies)."""
+        params: list[ClipParams] = batch["params"]
+        frames = batch["frames"].to(device, non_blocking=True).permute(0, 1, 4, 2, 3)  # (B, T, 3, H, W)
+        sizes = batch["sizes"].tolist()
+        copies = len(params) // frames.shape[0]
+        size = self.cfg.input_size
+        out = torch.empty((len(params), frames.shape[1], 3, size, size), dtype=torch.float32, device=frames.device)
+        for i, p in enumerate(params):
+            v = i // copies
+            h, w = sizes[v]
+            clip = apply_ops(frames[v, :, :, :h, :w], p.ops)
+            out[i] = crop_resize(clip, p.crop, size, self.antialias)
+        return finish(out, params, self.cfg)

@@ -1,0 +1,279 @@
+"""The batched tensor augmentation (far.data.batch_augment) against the reference PIL path
+(far.data.reference_augment: timm's own RandAugment ops) and against timm's draws.
+
+Tolerances, stated once (pixel values 0-255 of uint8 op outputs):
+- exact: Invert, Posterize (0-8 bits), Solarize, SolarizeAdd, Brightness, Sharpness,
+  Equalize; crop/resize, flip, normalisation and erasing (the same functions on both paths);
+- at most 1 (rounding of a blend or a lookup table): AutoContrast, Color, Contrast;
+- geometric ops (Rotate, ShearX/Y, TranslateX/YRel): torchvision's tensor affine is
+  bilinear. Against PIL's *bilinear* at most 1 inside the image (2 px away from the edge
+  of the exposed fill: PIL cuts the edge hard, torchvision blends it); against the
+  reference's *bicubic* at most 8 and a mean of at most 1.5 there, on smooth images.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from far.data.batch_augment import OPS, ClipAugment, apply_ops
+from far.data.config import DataConfig
+from far.data.dataset import collate
+from far.data.reference_augment import TrainTransform, augment_clip
+from far.data.transforms import (RANDAUG_FILL, ClipParams, TrainDraw, build_randaug, draw_randaug, pil_op,
+                                 seeded_globals)
+
+GEOMETRIC = ("Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel")
+EXACT = ("Invert", "PosterizeIncreasing", "SolarizeIncreasing", "SolarizeAdd", "BrightnessIncreasing",
+         "SharpnessIncreasing", "Equalize")
+WITHIN_ONE = ("AutoContrast", "ColorIncreasing", "ContrastIncreasing")
+
+
+def smooth_frame(seed: int, h: int = 60, w: int = 80) -> np.ndarray:
+    """A smooth random RGB frame (a 6x8 random image upsampled): natural-image-like."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand((1, 3, 6, 8), generator=g) * 255
+    x = F.interpolate(low, size=(h, w), mode="bicubic", align_corners=False).clamp(0, 255)
+    return x[0].permute(1, 2, 0).round().to(torch.uint8).numpy()
+
+
+def pil(name: str, args: tuple, frame: np.ndarray, resample=None) -> np.ndarray:
+    from PIL import Image
+
+    resample = Image.BICUBIC if resample is None else resample
+    return np.asarray(pil_op(name)(Image.fromarray(frame), *args, fillcolor=RANDAUG_FILL, resample=resample))
+
+
+def tensor(name: str, args: tuple, frame: np.ndarray) -> np.ndarray:
+    x = torch.from_numpy(frame).permute(2, 0, 1)[None]  # one frame (T=1, 3, H, W)
+    return apply_ops(x, ((name, args),))[0].permute(1, 2, 0).numpy()
+
+
+def erode(mask: np.ndarray, margin: int) -> np.ndarray:
+    """``mask`` shrunk by ``margin`` pixels (4-neighbourhood; outside the frame counts as False)."""
+    for _ in range(margin):
+        m = np.pad(mask, 1)
+        mask = m[1:-1, 1:-1] & m[:-2, 1:-1] & m[2:, 1:-1] & m[1:-1, :-2] & m[1:-1, 2:]
+    return mask
+
+
+def inside(name: str, args: tuple, shape: tuple[int, int], margin: int = 2) -> np.ndarray:
+    """Pixels the op maps from inside the source frame, ``margin`` px away from the exposed fill."""
+    from PIL import Image
+
+    white = np.full((*shape, 3), 255, np.uint8)
+    hit = np.asarray(pil_op(name)(Image.fromarray(white), *args, fillcolor=(0, 0, 0), resample=Image.NEAREST))
+    return erode(hit[..., 0] == 255, margin)
+
+
+# A spread of arguments per op (after timm's level functions), both signs.
+CASES = [("AutoContrast", ()), ("Equalize", ()), ("Invert", ()),
+         ("PosterizeIncreasing", (0,)), ("PosterizeIncreasing", (1,)), ("PosterizeIncreasing", (4,)),
+         ("SolarizeIncreasing", (0,)), ("SolarizeIncreasing", (100,)), ("SolarizeIncreasing", (256,)),
+         ("SolarizeAdd", (0,)), ("SolarizeAdd", (90,)), ("SolarizeAdd", (110,)),
+         ("ColorIncreasing", (0.1,)), ("ColorIncreasing", (1.9,)), ("ContrastIncreasing", (0.2,)),
+         ("ContrastIncreasing", (1.8,)), ("BrightnessIncreasing", (0.3,)), ("BrightnessIncreasing", (1.7,)),
+         ("SharpnessIncreasing", (0.1,)), ("SharpnessIncreasing", (1.9,)),
+         ("Rotate", (23.0,)), ("Rotate", (-29.5,)), ("ShearX", (0.27,)), ("ShearX", (-0.3,)), ("ShearY", (0.25,)),
+         ("ShearY", (-0.12,)), ("TranslateXRel", (0.4,)), ("TranslateXRel", (-0.33,)), ("TranslateYRel", (0.41,)),
+         ("TranslateYRel", (-0.07,))]
+
+
+def test_every_op_of_the_policy_has_a_tensor_version():
+    randaug = build_randaug(DataConfig.preset("ssv2"))
+    assert {op.name for op in randaug.ops} <= set(OPS)
+    assert len(randaug.ops) == 15
+    with pytest.raises(ValueError, match="no tensor version"):
+        apply_ops(torch.zeros(1, 3, 4, 4, dtype=torch.uint8), (("Cutout", ()),))
+
+
+@pytest.mark.parametrize("name,args", CASES, ids=[f"{n}{a}" for n, a in CASES])
+def test_op_equals_timm_pil_op(name, args):
+    from PIL import Image
+
+    for seed in range(3):
+        frame = smooth_frame(seed)
+        ref = pil(name, args, frame).astype(int)
+        out = tensor(name, args, frame).astype(int)
+        diff = np.abs(ref - out)
+        if name in EXACT:
+            assert diff.max() == 0, (name, args, diff.max())
+        elif name in WITHIN_ONE:
+            assert diff.max() <= 1, (name, args, diff.max())
+        else:
+            keep = inside(name, args, frame.shape[:2])
+            same_interp = np.abs(pil(name, args, frame, Image.BILINEAR).astype(int) - out)[keep]
+            assert same_interp.max() <= 1, (name, args, same_interp.max())  # the geometry is PIL's
+            assert diff[keep].max() <= 8 and diff[keep].mean() <= 1.5, (name, args, diff[keep].max())
+            # Away from the image, both fill with the reference grey.
+            fill = erode(~inside(name, args, frame.shape[:2], margin=0), 3)
+            if fill.any():
+                assert (out[fill] == 128).all() and (ref[fill] == 128).all()
+
+
+def test_ops_on_a_clip_are_the_same_on_every_frame():
+    frames = np.repeat(smooth_frame(3)[None], 4, axis=0)
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2)
+    for name, args in CASES:
+        out = apply_ops(x, ((name, args),))
+        assert all(torch.equal(out[0], out[k]) for k in range(4)), name
+
+
+# ---- draws ---------------------------------------------------------------------------------------
+def test_draws_replay_timm_randaugment_exactly(monkeypatch):
+    """timm's RandAugment, run on an image with its op functions recording their calls,
+    applies exactly the ops and arguments that draw_randaug returns for the same seed."""
+    from PIL import Image
+    from timm.data import auto_augment
+
+    randaug = build_randaug(DataConfig.preset("ssv2"))
+    calls: list[tuple[str, tuple]] = []
+    for op in randaug.ops:
+        def record(img, *args, _name=op.name, **kwargs):
+            calls.append((_name, tuple(args)))
+            return img
+        op.aug_fn = record
+    img = Image.new("RGB", (8, 8))
+    applied = Counter()
+    for seed in range(500):
+        calls.clear()
+        with seeded_globals(seed):
+            randaug(img)
+        drawn = draw_randaug(randaug, seed)
+        assert list(drawn) == calls, seed
+        applied[len(drawn)] += 1
+    assert set(applied) == {0, 1, 2, 3, 4}
+    assert auto_augment.NAME_TO_OP  # timm's table itself is untouched by the recording
+
+
+def test_draw_distribution_matches_timm_policy():
+    """Fixed-seed statistics of 8000 clips' draws for rand-m9-n4-mstd0.5-inc1: each of the
+    15 ops is picked with probability 1/15 per layer and applied with probability 0.5; the
+    magnitude is N(9, 0.5) clamped to [0, 10]; signed ops are negated half of the time."""
+    cfg = DataConfig.preset("ssv2")
+    draw = TrainDraw(cfg)
+    n = 8000
+    counts: Counter = Counter()
+    per_clip: Counter = Counter()
+    rotations, shear_sign = [], []
+    for seed in range(n):
+        ops = draw(240, 320, seed).ops
+        per_clip[len(ops)] += 1
+        for name, args in ops:
+            counts[name] += 1
+            if name == "Rotate":
+                rotations.append(args[0])
+            if name == "ShearX":
+                shear_sign.append(args[0] > 0)
+    # ops: chi-square against uniform, 14 degrees of freedom (99.9 % quantile 36.1)
+    expected = n * 4 * 0.5 / 15
+    chi2 = sum((counts[op.name] - expected) ** 2 / expected for op in draw.randaug.ops)
+    assert len(counts) == 15 and chi2 < 36.1, (chi2, counts)
+    # applied ops per clip: Binomial(4, 0.5)
+    for k in range(5):
+        p = math.comb(4, k) / 16
+        assert abs(per_clip[k] - n * p) <= 4 * math.sqrt(n * p * (1 - p)), (k, per_clip)
+    # magnitude: |angle| = 30 * clamp(N(9, 0.5), 0, 10) / 10: mean 26.99, sd 1.5 (clamped above 10)
+    mags = np.abs(rotations) / 3.0
+    assert abs(mags.mean() - 8.998) < 0.1 and 0.4 < mags.std() < 0.55 and mags.max() <= 10.0
+    assert abs(np.mean(np.array(rotations) > 0) - 0.5) < 0.06
+    assert abs(np.mean(shear_sign) - 0.5) < 0.06
+
+
+def test_params_are_per_clip_and_ssv2_never_flips():
+    ssv2 = TrainDraw(DataConfig.preset("ssv2"))
+    k400 = TrainDraw(DataConfig.preset("k400"))
+    ssv2_params = [ssv2(240, 320, s) for s in range(400)]
+    assert not any(p.flip for p in ssv2_params)
+    flips = sum(k400(240, 320, s).flip for s in range(400))
+    assert 160 < flips < 240
+    assert len({p.crop for p in ssv2_params}) > 390  # different clips, different draws
+    assert ssv2(240, 320, 5) == TrainDraw(DataConfig.preset("ssv2"))(240, 320, 5)  # a pure function of the seed
+    erased = [p.erase is not None for p in ssv2_params]
+    assert abs(np.mean(erased) - 0.25) < 0.07
+
+
+# ---- the whole path ------------------------------------------------------------------------------
+def batch_of(videos: list[np.ndarray], params: list[list[ClipParams]]) -> dict:
+    items = [{"frames": torch.from_numpy(v), "params": p, "label": torch.zeros(len(p), dtype=torch.long),
+              "index": i, "replaced": []} for i, (v, p) in enumerate(zip(videos, params))]
+    return collate(items)
+
+
+def test_batched_path_equals_reference_path_on_the_same_params():
+    cfg = DataConfig.preset("ssv2", input_size=32, short_side=32, reprob=0.5)
+    draw = TrainDraw(cfg)
+    videos = [np.stack([smooth_frame(10 * v + t, 48, 64) for t in range(4)]) for v in range(6)]
+    exact = inexact = 0
+    diffs = []
+    for v, frames in enumerate(videos * 4):
+        params = [draw(48, 64, 100 * v + k) for k in range(2)]
+        out = ClipAugment(cfg)(batch_of([frames], [params]), "cpu")
+        for k, p in enumerate(params):
+            ref = augment_clip(frames, p, cfg, antialias=False)
+            names = [name for name, _ in p.ops]
+            if set(names) <= set(EXACT):
+                assert torch.equal(out[k], ref), p
+                exact += 1
+            elif not any(n in ("Equalize", "AutoContrast") for n in names[1:]):
+                # (A histogram op after an inexact one turns a one-level difference into a
+                # jump between levels: compared op by op above, not here.)
+                # One grey level is 1 / (255 * 0.225) ~ 0.017 after normalisation.
+                diffs.append(float((out[k] - ref).abs().mean()))
+                inexact += 1
+    # Whole clips with interpolating ops (up to 4 in a row, on small 48x64 frames where the
+    # fill edge is a large share): mean |difference| below 0.08 (~4.6 grey levels) for every
+    # clip, and below 0.03 (~1.7 levels) for the median clip.
+    assert max(diffs) < 0.08 and float(np.median(diffs)) < 0.03, sorted(diffs)
+    assert exact >= 5 and inexact >= 5, (exact, inexact)
+
+
+def test_videos_of_different_sizes_in_one_batch():
+    cfg = DataConfig.preset("ssv2", input_size=16, short_side=16, reprob=0.0)
+    draw = TrainDraw(cfg)
+    small = np.stack([smooth_frame(1, 30, 40)] * 2)
+    large = np.stack([smooth_frame(2, 48, 64)] * 2)
+    ps, pl = [draw(30, 40, 1)], [draw(48, 64, 2)]
+    together = ClipAugment(cfg)(batch_of([large, small], [pl, ps]), "cpu")
+    assert torch.equal(together[1], ClipAugment(cfg)(batch_of([small], [ps]), "cpu")[0])  # padding unseen
+    assert torch.equal(together[0], ClipAugment(cfg)(batch_of([large], [pl]), "cpu")[0])
+
+
+def test_same_seed_same_batch_and_clip_consistency():
+    cfg = DataConfig.preset("ssv2", input_size=16, short_side=16, reprob=1.0)
+    t = TrainTransform(cfg)
+    frames = np.repeat(smooth_frame(4, 30, 40)[None], 3, axis=0)
+    a, b = t(frames, 9), t(frames, 9)
+    assert torch.equal(a, b)
+    p = t.draw(30, 40, 9)
+    top, left, h, w = p.erase
+    keep = torch.ones(16, 16, dtype=torch.bool)
+    keep[top:top + h, left:left + w] = False
+    assert all(torch.equal(a[:, 0][:, keep], a[:, k][:, keep]) for k in range(3))  # same ops, crop on every frame
+    assert not torch.equal(a[:, 0], a[:, 1])  # fresh erasing noise per frame
+
+
+@pytest.mark.gpu
+def test_cuda_path_equals_cpu_path():
+    """On CUDA the same params give the CPU result: exact ops bit for bit, interpolating ops
+    within float rounding (and the erasing noise comes from the GPU's generator)."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    cfg = DataConfig.preset("k400", input_size=112, short_side=112, reprob=0.0)
+    draw = TrainDraw(cfg)
+    videos = [np.stack([smooth_frame(10 * v + t, 240, 320) for t in range(8)]) for v in range(8)]
+    params = [[draw(240, 320, 7 * v + k) for k in range(2)] for v in range(8)]
+    batch = batch_of(videos, params)
+    cpu = ClipAugment(cfg)(batch, "cpu")
+    gpu = ClipAugment(cfg)(batch, "cuda").cpu()
+    diff = (cpu - gpu).abs()
+    assert diff.mean() < 2e-3 and diff.max() < 0.1, (diff.mean(), diff.max())
+    erasing = DataConfig.preset("k400", input_size=112, short_side=112, reprob=1.0)
+    out = ClipAugment(erasing)(batch_of(videos[:1], [[TrainDraw(erasing)(240, 320, 1)]]), "cuda")
+    assert out.is_cuda and torch.isfinite(out).all()
