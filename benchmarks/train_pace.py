@@ -7,8 +7,9 @@ the paper's SSv2 recipe (RandAugment m9-n4-mstd0.5, random resized crop, erasing
 repeated augmentation 2, Mixup/CutMix, bf16, ZeRO 0) and reports:
 
 - steady clips/s: the median of the pace over the progress lines (``far.engine.runtime``
-  logs the pace since its previous line) after the first third of the steps (compilation,
-  worker start-up and the allocator's warm-up are in the first third);
+  logs the pace since its previous line) after the first third of the steps and after
+  step 35 (compilation, worker start-up, the allocator's warm-up and the profiled steps
+  come before);
 - the share of time the training loop waited for the loader (the same lines);
 - the GPU's busy share: ``nvidia-smi``'s utilisation (time with a kernel running) sampled
   every 100 ms over the same steady window;
@@ -49,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 from far.engine.runtime import PACE_PATTERN  # noqa: E402
 
 NUM_FRAMES, SIZE = 16, 224
+PROFILED_UNTIL = 25  # far train --profile records optimizer steps 20-24
 
 
 # ---- data ----------------------------------------------------------------------------------------
@@ -152,8 +154,10 @@ def train_once(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
     pace = [(t, int(m[1]), int(m[2]), float(m[3]), float(m[4]) / 100) for t, line in lines
             if (m := re.search(PACE_PATTERN, line))]
     total = pace[-1][2]
-    steady = [p for p in pace if p[1] > total / 3]
-    first_t = max(t for t, step, *_ in pace if step <= total / 3) if any(p[1] <= total / 3 for p in pace) else t0
+    # Steady: after the first third, and after the profiled steps 20-24 and their export.
+    warm = max(total / 3, PROFILED_UNTIL + 10)
+    steady = [p for p in pace if p[1] > warm]
+    first_t = max((t for t, step, *_ in pace if step <= warm), default=t0)
     return {
         "steps": total,
         "clips_per_s": statistics.median(p[3] for p in steady),

@@ -57,6 +57,9 @@ def test_deepspeed_config_cpu_is_fp32() -> None:
     # DeepSpeed bf16 wrapper: it synchronises once per gradient tensor at ZeRO 0).
     bf16 = build_config(micro_batch=1, accumulation=1, world_size=1, settings=DeepSpeedConfig(precision="bf16"), gpu=True)
     assert "bf16" not in bf16 and "fp16" not in bf16
+    assert bf16["torch_autocast"] == {"enabled": True, "dtype": "bfloat16", "lower_precision_safe_modules": []}
+    # No device synchronisation from DeepSpeed's throughput timer (far logs its own pace).
+    assert bf16["timers"] == {"throughput": {"enabled": False, "synchronized": False}}
     with pytest.raises(ValueError, match="^zero_stage: 5 is not one of"):
         DeepSpeedConfig(zero_stage=5)
 

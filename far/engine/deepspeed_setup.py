@@ -15,12 +15,15 @@ Choices, and why:
   dynamic loss scale: initial power 7, window 128); CPU runs are always fp32, as the
   CPU accelerator has no mixed-precision path worth using and fp32 keeps CPU runs
   bit-reproducible.
-* bf16 is PyTorch's autocast around the forward (:func:`autocast`) with fp32 weights and
-  optimizer, not DeepSpeed's ``bf16`` section: at ZeRO stage 0 that section wraps the
-  optimizer in DeepSpeed's unfused mixed-precision optimizer, which checks every
-  gradient tensor for inf/NaN with one host synchronisation each (234 per step for
-  ViT-B FAR, measured with ``far train --profile``), so the GPU idled a third of the time.
-  fp16 keeps DeepSpeed's loss scaling, which needs those checks.
+* bf16 is PyTorch's autocast around the forward with fp32 weights and optimizer
+  (DeepSpeed's ``torch_autocast`` section, which the engine's forward applies; without it
+  the engine switches an outer autocast off), not DeepSpeed's ``bf16`` section: at ZeRO
+  stage 0 that section wraps the optimizer in DeepSpeed's unfused mixed-precision
+  optimizer, which checks every gradient tensor for inf/NaN with one host
+  synchronisation each (234 per step for ViT-B FAR, measured with ``far train
+  --profile``), so the GPU idled a third of the time. Gradients are all-reduced in fp32
+  (no ``lower_precision_safe_modules``). fp16 keeps DeepSpeed's loss scaling, which
+  needs those checks.
 * ZeRO stage 0 by default, as in the reference. Stages 1-2 accept a client optimizer only
   with ``zero_allow_untested_optimizer``; we set it because torch AdamW is fine there.
 """
@@ -83,8 +86,13 @@ def build_config(
         "gradient_clipping": float(settings.grad_clip) if settings.grad_clip else 0.0,
         "steps_per_print": 10**9,  # we log ourselves (rank 0, tqdm + logging)
         "wall_clock_breakdown": False,
+        # far measures its own pace; DeepSpeed's throughput timer synchronised the device at
+        # every forward and step (42 ms a step for ViT-B FAR on an H200, far train --profile).
+        "timers": {"throughput": {"enabled": False, "synchronized": False}},
     }
-    if precision == "fp16":  # bf16: autocast in the caller's step (module doc)
+    if precision == "bf16":
+        cfg["torch_autocast"] = {"enabled": True, "dtype": "bfloat16", "lower_precision_safe_modules": []}
+    elif precision == "fp16":
         # The reference's dynamic loss scale (initial 2^7, window 128).
         cfg["fp16"] = {"enabled": True, "loss_scale": 0, "initial_scale_power": 7, "loss_scale_window": 128, "hysteresis": 2, "min_loss_scale": 1}
     return cfg
@@ -102,7 +110,8 @@ def compute_dtype(precision: str) -> torch.dtype:
 
 
 def autocast(precision: str, device: torch.device | str) -> Any:
-    """The forward's context: bf16 autocast for bf16 runs on a GPU, else nothing."""
+    """bf16 autocast for bf16 runs on a GPU, else nothing: for what runs outside the
+    engine (pre-training's teachers); the engine's own forward autocasts itself."""
     import contextlib
 
     device_type = torch.device(device).type

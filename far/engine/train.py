@@ -207,9 +207,7 @@ def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resu
         y = b["label"].to(engine.device, non_blocking=True)
         if mixup is not None:
             x, y = mixup(x, y)
-        with dss.autocast(precision, engine.device):
-            logits = engine(x.to(dtype))
-        loss = criterion(logits.float(), y)
+        loss = criterion(engine(x.to(dtype)).float(), y)  # bf16: the engine autocasts (deepspeed_setup)
         return Step(loss, {"loss": loss.detach()}, clips=x.shape[0], replaced=len(b["replaced"]))
 
     val_data = None
