@@ -77,6 +77,9 @@ class PreparedFiles:
 
 #: The files ``far test`` writes into its output folder.
 TEST_METRICS, TEST_PREDICTIONS = "metrics.json", "predictions.csv"
+# history.csv of a fine-tune: one row per epoch (far.engine.train writes it, far.reports reads it).
+HISTORY_COLUMNS = ("epoch", "step", "train_loss", "lr", "clips_per_s", "data_wait_share", "val_top1", "val_top5",
+                   "wall_s")
 #: What an offline pre-training job leaves in its folder.
 PRETRAIN_CHECKPOINT, PRETRAIN_CONFIG, PRETRAIN_METRICS = "checkpoint.pth", "config.yaml", "metrics.json"
 
@@ -133,6 +136,11 @@ class Layout:
     reports = REPORTS
     reports_readme = f"{REPORTS}/README.md"
     figures = f"{REPORTS}/figures"
+
+    @staticmethod
+    def claims(ext: str = "md") -> str:
+        """The claims check (far.reports.claims): ``claims.md`` / ``claims.csv``."""
+        return f"{REPORTS}/claims.{ext}"
 
 
 def project_root(params_file: str | Path) -> Path:

@@ -72,3 +72,56 @@ def load_tables(path: str | Path = DEFAULT_TABLES) -> dict[str, Table]:
         out[str(number)] = Table(number=str(number), title=t["title"], kind=t["kind"], columns=list(t["columns"]),
                                  rows=rows, dataset=t.get("dataset"))
     return out
+
+
+EXPECTS = (">", "<", ">=", "~")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A comparison the paper's tables support: row ``a`` minus row ``b`` of ``table``
+    (top-1). ``expect``: ">" / "<" (a above / below b), ">=" (a not worse than b by more
+    than ``margin`` points) or "~" (on par within ``margin``); see params/paper_tables.yaml."""
+
+    id: str
+    table: str
+    a: str
+    b: str
+    text: str
+    expect: str
+    margin: float = 1.0
+    strong: bool = False
+
+    def paper_diff(self, tables: dict[str, Table], metric: str = "top1") -> float:
+        """The paper's difference, a - b (points)."""
+        rows = {r.row: r for r in tables[self.table].rows}
+        return round(rows[self.a].paper[metric] - rows[self.b].paper[metric], 4)
+
+
+def load_claims(path: str | Path = DEFAULT_TABLES) -> list[Claim]:
+    """The ``claims`` of the tables file; every row they name must exist in its table."""
+    path = Path(path)
+    raw = yaml.safe_load(path.read_text())
+    tables = load_tables(path)
+    out = []
+    for i, c in enumerate(raw.get("claims", [])):
+        where = f"{path}: claims[{i}]"
+        unknown = set(c) - {"id", "table", "a", "b", "text", "strong", "expect", "margin"}
+        if unknown:
+            raise ValueError(f"{where}: unknown field {sorted(unknown)[0]!r}")
+        table = str(c["table"])
+        if table not in tables:
+            raise ValueError(f"{where} ({c['id']}): no table {table!r}")
+        rows = {r.row: r for r in tables[table].rows}
+        for side in (c["a"], c["b"]):
+            if side not in rows:
+                raise ValueError(f"{where} ({c['id']}): table {table} has no row {side!r}")
+        expect = c.get("expect") or (">" if rows[c["a"]].paper["top1"] >= rows[c["b"]].paper["top1"] else "<")
+        if expect not in EXPECTS:
+            raise ValueError(f"{where} ({c['id']}): expect must be one of {EXPECTS}, got {expect!r}")
+        out.append(Claim(id=str(c["id"]), table=table, a=str(c["a"]), b=str(c["b"]), text=str(c["text"]),
+                         expect=expect, margin=float(c.get("margin", 1.0)), strong=bool(c.get("strong", False))))
+    ids = [c.id for c in out]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{path}: claims: duplicate id")
+    return out

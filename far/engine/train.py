@@ -40,12 +40,10 @@ import yaml
 
 from far.engine.config import ConfigError, RunConfig
 from far.engine.runtime import EXIT_PREEMPTED, Preempted
-from far.layout import RunFiles
+from far.layout import HISTORY_COLUMNS, RunFiles
 
 log = logging.getLogger(__name__)
 
-HISTORY_FIELDS = ("epoch", "step", "train_loss", "lr", "clips_per_s", "data_wait_share", "val_top1", "val_top5",
-                  "wall_s")
 
 
 def _criterion(run: RunConfig, mixup_on: bool) -> torch.nn.Module:
@@ -75,10 +73,10 @@ def _write_history(files: RunFiles, history: list[dict[str, Any]]) -> None:
     appended: an epoch redone after a crash must not appear twice)."""
     tmp = Path(files.dir) / ".history.csv.tmp"
     with tmp.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=HISTORY_FIELDS, extrasaction="ignore")
+        w = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
         w.writeheader()
         for row in history:
-            w.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in HISTORY_FIELDS})
+            w.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in HISTORY_COLUMNS})
     tmp.replace(files.history)
     tmp = Path(files.dir) / ".metrics.jsonl.tmp"
     tmp.write_text("".join(json.dumps(row) + "\n" for row in history))

@@ -33,7 +33,6 @@ from far.layout import Layout
 SPREAD_NAME = "half-range"
 SPREAD_TEXT = "mean ± half-range over seeds, half-range = (max − min) / 2"
 ACCURACY_METRICS = ("top1", "top5")
-HISTORY_COLUMNS = ("epoch", "step", "train_loss", "lr", "clips_per_s", "val_top1", "val_top5", "wall_s")
 
 
 def run_files(results_dir: str | Path, run_id: str) -> dict[str, Path]:

@@ -6,11 +6,14 @@ rule report:
     input:
         train=expand(RUN.summary, run=RUN_IDS),
         test=expand(RUN.test_metrics, run=RUN_IDS),
+        predictions=expand(RUN.test_predictions, run=RUN_IDS),  # the claims check's per-video results
         complexity=LAYOUT.complexity,
         recipes=config["recipes_file"],
     output:
         readme=LAYOUT.reports_readme,
         md=[LAYOUT.table(t) for t in TABLES],
+        claims=report(LAYOUT.claims(), caption="../report/claims.rst", category="Claims"),
+        claims_csv=LAYOUT.claims("csv"),
         csv=report(
             [LAYOUT.table(t, "csv") for t in TABLES],
             caption="../report/tables.rst",

@@ -8,6 +8,7 @@ rule test:
         train=RUN.summary,  # the MLflow run the test logs into
     output:
         RUN.test_metrics,
+        RUN.test_predictions,
     params:
         far=lambda w, resources: launch(resources.tasks),
     log:

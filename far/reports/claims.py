@@ -1,0 +1,195 @@
+"""The claims check: does the reproduction show what the paper's tables claim?
+
+Each claim (``params/paper_tables.yaml``, ``claims``) is "row a minus row b" of one table,
+top-1. For each, the report gives the paper's difference, the reproduced difference with
+a 95 % confidence interval, and a verdict.
+
+Method (also written into ``claims.md``):
+
+- The reproduced difference is the mean over seeds of ``top1(a) - top1(b)``, each seed's
+  pair of runs tested on the same test videos (``test/predictions.csv``: per-video
+  correctness after averaging the views).
+- The interval is a **paired bootstrap**: 2,000 resamples; each draws the seeds with
+  replacement (when there are two or more) and, within each drawn seed, the test videos
+  with replacement, the same videos for a and b. The 2.5 and 97.5 percentiles are the
+  interval. It covers test-set sampling and, with several seeds, seed-to-seed spread; with
+  one seed it covers test-set sampling only (said in the row).
+- Verdicts, by the claim's ``expect``:
+  ``>``: reproduced if the interval is above 0, contradicted if below 0;
+  ``<``: the mirror image;
+  ``>=`` (not worse by more than ``margin``): reproduced if the interval's low end is
+  above ``-margin``, contradicted if its high end is below ``-margin``;
+  ``~`` (on par within ``margin``): reproduced if the interval lies inside
+  ``[-margin, margin]``, contradicted if it lies wholly outside;
+  anything else is inconclusive. A claim whose runs are not all there is "not run".
+
+The bootstrap's generator is seeded from the claim's id, so the same results give the
+same report byte for byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from far.layout import Layout
+from far.reports.collect import Results
+from far.tables import Claim, Table
+
+RESAMPLES = 2000
+LEVEL = 0.95
+VERDICTS = ("reproduced", "contradicted", "inconclusive", "not run")
+METHOD = (f"Reproduced difference: mean over seeds of top-1(a) − top-1(b), the two runs of a seed tested on the "
+          f"same videos. Interval: {LEVEL:.0%} paired bootstrap ({RESAMPLES:,} resamples; seeds drawn with "
+          "replacement when there are two or more, then test videos with replacement within each seed, the same "
+          "videos for a and b). Verdicts: `>` reproduced when the interval is above 0, contradicted when below; "
+          "`<` the mirror image; `>=` reproduced when the interval's low end is above −margin, contradicted when "
+          "its high end is below −margin; `~` reproduced when the interval lies inside ±margin, contradicted when "
+          "wholly outside; otherwise inconclusive.")
+
+
+@dataclass
+class ClaimResult:
+    """One claim's numbers and verdict."""
+
+    claim: Claim
+    paper_diff: float
+    diff: float | None = None
+    low: float | None = None
+    high: float | None = None
+    seeds: int = 0
+    videos: int = 0
+    verdict: str = "not run"
+    note: str = ""
+
+    def row(self) -> dict[str, Any]:
+        c = self.claim
+        return {"id": c.id, "table": c.table, "claim": c.text, "a": c.a, "b": c.b, "expect": c.expect,
+                "margin": c.margin if c.expect in (">=", "~") else None, "strong": c.strong,
+                "paper_diff": self.paper_diff, "diff": _r(self.diff), "ci_low": _r(self.low),
+                "ci_high": _r(self.high), "seeds": self.seeds, "videos_per_seed": self.videos,
+                "verdict": self.verdict, "note": self.note}
+
+
+def _r(v: float | None) -> float | None:
+    return None if v is None else round(v, 2)
+
+
+def verdict(expect: str, low: float, high: float, margin: float) -> str:
+    """The verdict of an interval [low, high] (points) for a claim's ``expect``."""
+    if expect == ">":
+        return "reproduced" if low > 0 else "contradicted" if high < 0 else "inconclusive"
+    if expect == "<":
+        return "reproduced" if high < 0 else "contradicted" if low > 0 else "inconclusive"
+    if expect == ">=":
+        return "reproduced" if low > -margin else "contradicted" if high < -margin else "inconclusive"
+    if expect == "~":
+        if -margin < low and high < margin:
+            return "reproduced"
+        return "contradicted" if high < -margin or low > margin else "inconclusive"
+    raise ValueError(f"unknown expect {expect!r}")
+
+
+def paired_bootstrap(pairs: list[tuple[np.ndarray, np.ndarray]], seed: int, resamples: int = RESAMPLES
+                     ) -> tuple[float, float, float]:
+    """(difference, low, high) in points for per-seed paired 0/1 arrays (a, b) over the
+    same videos: the mean over seeds of mean(a) - mean(b), and its bootstrap interval."""
+    rng = np.random.default_rng(seed)
+    diffs = [a.astype(float) - b.astype(float) for a, b in pairs]  # per-video a - b, per seed
+    estimate = 100 * float(np.mean([d.mean() for d in diffs]))
+    stats = np.empty(resamples)
+    n_seeds = len(diffs)
+    for r in range(resamples):
+        chosen = rng.integers(0, n_seeds, n_seeds) if n_seeds > 1 else np.zeros(1, dtype=int)
+        stats[r] = np.mean([diffs[s][rng.integers(0, len(diffs[s]), len(diffs[s]))].mean() for s in chosen])
+    tail = (1 - LEVEL) / 2 * 100
+    low, high = np.percentile(100 * stats, [tail, 100 - tail])
+    return estimate, float(low), float(high)
+
+
+def _correct(results_dir: str | Path, run_id: str) -> pd.Series | None:
+    path = Path(Layout.run(run_id, results_dir).test_predictions)
+    if not path.is_file():
+        return None
+    df = pd.read_csv(path)
+    return df.set_index("video")["correct1"] if len(df) else None
+
+
+def check_claims(claims: list[Claim], tables: dict[str, Table], results: Results, results_dir: str | Path,
+                 table_numbers: list[str]) -> list[ClaimResult]:
+    """Every claim of the tables in ``table_numbers``, from the runs' predictions."""
+    cells = {(c.cell.table, c.cell.row): c for c in results.cells}
+    out = []
+    for claim in claims:
+        if claim.table not in table_numbers:
+            continue
+        res = ClaimResult(claim, claim.paper_diff(tables))
+        out.append(res)
+        ca, cb = cells.get((claim.table, claim.a)), cells.get((claim.table, claim.b))
+        if ca is None or cb is None:
+            res.note = "a row is not in this grid"
+            continue
+        by_seed_b = {r.run.seed: r for r in cb.runs}
+        pairs = []
+        for ra in ca.runs:
+            rb = by_seed_b.get(ra.run.seed)
+            if rb is None:
+                continue
+            a, b = _correct(results_dir, ra.run_id), _correct(results_dir, rb.run_id)
+            if a is None or b is None:
+                continue
+            common = a.index.intersection(b.index)
+            if len(common):
+                pairs.append((a.loc[common].to_numpy(), b.loc[common].to_numpy()))
+        if not pairs:
+            res.note = "no seed with both runs' predictions"
+            continue
+        seed = int(hashlib.sha256(claim.id.encode()).hexdigest()[:8], 16)
+        res.diff, res.low, res.high = paired_bootstrap(pairs, seed)
+        res.seeds, res.videos = len(pairs), min(len(p[0]) for p in pairs)
+        res.verdict = verdict(claim.expect, res.low, res.high, claim.margin)
+        if len(pairs) == 1:
+            res.note = "one seed: the interval covers test-set sampling only"
+    return out
+
+
+def claims_frame(results: list[ClaimResult]) -> pd.DataFrame:
+    return pd.DataFrame([r.row() for r in results])
+
+
+def _fmt(v: float | None) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:+.2f}"
+
+
+def summary_lines(results: list[ClaimResult]) -> list[str]:
+    """The claims table in Markdown, with counts by verdict first."""
+    counts = {v: sum(r.verdict == v for r in results) for v in VERDICTS}
+    lines = [", ".join(f"**{n}** {v}" for v, n in counts.items() if n) + f" of {len(results)} claims.", "",
+             "| claim | table | expect | paper Δ | reproduced Δ [95 % CI] | seeds × videos | verdict |",
+             "|---|---|---|---:|---|---|---|"]
+    for r in results:
+        c = r.claim
+        expect = c.expect + (f" (±{c.margin:g})" if c.expect in (">=", "~") else "")
+        ci = "–" if r.diff is None else f"{_fmt(r.diff)} [{_fmt(r.low)}, {_fmt(r.high)}]"
+        size = f"{r.seeds} × {r.videos}" if r.seeds else "–"
+        name = ("**strong:** " if c.strong else "") + f"{c.text} ({c.a} − {c.b})"
+        verdict_text = r.verdict + (f" ({r.note})" if r.note else "")
+        lines.append(f"| {name} | {c.table} | {expect} | {_fmt(r.paper_diff)} | {ci} | {size} | {verdict_text} |")
+    return lines
+
+
+def write_claims(results: list[ClaimResult], out: str | Path, label: str | None) -> None:
+    """``claims.md`` and ``claims.csv`` in ``out``."""
+    out = Path(out)
+    claims_frame(results).to_csv(out / "claims.csv", index=False)
+    lines = ["# Claims check: what the paper's tables claim, and whether this reproduction shows it", ""]
+    if label:
+        lines += [f"> **{label}**", ""]
+    lines += summary_lines(results) + ["", "## Method", "", METHOD, ""]
+    (out / "claims.md").write_text("\n".join(lines))

@@ -1,0 +1,130 @@
+"""The claims check (far.reports.claims): verdicts, the paired bootstrap, and the report's
+claims files from fake runs whose per-video results are built to reproduce, contradict or
+leave open particular claims."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from far.grid import Grid
+from far.reports.build import build_report
+from far.reports.claims import paired_bootstrap, verdict
+from far.tables import DEFAULT_TABLES, load_claims, load_tables
+
+ROOT = Path(__file__).resolve().parent.parent
+PARAMS = yaml.safe_load((ROOT / "params" / "default.yaml").read_text()) | {
+    "tables": ["7"],
+    "backbones": {"vit_s": "vit_tiny_cpu", "vit_b": "vit_mini_cpu"},
+    "recipes_file": str(ROOT / "params" / "recipes.yaml"),
+    "tracking": {"uri": "sqlite:///mlruns.db"},
+}
+VIDEOS = 300
+# Per row of Table 7: the share of test videos each run gets right.
+ACCURACY = {"VideoMAE ViT-S": 0.5, "VideoMAE ViT-B": 0.5, "MVD ViT-S": 0.9, "MVD ViT-B": 0.9,
+            "FAR (VideoMAE) ViT-S": 0.5, "FAR (VideoMAE) ViT-B": 0.5, "FAR (MVD) ViT-S": 0.5, "FAR (MVD) ViT-B": 0.9}
+
+
+@pytest.mark.parametrize("expect,low,high,margin,want", [
+    (">", 0.1, 3.0, 1, "reproduced"), (">", -0.1, 3.0, 1, "inconclusive"), (">", -3.0, -0.1, 1, "contradicted"),
+    ("<", -3.0, -0.1, 1, "reproduced"), ("<", 0.1, 3.0, 1, "contradicted"),
+    (">=", -0.9, 2.0, 1, "reproduced"), (">=", -1.5, 2.0, 1, "inconclusive"), (">=", -5.0, -1.2, 1, "contradicted"),
+    ("~", -0.5, 0.8, 1, "reproduced"), ("~", -0.5, 1.5, 1, "inconclusive"), ("~", 1.2, 4.0, 1, "contradicted"),
+])
+def test_verdicts(expect, low, high, margin, want):
+    assert verdict(expect, low, high, margin) == want
+
+
+def test_paired_bootstrap_is_exact_when_there_is_no_noise_and_deterministic():
+    ones, zeros = np.ones(50, int), np.zeros(50, int)
+    assert paired_bootstrap([(ones, zeros)], seed=0) == (100.0, 100.0, 100.0)
+    rng = np.random.default_rng(1)
+    a, b = rng.random(400) < 0.7, rng.random(400) < 0.5
+    d, lo, hi = paired_bootstrap([(a, b)], seed=3)
+    assert d == pytest.approx(100 * (a.mean() - b.mean())) and lo < d < hi
+    assert 8 < hi - lo < 20  # ~ 2 x 1.96 x sd of a paired difference of 400 videos
+    assert paired_bootstrap([(a, b)], seed=3) == (d, lo, hi)
+    # Two seeds: the mean of the seeds' differences; the interval also spans the seeds.
+    d2, lo2, hi2 = paired_bootstrap([(a, b), (ones[:400 // 8], zeros[:400 // 8])], seed=3)
+    assert d2 == pytest.approx((d + 100) / 2) and lo2 < d2 < hi2
+
+
+def test_claims_file_names_real_rows_and_the_paper_differences():
+    tables, claims = load_tables(), load_claims()
+    by_id = {c.id: c for c in claims}
+    assert len(claims) >= 10 and len(by_id) == len(claims)
+    assert by_id["T2-temporal-below-global"].paper_diff(tables) == -23.2
+    assert by_id["T2-temporal-below-global"].expect == "<" and by_id["T2-temporal-below-global"].strong
+    assert by_id["T7-far-vs-mvd-s"].expect == ">=" and by_id["T7-far-vs-mvd-s"].margin == 1.0
+    assert {c.table for c in claims} == {"2", "3", "4", "5", "6", "7", "8"}
+
+
+def test_a_claim_naming_a_missing_row_is_refused(tmp_path):
+    raw = yaml.safe_load(DEFAULT_TABLES.read_text())
+    raw["claims"] = [{"id": "x", "table": "7", "a": "FAR ViT-XL", "b": "MVD ViT-S", "text": "t"}]
+    path = tmp_path / "tables.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ValueError, match="table 7 has no row 'FAR ViT-XL'"):
+        load_claims(path)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    base = tmp_path_factory.mktemp("claims")
+    results = base / "results"
+    grid = Grid(PARAMS)
+    cells = {c.row: c for c in grid.cells if c.table == "7"}
+    for row, cell in cells.items():
+        for rid in cell.run_ids:
+            run = grid.runs[rid]
+            d = results / "runs" / rid / "test"
+            d.mkdir(parents=True, exist_ok=True)
+            rng = np.random.default_rng([run.seed, zlib.crc32(row.encode())])
+            correct = (rng.random(VIDEOS) < ACCURACY[row]).astype(int)
+            if row == "FAR (MVD) ViT-B" and run.seed == 1:
+                continue  # this run's predictions are missing: its seed drops out of the pair
+            pd.DataFrame({"video": [f"v{i:03d}.webm" for i in range(VIDEOS)], "label": 0, "pred": 0, "top5": "0",
+                          "correct1": correct, "correct5": 1, "views": 6, "prob_label": 0.5}).to_csv(
+                d / "predictions.csv", index=False)
+            (d / "metrics.json").write_text(json.dumps({"top1": 100 * correct.mean(), "top5": 100.0}))
+    out = base / "reports"
+    build_report(PARAMS, results, out)
+    return out
+
+
+def test_claims_report_verdicts(report):
+    df = pd.read_csv(report / "claims.csv").set_index("id")
+    assert set(df["table"].astype(str)) == {"7"}  # only the grid's tables
+    # MVD (90 %) vs VideoMAE (50 %): +40 points, far outside the noise.
+    assert df.loc["T7-mvd-vs-videomae-s", "verdict"] == "reproduced"
+    assert 30 < df.loc["T7-mvd-vs-videomae-s", "diff"] < 50
+    # FAR (MVD) ViT-S at 50 % vs MVD at 90 %: worse by far more than the 1-point margin.
+    assert df.loc["T7-far-vs-mvd-s", "verdict"] == "contradicted"
+    # ViT-B vs ViT-S, both 50 % with independent errors: the interval spans 0.
+    assert df.loc["T7-vitb-vs-vits-videomae", "verdict"] == "inconclusive"
+    assert df.loc["T7-vitb-vs-vits-videomae", "ci_low"] < 0 < df.loc["T7-vitb-vs-vits-videomae", "ci_high"]
+    # A seed without predictions drops out; the row says how many seeds it used.
+    assert df.loc["T7-far-vs-mvd-b", "seeds"] == 1 and df.loc["T7-mvd-vs-videomae-s", "seeds"] == 2
+    assert "one seed" in df.loc["T7-far-vs-mvd-b", "note"]
+    assert df.loc["T7-mvd-vs-videomae-s", "paper_diff"] == 4.0
+
+
+def test_readme_opens_with_the_claims_summary(report):
+    readme = (report / "README.md").read_text()
+    first_section = readme.split("\n## ")[1]
+    assert first_section.startswith("Claims check")
+    assert "reproduced" in first_section and "contradicted" in first_section and "[claims.md](claims.md)" in first_section
+    claims_md = (report / "claims.md").read_text()
+    assert "## Method" in claims_md and "paired bootstrap" in claims_md
+
+
+def test_claims_report_is_byte_identical_on_the_same_results(report, tmp_path):
+    again = tmp_path / "again"
+    build_report(PARAMS, report.parent / "results", again)
+    assert (again / "claims.csv").read_bytes() == (report / "claims.csv").read_bytes()
