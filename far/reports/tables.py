@@ -196,12 +196,16 @@ def accuracy_table(table: Table, cells: list[CellResult], complexity: Mapping[tu
     main = table.kind == "main"
     dataset = table.dataset if main else (params.get("ablation") or {}).get("dataset")
     label = data_label(params, dataset)
+    num_classes = ((params.get("datasets") or {}).get(dataset) or {}).get("num_classes")
+    # Top-5 of 5 classes or fewer is 100 % whatever the model: not shown.
+    columns = [m for m in table.columns if not (m == "top5" and num_classes is not None and num_classes <= 5)]
     header = [ROW_HEADINGS.get(table.number, "Row")]
     if main:
         header += ["Backbone", "Views", "Views (paper)"]
-    for m in table.columns:
+    for m in columns:
         name = METRIC_LABELS.get(m, m)
-        header += [name, f"{name} paper", f"{name} Δ"]
+        # On synthetic data a difference to the paper's accuracy means nothing: no Δ column.
+        header += [name, f"{name} paper"] + ([] if label and m in ACCURACY_METRICS else [f"{name} Δ"])
     header += ["Seeds", "MLflow run ids"]
     by_row = {c.cell.row: c for c in cells}
     rows, records = [], []
@@ -217,14 +221,15 @@ def accuracy_table(table: Table, cells: list[CellResult], complexity: Mapping[tu
         if main:
             rec |= {"views": ";".join(cell.views()), "views_paper": paper_views}
         comp = complexity.get((table.number, trow.complexity_row or trow.row))
-        for m in table.columns:
+        for m in columns:
             paper = trow.paper.get(m)
             if m in ACCURACY_METRICS:
                 st = cell.stat(m)
-                shown += [fmt_stat(st), fmt_paper(paper), fmt_diff(cell.diff(m))]
+                shown += [fmt_stat(st), fmt_paper(paper)] + ([] if label else [fmt_diff(cell.diff(m))])
                 rec |= {f"{m}_mean": _round(st.mean), f"{m}_spread": _round(st.spread),
-                        f"{m}_seeds": ";".join(f"{v:g}" for v in st.values), f"{m}_paper": paper,
-                        f"{m}_diff": _round(cell.diff(m))}
+                        f"{m}_seeds": ";".join(f"{v:g}" for v in st.values), f"{m}_paper": paper}
+                if not label:
+                    rec[f"{m}_diff"] = _round(cell.diff(m))
             else:
                 disp, vals = _complexity_cells(comp, m, paper)
                 shown += disp
@@ -238,8 +243,9 @@ def accuracy_table(table: Table, cells: list[CellResult], complexity: Mapping[tu
                 "missing_runs": ";".join(cell.missing_runs), "data_label": "synthetic" if label else "paper data"}
         rows.append(shown)
         records.append(rec)
-    notes = [f"Accuracy: {SPREAD_TEXT}; Δ = reproduced mean − paper. \"missing\": no seed's test metrics found; "
-             "\"(k/n seeds)\": only k of the n seeds' runs were found."]
+    notes = [f"Accuracy: {SPREAD_TEXT}" + ("" if label else "; Δ = reproduced mean − paper")
+             + ". \"missing\": no seed's test metrics found; \"(k/n seeds)\": only k of the n seeds' runs were found."]
+    notes += _chance_note(cells, num_classes, "top5" in table.columns and "top5" not in columns)
     if any(m in table.columns for m in ("gflops", "params_m")):
         notes.append("GFLOPs (per view, fvcore: one multiply-add = one FLOP) and parameters are counted by "
                      "`far complexity` on the paper-size model (16×224×224); ✓/✗: within the paper's printed "
@@ -251,6 +257,21 @@ def accuracy_table(table: Table, cells: list[CellResult], complexity: Mapping[tu
                      "in the CSV.")
     return Rendered(f"table{table.number}", f"Table {table.number}. {table.title}", header, rows,
                     pd.DataFrame(records), banner=label, notes=notes)
+
+
+def _chance_note(cells: list[CellResult], num_classes: int | None, top5_dropped: bool) -> list[str]:
+    """The scale a reader needs: chance level, test-set size, what one video is worth."""
+    videos = sorted({int(r.test["videos"]) for c in cells for r in c.runs if r.test and r.test.get("videos")})
+    parts = []
+    if num_classes:
+        parts.append(f"chance top-1 = {100 / num_classes:.1f} % ({num_classes} classes)")
+    if videos:
+        n = videos[-1]
+        parts.append(f"test set: {'-'.join(str(v) for v in (videos[0], n)) if len(videos) > 1 else n} videos "
+                     f"(one video = {100 / n:.2f} points of accuracy)")
+    if top5_dropped:
+        parts.append("top-5 not shown: with 5 classes or fewer it is 100 % for any model")
+    return ["Scale: " + "; ".join(parts) + "."] if parts else []
 
 
 def _backbone_text(spec: Any) -> str:
