@@ -67,6 +67,14 @@ def _variant_name(model: Mapping[str, Any]) -> str:
     return "v" + _slug(model)
 
 
+def display_name(run: Run) -> str:
+    """A run's name for people (MLflow's run name): the table rows it serves and its seed,
+    e.g. ``T2 Global; T7 MVD ViT-S · s0``. The folder name stays ``run.run_id`` (an MLflow
+    tag, ``far.run_id``)."""
+    rows = "; ".join(f"T{t} {r}" for t, r in run.rows) or run.run_id
+    return f"{rows} · s{run.seed}"
+
+
 class Grid:
     """The expanded grid of one params file."""
 
@@ -296,9 +304,9 @@ class Grid:
             "checkpoint": dict(self.params.get("checkpoint", {})),
             "test": dict(self.params.get("test", {})) | {"clips": ds["views"][0], "crops": ds["views"][1]},
             "tracking": dict(self.params.get("tracking", {})) | {
-                "run_name": run.run_id,
+                "run_name": display_name(run),
                 "tags": {"cell": f"{run.dataset}/{run.pretraining}/{run.backbone}", "seed": str(run.seed),
-                         "dataset": run.dataset, "pretraining": run.pretraining,
+                         "dataset": run.dataset, "pretraining": run.pretraining, "far.run_id": run.run_id,
                          "rows": "; ".join(f"T{t} {r}" for t, r in run.rows)},
             },
             "log": dict(self.params.get("log", {})),

@@ -66,6 +66,7 @@ def work(tmp_path_factory) -> Path:
         "test": {"clips": 2, "crops": 3, "run_at_end": True},
         "checkpoint": {"keep_last": 2},
         "tracking": {"uri": "sqlite:///mlflow.db", "experiment": "engine-test", "run_name": "ref",
+                     "description": "far's engine test: a tiny FAR on synthetic K400",
                      "tags": {"cell": "k400/videomae/vit_s"}},
         "log": {"progress_bar": "off", "every_steps": 2},
     }
@@ -177,7 +178,11 @@ def test_mlflow_run_holds_params_metrics_artifacts(work, reference):
     arts = {a.path for a in client.list_artifacts(run.info.run_id)} | {
         a.path for a in client.list_artifacts(run.info.run_id, "test")}
     assert {"config.yaml", "history.csv", "train.json", "test/metrics.json", "test/predictions.csv"} <= arts
-    assert run.info.status == "FINISHED"
+    assert run.info.status == "FINISHED" and run.info.run_name == "ref"
+    assert "train/data_wait_share" in run.data.metrics
+    # The experiment carries its description (what MLflow's UI shows above the runs).
+    exp = client.get_experiment(run.info.experiment_id)
+    assert exp.tags["mlflow.note.content"] == "far's engine test: a tiny FAR on synthetic K400"
 
 
 def test_two_rank_torchrun_train_and_test_count_every_video_once(work):

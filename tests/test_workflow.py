@@ -137,6 +137,10 @@ def test_paper_grid_checkpoints():
     assert (cfg["data"]["num_frames"], cfg["data"]["input_size"]) == (16, 224)
     assert (cfg["test"]["clips"], cfg["test"]["crops"]) == (2, 3)
     assert cfg["optim"]["epochs"] == 40 and cfg["batch"]["total"] == 384
+    # MLflow: the run is named by its table rows and seed; its folder is a tag.
+    assert cfg["tracking"]["run_name"].endswith(f" · s{run.seed}") and "T7 MVD ViT-" in cfg["tracking"]["run_name"]
+    assert cfg["tracking"]["tags"]["far.run_id"] == run.run_id
+    assert cfg["compile"] == {"enabled": "cuda"}
 
 
 def test_default_grid_pretrains_mvd_teachers():

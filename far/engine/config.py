@@ -226,6 +226,7 @@ class TrackingConfig:
     experiment: str = "far"
     run_name: str | None = None  # None: the job names it (pre-training: pretrain-<method>-<folder>)
     tags: dict[str, str] = field(default_factory=dict)
+    description: str | None = None  # the experiment's description, set when a job creates it
 
     def __post_init__(self) -> None:
         if not self.uri:

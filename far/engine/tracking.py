@@ -72,7 +72,8 @@ class NullTracker:
 class Tracker(NullTracker):
     """A live MLflow run; every call is guarded (first failure: one warning, then off)."""
 
-    def __init__(self, uri: str, experiment: str, run_name: str | None, run_id: str | None = None):
+    def __init__(self, uri: str, experiment: str, run_name: str | None, run_id: str | None = None,
+                 description: str | None = None):
         for k, v in _HTTP_DEFAULTS.items():
             os.environ.setdefault(k, v)
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -92,7 +93,9 @@ class Tracker(NullTracker):
                     client.update_run(run_id, status="RUNNING")
             else:
                 exp = client.get_experiment_by_name(experiment)
-                exp_id = exp.experiment_id if exp is not None else client.create_experiment(experiment)
+                # The description is what MLflow's UI shows above the experiment's runs.
+                tags = {"mlflow.note.content": description} if description else None
+                exp_id = exp.experiment_id if exp is not None else client.create_experiment(experiment, tags=tags)
                 run = client.create_run(exp_id, run_name=run_name)
                 self.run_id = run.info.run_id
             self._client = client
@@ -181,7 +184,7 @@ RUN_ID_FILE = ".mlflow_run_id"
 
 
 def make_tracker(enabled: bool, uri: str, experiment: str, run_name: str | None, run_id: str | None, is_main: bool,
-                 out: Path | None = None) -> NullTracker:
+                 out: Path | None = None, description: str | None = None) -> NullTracker:
     """The rank-0 MLflow run (continuing ``run_id`` when given), or a :class:`NullTracker`.
     With ``out`` (a training output folder), an earlier attempt's run there that this one
     does not continue is marked KILLED (:meth:`Tracker.close_abandoned`)."""
@@ -190,7 +193,7 @@ def make_tracker(enabled: bool, uri: str, experiment: str, run_name: str | None,
     uri = resolve_uri(uri)
     if uri in _UNREACHABLE:
         return NullTracker()
-    tracker = Tracker(uri, experiment, run_name, run_id)
+    tracker = Tracker(uri, experiment, run_name, run_id, description)
     if out is not None:
         tracker.close_abandoned(out)
     return tracker

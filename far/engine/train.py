@@ -176,7 +176,7 @@ def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resu
     # ---- tracking (rank 0) ----
     resolved = run.resolved_dict()
     tracker = make_tracker(run.tracking.enabled, run.tracking.uri, run.tracking.experiment, run.tracking.run_name,
-                           trainer.mlflow_run_id, main, out=out)
+                           trainer.mlflow_run_id, main, out=out, description=run.tracking.description)
     trainer.mlflow_run_id = tracker.run_id if main else trainer.mlflow_run_id
     n_params = sum(p.numel() for p in model.parameters())
     if main:
