@@ -216,7 +216,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, teacher_video: str | Path 
     # an unreachable store warned about once.
     tracker = make_tracker(tracking and cfg.tracking.enabled, cfg.tracking.uri, cfg.tracking.experiment,
                            cfg.tracking.run_name or f"pretrain-{cfg.method}-{out.name}", trainer.mlflow_run_id, main,
-                           out=out)
+                           out=out, description=cfg.tracking.description)
     trainer.mlflow_run_id = tracker.run_id if main else trainer.mlflow_run_id
     if not resumed:
         tracker.log_params(flatten(cfg.to_dict() | {"steps_per_epoch": n_steps, "world_size": dist_env.world_size,
