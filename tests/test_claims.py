@@ -121,7 +121,7 @@ def test_readme_opens_with_the_claims_summary(report):
     assert first_section.startswith("Claims check")
     assert "reproduced" in first_section and "contradicted" in first_section and "[claims.md](claims.md)" in first_section
     claims_md = (report / "claims.md").read_text()
-    assert "## Method" in claims_md and "paired bootstrap" in claims_md
+    assert "Method: " in claims_md and "paired bootstrap" in claims_md and (report / "claims.html").is_file()
 
 
 def test_claims_report_is_byte_identical_on_the_same_results(report, tmp_path):

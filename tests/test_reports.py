@@ -194,6 +194,9 @@ def test_paper_data_tables_keep_the_difference_and_top5(fake, grid, tmp_path):
 def test_synthetic_label_and_table1(report):
     for n in (3, 7):
         assert SYNTHETIC_BANNER in (report / f"table{n}.md").read_text()
+        page = (report / f"table{n}.html").read_text()  # what Snakemake's HTML report shows inline
+        assert page.startswith("<!DOCTYPE html>") and "<table>" in page and f"Table {n}." in page
+        assert "SYNTHETIC DATA" in page
     assert SYNTHETIC_BANNER in (report / "README.md").read_text()
     assert (pd.read_csv(report / "cells.csv")["data_label"] == "synthetic").all()
     t1 = (report / "table1.md").read_text()

@@ -167,29 +167,34 @@ def _fmt(v: float | None) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:+.2f}"
 
 
-def summary_lines(results: list[ClaimResult]) -> list[str]:
-    """The claims table in Markdown, with counts by verdict first."""
+HEADER = ["claim", "table", "expect", "paper Δ", "reproduced Δ [95 % CI]", "seeds × videos", "verdict"]
+
+
+def _display_row(r: ClaimResult) -> list[str]:
+    c = r.claim
+    expect = c.expect + (f" (±{c.margin:g})" if c.expect in (">=", "~") else "")
+    ci = "–" if r.diff is None else f"{_fmt(r.diff)} [{_fmt(r.low)}, {_fmt(r.high)}]"
+    size = f"{r.seeds} × {r.videos}" if r.seeds else "–"
+    name = ("strong: " if c.strong else "") + f"{c.text} ({c.a} − {c.b})"
+    return [name, c.table, expect, _fmt(r.paper_diff), ci, size, r.verdict + (f" ({r.note})" if r.note else "")]
+
+
+def counts_line(results: list[ClaimResult]) -> str:
     counts = {v: sum(r.verdict == v for r in results) for v in VERDICTS}
-    lines = [", ".join(f"**{n}** {v}" for v, n in counts.items() if n) + f" of {len(results)} claims.", "",
-             "| claim | table | expect | paper Δ | reproduced Δ [95 % CI] | seeds × videos | verdict |",
-             "|---|---|---|---:|---|---|---|"]
-    for r in results:
-        c = r.claim
-        expect = c.expect + (f" (±{c.margin:g})" if c.expect in (">=", "~") else "")
-        ci = "–" if r.diff is None else f"{_fmt(r.diff)} [{_fmt(r.low)}, {_fmt(r.high)}]"
-        size = f"{r.seeds} × {r.videos}" if r.seeds else "–"
-        name = ("**strong:** " if c.strong else "") + f"{c.text} ({c.a} − {c.b})"
-        verdict_text = r.verdict + (f" ({r.note})" if r.note else "")
-        lines.append(f"| {name} | {c.table} | {expect} | {_fmt(r.paper_diff)} | {ci} | {size} | {verdict_text} |")
+    return ", ".join(f"{n} {v}" for v, n in counts.items() if n) + f" of {len(results)} claims."
+
+
+def summary_lines(results: list[ClaimResult]) -> list[str]:
+    """The claims table in Markdown, with counts by verdict first (the report's README)."""
+    lines = [counts_line(results), "", "| " + " | ".join(HEADER) + " |", "|" + "|".join("---" for _ in HEADER) + "|"]
+    lines += ["| " + " | ".join(c.replace("|", r"\|") for c in _display_row(r)) + " |" for r in results]
     return lines
 
 
 def write_claims(results: list[ClaimResult], out: str | Path, label: str | None) -> None:
-    """``claims.md`` and ``claims.csv`` in ``out``."""
-    out = Path(out)
-    claims_frame(results).to_csv(out / "claims.csv", index=False)
-    lines = ["# Claims check: what the paper's tables claim, and whether this reproduction shows it", ""]
-    if label:
-        lines += [f"> **{label}**", ""]
-    lines += summary_lines(results) + ["", "## Method", "", METHOD, ""]
-    (out / "claims.md").write_text("\n".join(lines))
+    """``claims.{md,csv,tex,html}`` in ``out``."""
+    from far.reports.formats import Rendered
+
+    Rendered("claims", "Claims check: what the paper's tables claim, and whether this reproduction shows it",
+             HEADER, [_display_row(r) for r in results], claims_frame(results), banner=label,
+             notes=[counts_line(results), "Method: " + METHOD]).write(out)

@@ -6,6 +6,8 @@ the numbers unformatted, one column per quantity, for anything that computes on 
 
 from __future__ import annotations
 
+import html
+
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,14 +50,33 @@ class Rendered:
         out += [r"\bottomrule", r"\end{tabular}}", r"\end{table}"]
         return "\n".join(out) + "\n"
 
+    def html(self) -> str:
+        """A standalone HTML page (what Snakemake's report shows inline)."""
+        e = html.escape
+        out = ["<!DOCTYPE html>", '<html><head><meta charset="utf-8">', f"<title>{e(self.title)}</title>",
+               "<style>body{font-family:sans-serif;margin:1em}table{border-collapse:collapse;font-size:90%}"
+               "th,td{border:1px solid #bbb;padding:3px 6px;text-align:right}th{background:#eee}"
+               "td:first-child,th:first-child{text-align:left}.banner{background:#fff3cd;padding:6px;"
+               "border-left:4px solid #e0a800}</style></head><body>", f"<h2>{e(self.title)}</h2>"]
+        if self.banner:
+            out.append(f'<p class="banner"><b>{e(self.banner)}</b></p>')
+        out.append("<table><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in self.header) + "</tr></thead><tbody>")
+        out += ["<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>" for row in self.rows]
+        out.append("</tbody></table>")
+        if self.notes:
+            out.append("<ul>" + "".join(f"<li>{e(n)}</li>" for n in self.notes) + "</ul>")
+        out.append("</body></html>")
+        return "\n".join(out) + "\n"
+
     def write(self, folder: str | Path) -> dict[str, Path]:
-        """Write ``<name>.md``, ``<name>.csv`` and ``<name>.tex`` under ``folder``."""
+        """Write ``<name>.md``, ``.csv``, ``.tex`` and ``.html`` under ``folder``."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        paths = {ext: folder / f"{self.name}.{ext}" for ext in ("md", "csv", "tex")}
+        paths = {ext: folder / f"{self.name}.{ext}" for ext in ("md", "csv", "tex", "html")}
         paths["md"].write_text(self.markdown())
         self.data.to_csv(paths["csv"], index=False)
         paths["tex"].write_text(self.latex())
+        paths["html"].write_text(self.html())
         return paths
 
 

@@ -12,18 +12,27 @@ rule report:
     output:
         readme=LAYOUT.reports_readme,
         md=[LAYOUT.table(t) for t in TABLES],
-        claims=report(LAYOUT.claims(), caption="../report/claims.rst", category="Claims"),
+        csv=[LAYOUT.table(t, "csv") for t in TABLES],
+        # One report entry per table, shown inline (HTML), labelled with its number.
+        **{
+            f"html{t}": report(
+                LAYOUT.table(t, "html"),
+                caption="../report/tables.rst",
+                category="Tables",
+                labels={"table": f"Table {t}"},
+            )
+            for t in TABLES
+        },
+        claims=LAYOUT.claims(),
         claims_csv=LAYOUT.claims("csv"),
-        csv=report(
-            [LAYOUT.table(t, "csv") for t in TABLES],
-            caption="../report/tables.rst",
-            category="Tables",
-        ),
+        claims_html=report(LAYOUT.claims("html"), caption="../report/claims.rst", category="Claims check",
+                           labels={"claims": "all claims"}),
         figures=report(
             directory(LAYOUT.figures),
             patterns=["{name}.png"],
             caption="../report/figures.rst",
             category="Figures",
+            labels={"figure": "{name}"},
         ),
     params:
         pfile=PARAMS_FILE,
