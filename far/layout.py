@@ -51,6 +51,7 @@ class RunFiles:
     run_config = property(lambda self: self._f("run.yaml"))  # written by `far grid run-config`
     config = property(lambda self: self._f("config.yaml"))  # the fully resolved config far train used
     history = property(lambda self: self._f("history.csv"))
+    steps = property(lambda self: self._f("steps.csv"))  # training loss etc. at every log point
     metrics = property(lambda self: self._f("metrics.jsonl"))
     model = property(lambda self: self._f("model.pth"))
     summary = property(lambda self: self._f("train.json"))  # written last: the done-marker
@@ -80,6 +81,9 @@ TEST_METRICS, TEST_PREDICTIONS = "metrics.json", "predictions.csv"
 # history.csv of a fine-tune: one row per epoch (far.engine.train writes it, far.reports reads it).
 HISTORY_COLUMNS = ("epoch", "step", "train_loss", "lr", "clips_per_s", "data_wait_share", "val_top1", "val_top5",
                    "wall_s")
+# steps.csv: one row per log point (every log.every_steps optimizer steps); loss, pace and
+# loader wait over the steps since the previous row (rank 0's micro-batches).
+STEP_COLUMNS = ("epoch", "step", "loss", "lr", "clips_per_s", "data_wait_share")
 #: What an offline pre-training job leaves in its folder.
 PRETRAIN_CHECKPOINT, PRETRAIN_CONFIG, PRETRAIN_METRICS = "checkpoint.pth", "config.yaml", "metrics.json"
 

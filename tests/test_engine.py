@@ -79,6 +79,11 @@ def _history(out: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def _steps(out: Path) -> list[dict[str, str]]:
+    with (out / "steps.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
 def _results(out: Path) -> tuple[list[tuple[str, str]], dict]:
     hist = [(r["train_loss"], r["val_top1"]) for r in _history(out)]
     m = json.loads((out / "test" / "metrics.json").read_text())
@@ -98,6 +103,10 @@ def test_finetune_from_pretrained_learns(reference):
     hist = _history(reference)
     assert len(hist) == 4
     assert float(hist[-1]["train_loss"]) < float(hist[0]["train_loss"])
+    # steps.csv: a row every log.every_steps (2) optimizer steps, the loss since the previous row.
+    steps = _steps(reference)
+    assert [int(r["step"]) for r in steps] == list(range(2, 49, 2))
+    assert all(0 < float(r["loss"]) < 10 and 0 <= float(r["data_wait_share"]) <= 1 for r in steps)
     metrics = json.loads((reference / "test" / "metrics.json").read_text())
     assert metrics["videos"] == metrics["expected_videos"] == CLASSES * 3 and metrics["views"] == 6
     assert 0 <= metrics["top1"] <= 100  # 48 steps; beating chance: test_finetune_beats_chance
@@ -149,6 +158,9 @@ def test_sigkill_then_resume_matches_uninterrupted(work, reference):
     info = json.loads((out / "train.json").read_text())
     assert info["resumed_from"] is not None and info["resumed_from"][0] >= 1
     assert _results(out) == _results(reference)
+    # The per-step rows of the killed attempt after its checkpoint are not listed twice.
+    same = lambda rows: [(r["step"], r["loss"], r["lr"]) for r in rows]  # noqa: E731
+    assert same(_steps(out)) == same(_steps(reference))
     assert len(list(ckpts.glob("ckpt-*"))) == 2  # keep_last
     # Killed after an epoch's metrics were written but before its checkpoint: the redone
     # epoch must not be listed twice.

@@ -54,6 +54,8 @@ def write_run(results: Path, run_id: str, j: int, seed: int) -> None:
     pd.DataFrame({"epoch": [0, 1], "step": [4, 8], "train_loss": [1.4, 1.0], "lr": [1e-3, 5e-4],
                   "clips_per_s": [10.0, 11.0], "val_top1": [20.0, 30.0 + seed], "val_top5": [60.0, 70.0],
                   "wall_s": [1.5, 3.0]}).to_csv(d / "history.csv", index=False)
+    pd.DataFrame({"epoch": [1, 1, 2, 2], "step": [2, 4, 6, 8], "loss": [1.5, 1.3, 1.1, 1.0], "lr": 1e-3,
+                  "clips_per_s": 10.0, "data_wait_share": 0.1}).to_csv(d / "steps.csv", index=False)
     (d / "test" / "metrics.json").write_text(json.dumps({
         "top1": fake_top1(j, seed), "top5": fake_top5(j, seed), "videos": 24, "views": 6, "clips": 2, "crops": 3,
         "unreadable": ["bad.webm"] if (j, seed) == (0, 0) else [], "mlflow_run_id": mlflow}))

@@ -203,6 +203,7 @@ def fit(engine: Any, optimizer: Any, trainer: Any, out: Path, loop: Loop, *,
                 if step_in_epoch % loop.log_every and step_in_epoch != n:
                     continue
                 first = step_in_epoch - len(pending) // acc
+                before = (loss_sum, loss_n)
                 loss_sum, loss_n = _add_losses(pending, loss_sum, loss_n, epoch, first, acc)
                 pending = []
                 # Pace since the last log point (after the loss read: the GPU has caught up).
@@ -210,6 +211,10 @@ def fit(engine: Any, optimizer: Any, trainer: Any, out: Path, loop: Loop, *,
                 window = max(1e-9, now - mark[0])
                 rate, wait = (clips - mark[1]) * world / window, (data_wait - mark[2]) / window
                 mark = (now, clips, data_wait)
+                if main:
+                    trainer.steps.append({"epoch": epoch + 1, "step": global_step, "lr": lr, "clips_per_s": rate,
+                                          "data_wait_share": wait,
+                                          "loss": (loss_sum - before[0]) / max(1, loss_n - before[1])})
                 bar.set_postfix(loss=f"{loss_sum / loss_n:.4f}", lr=f"{lr:.2e}", clips_s=f"{rate:.1f}",
                                 data_wait=f"{wait:.0%}")
                 if main and step_in_epoch % loop.log_every == 0:

@@ -59,6 +59,7 @@ class TrainerState:
     mlflow_run_id: str | None = None
     world_size: int = 1
     history: list[dict[str, Any]] = field(default_factory=list)  # per-epoch metrics so far
+    steps: list[dict[str, Any]] = field(default_factory=list)  # per-log-point metrics so far (rank 0)
     # A mid-epoch (SIGTERM) checkpoint: the epoch's sums so far, over all ranks
     # (loss_sum, loss_n, replaced, seconds), so that the resumed epoch's mean covers it all.
     partial_epoch: dict[str, float] = field(default_factory=dict)

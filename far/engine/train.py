@@ -7,6 +7,7 @@ One invocation = one fine-tune into an output folder ``OUT``::
     OUT/history.csv        one row per epoch: epoch, step, train_loss, lr, clips_per_s,
                            data_wait_share, val_top1, val_top5, wall_s (also
                            OUT/metrics.jsonl, every field)
+    OUT/steps.csv          one row per log point (log.every_steps): loss, lr, pace, loader wait
     OUT/model.pth          the final weights (far-finetuned-v1, read by far test)
     OUT/test/              the multi-view test, when ``test.run_at_end``
     OUT/train.json         written last: the run's summary (the pipeline's done-marker)
@@ -40,7 +41,7 @@ import yaml
 
 from far.engine.config import ConfigError, RunConfig
 from far.engine.runtime import EXIT_PREEMPTED, Preempted
-from far.layout import HISTORY_COLUMNS, RunFiles
+from far.layout import HISTORY_COLUMNS, STEP_COLUMNS, RunFiles
 
 log = logging.getLogger(__name__)
 
@@ -68,19 +69,26 @@ def data_version(run: RunConfig) -> str:
     return h.hexdigest()[:12]
 
 
-def _write_history(files: RunFiles, history: list[dict[str, Any]]) -> None:
-    """history.csv and metrics.jsonl, rewritten whole from the checkpointed history (never
-    appended: an epoch redone after a crash must not appear twice)."""
-    tmp = Path(files.dir) / ".history.csv.tmp"
+def _write_csv(path: str | Path, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+    """Rewrite ``path`` whole from ``rows`` (atomic)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
+        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         w.writeheader()
-        for row in history:
-            w.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in HISTORY_COLUMNS})
-    tmp.replace(files.history)
+        for row in rows:
+            w.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
+    tmp.replace(path)
+
+
+def _write_history(files: RunFiles, history: list[dict[str, Any]], steps: list[dict[str, Any]]) -> None:
+    """history.csv, metrics.jsonl and steps.csv, rewritten whole from the checkpointed state
+    (never appended: an epoch redone after a crash must not appear twice)."""
+    _write_csv(files.history, HISTORY_COLUMNS, history)
     tmp = Path(files.dir) / ".metrics.jsonl.tmp"
     tmp.write_text("".join(json.dumps(row) + "\n" for row in history))
     tmp.replace(files.metrics)
+    _write_csv(files.steps, STEP_COLUMNS, steps)
 
 
 def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resume: bool = True,
@@ -226,7 +234,7 @@ def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resu
     def record(epoch: int, row: dict[str, Any]) -> None:
         if not main:
             return
-        _write_history(files, trainer.history + [row])
+        _write_history(files, trainer.history + [row], trainer.steps)
         tracker.log_metrics({"train/loss": row["train_loss"], "train/lr": row["lr"],
                              "train/clips_per_s": row["clips_per_s"], "train/data_wait_share": row["data_wait_share"],
                              "train/replaced_videos": row["replaced_videos"]}
@@ -286,7 +294,7 @@ def train(run: RunConfig, out: str | Path, *, progress: bool | None = None, resu
             tmp = Path(files.dir) / ".train.json.tmp"
             tmp.write_text(json.dumps(summary, indent=2))
             tmp.replace(files.summary)
-            for path in (files.history, files.summary):
+            for path in (files.history, files.steps, files.summary):
                 tracker.log_artifact(path)
         barrier()
         return summary

@@ -4,6 +4,7 @@ Every fine-tuning run of the grid leaves, under ``RESULTS/runs/<run_id>/``:
 
 - ``train.json``: epochs, steps, final train loss, wall time, MLflow run id, model size;
 - ``history.csv``: one line per epoch (loss, lr, throughput, validation top-1/top-5);
+- ``steps.csv``: the training loss (and pace) at every log point, for the curves;
 - ``test/metrics.json``: the multi-view test (top-1/top-5 in percent, views, unreadable
   videos, MLflow run id).
 
@@ -36,9 +37,9 @@ ACCURACY_METRICS = ("top1", "top5")
 
 
 def run_files(results_dir: str | Path, run_id: str) -> dict[str, Path]:
-    """The three files a finished run leaves, by role (train, history, test)."""
+    """The files a finished run leaves, by role (train, history, steps, test)."""
     f = Layout.run(run_id, results_dir)
-    return {"train": Path(f.summary), "history": Path(f.history), "test": Path(f.test_metrics)}
+    return {"train": Path(f.summary), "history": Path(f.history), "steps": Path(f.steps), "test": Path(f.test_metrics)}
 
 
 @dataclass
@@ -48,6 +49,7 @@ class RunResult:
     run: Run
     train: dict[str, Any] | None = None
     history: pd.DataFrame | None = None
+    steps: pd.DataFrame | None = None  # per log point; runs made before steps.csv existed have none
     test: dict[str, Any] | None = None
     missing: list[str] = field(default_factory=list)  # "path (reason)"
 
@@ -101,6 +103,11 @@ def load_run(results_dir: str | Path, run: Run) -> RunResult:
     res = RunResult(run)
     res.train, why_train = _read_json(files["train"], ("epochs", "train_loss"))
     res.history, why_hist = _read_history(files["history"])
+    if files["steps"].is_file():
+        try:
+            res.steps = pd.read_csv(files["steps"])
+        except (OSError, ValueError):
+            res.steps = None
     res.test, why_test = _read_json(files["test"], ACCURACY_METRICS)
     for role, why in (("train", why_train), ("history", why_hist), ("test", why_test)):
         if why:

@@ -101,7 +101,8 @@ def run_group_name(cell: CellResult) -> str:
 
 def training_curves(cell: CellResult, out: Path, label: str | None = None,
                     rows: list[tuple[str, str]] | None = None) -> Path | None:
-    """Train loss and validation top-1 per epoch, one line per seed; None if no history exists.
+    """Training loss per log point (``steps.csv``; per epoch for runs without it) and
+    validation top-1 per epoch, one line per seed; None if no history exists.
 
     ``rows``: the (table, row) cells these runs serve, named in the title (default: ``cell``'s).
     """
@@ -109,12 +110,18 @@ def training_curves(cell: CellResult, out: Path, label: str | None = None,
     if not runs:
         return None
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.8), layout="constrained")
+    per_step = all(r.steps is not None and len(r.steps) for r in runs)
     for r in runs:
         h = r.history.sort_values("epoch")
-        ax_loss.plot(h["epoch"], h["train_loss"], marker=".", label=f"seed {r.run.seed}")
+        if per_step:
+            st = r.steps.sort_values("step")
+            ax_loss.plot(st["step"], st["loss"], marker=".", label=f"seed {r.run.seed}")
+        else:
+            ax_loss.plot(h["epoch"], h["train_loss"], marker=".", label=f"seed {r.run.seed}")
         v = h.dropna(subset=["val_top1"])
-        ax_acc.plot(v["epoch"], v["val_top1"], marker=".", label=f"seed {r.run.seed}")
-    ax_loss.set(xlabel="epoch", ylabel="train loss", title="training loss")
+        ax_acc.plot(v["epoch"], v["val_top1"], marker="o", label=f"seed {r.run.seed}")
+    ax_loss.set(xlabel="optimizer step" if per_step else "epoch", ylabel="train loss",
+                title="training loss" + (" (mean since the previous point)" if per_step else ""))
     ax_acc.set(xlabel="epoch", ylabel="val top-1 (%)", title="validation top-1")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)

@@ -26,6 +26,8 @@ rule train:
     output:
         summary=RUN.summary,
         model=RUN.model,
+        history=RUN.history,  # rewritten from the checkpointed state on resume
+        steps=RUN.steps,
     params:
         far=lambda w, resources: launch(resources.tasks),
     log:

@@ -7,6 +7,8 @@ rule report:
         train=expand(RUN.summary, run=RUN_IDS),
         test=expand(RUN.test_metrics, run=RUN_IDS),
         predictions=expand(RUN.test_predictions, run=RUN_IDS),  # the claims check's per-video results
+        history=expand(RUN.history, run=RUN_IDS),  # training curves
+        steps=expand(RUN.steps, run=RUN_IDS),
         complexity=LAYOUT.complexity,
         recipes=config["recipes_file"],
     output:
