@@ -47,49 +47,135 @@ def _save(fig: plt.Figure, path: Path) -> Path:
 
 
 # ---- accuracy vs GFLOPs ----------------------------------------------------------------------
-def accuracy_vs_gflops(table: Table, cells: list[CellResult], complexity: Mapping[tuple[str, str], Mapping[str, Any]],
-                       out: Path, label: str | None = None) -> Path | None:
-    """Top-1 against GFLOPs per view for one table: reproduced (filled, ± half-range) and paper (hollow).
+def spread_labels(ys: list[float], gap: float) -> list[float]:
+    """Label heights near ``ys`` (same order) at least ``gap`` apart, as close to them as
+    possible: sorted, pushed apart upwards, then the block re-centred on the points."""
+    order = sorted(range(len(ys)), key=lambda i: ys[i])
+    placed: list[float] = []
+    for i in order:
+        placed.append(ys[i] if not placed else max(ys[i], placed[-1] + gap))
+    shift = (sum(placed) - sum(ys[i] for i in order)) / max(1, len(placed))
+    out = [0.0] * len(ys)
+    for i, y in zip(order, placed):
+        out[i] = y - shift
+    # re-centring may undo the gap only by a uniform shift: the spacing is kept
+    return out
 
-    x is ``far complexity``'s count of the paper-size model for both, so the two points of
-    a row sit on one vertical line. Returns None when the table has no GFLOPs column.
-    """
-    if "gflops" not in table.columns:
-        return None
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), layout="constrained")
+
+def _points(table: Table, cells: list[CellResult], complexity: Mapping[tuple[str, str], Mapping[str, Any]]
+            ) -> list[dict[str, Any]]:
     by_row = {c.cell.row: c for c in cells}
-    plotted = set()
+    pts = []
     for row in table.rows:
         cell = by_row.get(row.row)
         if cell is None:
             continue
         rec = complexity.get((table.number, row.complexity_row or row.row))
-        x = rec["gflops"] if rec else row.paper.get("gflops")  # fall back to the paper's x if not counted
-        fam = family(row.model)
-        color = FAMILY_COLORS[fam]
-        if row.paper.get("top1") is not None:
-            ax.scatter([x], [row.paper["top1"]], facecolors="none", edgecolors=color, marker="s", s=40,
-                       label=f"{FAMILY_LEGEND[fam]}, paper" if (fam, "paper") not in plotted else None)
-            plotted.add((fam, "paper"))
         st = cell.stat("top1")
-        if st.mean is not None:
-            ax.errorbar([x], [st.mean], yerr=[[st.spread or 0.0]], fmt="o", color=color, capsize=3, ms=5,
-                        label=f"{FAMILY_LEGEND[fam]}, reproduced" if (fam, "ours") not in plotted else None)
-            plotted.add((fam, "ours"))
-            y = st.mean
+        pts.append({"row": row.row, "family": family(row.model), "paper": row.paper.get("top1"),
+                    "x": rec["gflops"] if rec else row.paper.get("gflops"),  # the paper's x if not counted
+                    "mean": st.mean, "spread": st.spread or 0.0})
+    return pts
+
+
+def _labelled_scatter(ax: plt.Axes, pts: list[dict[str, Any]], key: str, hollow: bool,
+                      label_keys: tuple[str, ...] | None = None) -> None:
+    """Points (x, p[key]); each row labelled once to the right, at the first of
+    ``label_keys`` it has (default: ``key``; empty: no labels), spread so that no two
+    labels overlap; the y range covers everything labelled or drawn."""
+    for p in pts:
+        if p[key] is None:
+            continue
+        color = FAMILY_COLORS[p["family"]]
+        if hollow:
+            ax.scatter([p["x"]], [p[key]], facecolors="none", edgecolors=color, marker="s", s=40)
         else:
-            y = row.paper.get("top1")
-        if y is not None:
-            ax.annotate(row.row, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
-    ax.set_xlabel("GFLOPs per view (paper-size model, fvcore)")
-    ax.set_ylabel("Top-1 (%)")
+            ax.errorbar([p["x"]], [p[key]], yerr=[[p["spread"]]], fmt="o", color=color, capsize=3, ms=5)
+    label_keys = (key,) if label_keys is None else label_keys
+    if not label_keys:
+        return
+    at = [(p, next((p[k] for k in label_keys if p[k] is not None), None)) for p in pts]
+    at = [(p, y) for p, y in at if y is not None]
+    if not at:
+        ax.text(0.5, 0.5, "no results yet", transform=ax.transAxes, ha="center")
+        return
+    ys = [y for _, y in at] + [p[k] for p in pts for k in ("paper", "mean") if k in label_keys + (key,)
+                               and p[k] is not None]
+    lo, hi = min(ys), max(ys)
+    span = max(hi - lo, 2.0)
+    ax.set_ylim(lo - 0.15 * span, hi + 0.15 * span)
+    xs = [p["x"] for p, _ in at]
+    width = max(max(xs) - min(xs), 1.0)
+    label_x = max(xs) + 0.08 * width
+    for (p, y0), y in zip(at, spread_labels([y for _, y in at], gap=span * 0.09)):
+        ax.annotate(p["row"], (p["x"], y0), xytext=(label_x, y), fontsize=7, va="center",
+                    arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.6})
+    ax.set_xlim(min(xs) - 0.08 * width, max(xs) + 0.75 * width)
+
+
+def _dot_chart(ax: plt.Axes, pts: list[dict[str, Any]], label: str | None) -> None:
+    """Rows on the y axis, top-1 on x: reproduced (± half-range) and the paper's value."""
+    names = [p["row"] for p in pts][::-1]
+    for i, p in enumerate(pts[::-1]):
+        color = FAMILY_COLORS[p["family"]]
+        if p["mean"] is not None:
+            ax.errorbar([p["mean"]], [i + 0.12], xerr=[[p["spread"]]], fmt="o", color=color, capsize=3, ms=5,
+                        label="reproduced" if i == 0 else None)
+        if p["paper"] is not None:
+            ax.scatter([p["paper"]], [i - 0.12], facecolors="none", edgecolors=color, marker="s", s=40,
+                       label="paper" if i == 0 else None)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_xlabel("Top-1 (%)" + (" (reproduced: SYNTHETIC data)" if label else ""))
+    ax.grid(alpha=0.3, axis="x")
+    ax.legend(fontsize=7, loc="best")
+
+
+def accuracy_vs_gflops(table: Table, cells: list[CellResult], complexity: Mapping[tuple[str, str], Mapping[str, Any]],
+                       out: Path, label: str | None = None) -> Path | None:
+    """Top-1 against GFLOPs per view for one table, every point labelled without overlap.
+
+    x is ``far complexity``'s count of the paper-size model for the paper's points and the
+    reproduced ones alike. On synthetic data the two sit in side-by-side panels with their
+    own accuracy scales (one axis would suggest they are comparable). A table whose rows
+    all share one GFLOPs value is drawn as a dot chart instead. Returns None when the
+    table has no GFLOPs column.
+    """
+    if "gflops" not in table.columns:
+        return None
+    pts = _points(table, cells, complexity)
     title = f"Table {table.number}: {table.title}"
+    if len({p["x"] for p in pts}) <= 1:  # one GFLOPs value: accuracy is all there is to see
+        fig, ax = plt.subplots(figsize=(6.4, 0.5 * len(pts) + 1.6), layout="constrained")
+        _dot_chart(ax, pts, label)
+        ax.set_title(title + (f" (all at {pts[0]['x']:.1f} GFLOPs)" if pts and pts[0]["x"] else ""), fontsize=9)
+        return _save(fig, out)
+    panels = [("paper", True, "the paper's values")] + [("mean", False, "reproduced (SYNTHETIC data)" if label
+                                                                        else "reproduced (± half-range over seeds)")]
     if label:
-        title += "\nreproduced points: SYNTHETIC data, not the paper's datasets"
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    if plotted:
-        ax.legend(fontsize=7, loc="best")
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), layout="constrained")
+    else:
+        fig, ax = plt.subplots(figsize=(7.5, 4.8), layout="constrained")
+        axes = [ax, ax]
+    for ax, (key, hollow, name) in zip(axes, panels):
+        if label:  # two panels, each labelled
+            _labelled_scatter(ax, pts, key, hollow)
+        elif key == "paper":  # one axis: the paper's points unlabelled, ...
+            _labelled_scatter(ax, pts, key, hollow, label_keys=())
+        else:  # ... each row labelled once, at its reproduced point or else the paper's,
+            _labelled_scatter(ax, pts, key, hollow, label_keys=("mean", "paper"))
+            for p in pts:  # a dotted line ties a row's paper point to its reproduced one
+                if p["mean"] is not None and p["paper"] is not None:
+                    ax.plot([p["x"], p["x"]], [p["paper"], p["mean"]], ":", lw=0.8, color=FAMILY_COLORS[p["family"]])
+        ax.set_xlabel("GFLOPs per view (paper-size model, fvcore)")
+        ax.set_ylabel("Top-1 (%)")
+        ax.grid(alpha=0.3)
+        if label:
+            ax.set_title(name, fontsize=9)
+    handles = [plt.Line2D([], [], color=FAMILY_COLORS[f], marker="o", ls="", label=FAMILY_LEGEND[f]) for f in FAMILY_COLORS]
+    handles += [plt.Line2D([], [], color="0.3", marker="s", mfc="none", ls="", label="paper"),
+                plt.Line2D([], [], color="0.3", marker="o", ls="", label="reproduced")]
+    fig.legend(handles=handles, fontsize=7, loc="outside lower center", ncols=len(handles))
+    fig.suptitle(title, fontsize=10)
     return _save(fig, out)
 
 
