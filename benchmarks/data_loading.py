@@ -112,7 +112,7 @@ def bench_pipeline(clips: dict[str, Path], repeats: int) -> list[dict[str, Any]]
                 get = (lambda ds: (setattr(ds, "_cache", None), ds[0])) if mode == "test" else (lambda ds: ds[0])
                 sampled = timed(lambda: get(fast), repeats)
                 naive = timed(lambda: get(slow), max(2, repeats // 3))
-                what = f"{dataset} {'train item' if mode == 'train' else 'test view'} (224 px)"
+                what = f"{dataset} {'train item' if mode == 'train' else 'test clip'} (decode; augmentation on the device)"
                 rows.append({"bench": "pipeline", "codec": codec, "what": what, "sampled": sampled, "naive": naive})
     return rows
 

@@ -22,7 +22,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from far.data.batch_augment import OPS, ClipAugment, apply_ops
+from far.data.batch_augment import OPS, ClipAugment, EvalViews, apply_ops
 from far.data.config import DataConfig
 from far.data.dataset import collate
 from far.data.reference_augment import TrainTransform, augment_clip
@@ -259,6 +259,27 @@ def test_same_seed_same_batch_and_clip_consistency():
     assert not torch.equal(a[:, 0], a[:, 1])  # fresh erasing noise per frame
 
 
+@pytest.mark.parametrize("size,dataset", [((48, 64), "ssv2"), ((64, 48), "k400"), ((40, 40), "ssv2")])
+def test_test_views_equal_the_cpu_reference(size, dataset):
+    """EvalViews (far test, on the device) = EvalTransform (one view at a time, CPU), view by
+    view, for landscape, portrait and square frames; each clip is resized once."""
+    from far.data.transforms import EvalTransform
+
+    cfg = DataConfig.preset(dataset, input_size=32, short_side=36, test_clips=2)
+    h, w = size
+    videos = [np.stack([smooth_frame(7 * v + t, h, w) for t in range(4)]) for v in range(2)]
+    items = [{"frames": torch.from_numpy(f), "label": v, "video_index": v, "clip": v % 2, "replaced": []}
+             for v, f in enumerate(videos)]
+    video, video_index, view, label = EvalViews(cfg)(collate(items), "cpu")
+    ref = EvalTransform(cfg)
+    assert video.shape == (2 * cfg.test_crops, 3, 4, 32, 32)
+    for v, frames in enumerate(videos):
+        for crop in range(cfg.test_crops):
+            i = v * cfg.test_crops + crop
+            assert torch.allclose(video[i], ref(frames, crop), atol=1e-5), (v, crop)
+            assert (int(video_index[i]), int(view[i]), int(label[i])) == (v, (v % 2) * cfg.test_crops + crop, v)
+
+
 @pytest.mark.gpu
 def test_cuda_path_equals_cpu_path():
     """On CUDA the same params give the CPU result: exact ops bit for bit, interpolating ops
@@ -277,3 +298,9 @@ def test_cuda_path_equals_cpu_path():
     erasing = DataConfig.preset("k400", input_size=112, short_side=112, reprob=1.0)
     out = ClipAugment(erasing)(batch_of(videos[:1], [[TrainDraw(erasing)(240, 320, 1)]]), "cuda")
     assert out.is_cuda and torch.isfinite(out).all()
+    # The test views too (far test on the GPU).
+    items = [{"frames": torch.from_numpy(f), "label": 0, "video_index": v, "clip": 0, "replaced": []}
+             for v, f in enumerate(videos[:3])]
+    cpu_views = EvalViews(cfg)(collate(items), "cpu")[0]
+    gpu_views = EvalViews(cfg)(collate(items), "cuda")[0].cpu()
+    assert (cpu_views - gpu_views).abs().max() < 0.05  # a grey level at most (rounding of the resize)

@@ -32,7 +32,7 @@ from far.data.mixup import AugmentConfig, build_mixup
 from far.data.prepare import prepare
 from far.data.synth import (SSV2_PAIRS, SSV2_VIDEO_DIR, SynthSpec, generate, render_k400, render_ssv2,
                             sample_ssv2_scene)
-from far.data.batch_augment import ClipAugment
+from far.data.batch_augment import ClipAugment, EvalViews
 from far.data.reference_augment import PretrainTransform, TrainTransform
 from far.data.transforms import (EvalTransform, PretrainDraw, TrainDraw, eval_crop_offsets, multi_scale_crop_box,
                                  randaug_policy, to_normalised_tensor)
@@ -740,16 +740,17 @@ def test_test_views_clips_times_crops(k400, ssv2):
     cfg = small_cfg("k400", out, report)
     assert (cfg.test_clips, cfg.test_crops) == (5, 3)
     ds = VideoDataset(cfg, "test")
-    assert len(ds) == 6 * 15
-    items = [ds[i] for i in range(15)]
-    assert [it["view"] for it in items] == list(range(15)) and {it["video_index"] for it in items} == {0}
-    assert all(it["label"] == ds.samples[0][1] and it["video"].shape == (3, 8, 32, 32) for it in items)
-    assert ds[15]["video_index"] == 1
-    assert not torch.equal(items[0]["video"], items[3]["video"])  # another temporal clip
-    batch = collate(items[:4])
-    assert batch["view"].tolist() == [0, 1, 2, 3] and batch["video"].shape == (4, 3, 8, 32, 32)
+    assert len(ds) == 6 * 5  # one item per video and temporal clip; the crops are cut on the device
+    items = [ds[i] for i in range(5)]
+    assert [it["clip"] for it in items] == list(range(5)) and {it["video_index"] for it in items} == {0}
+    assert all(it["label"] == ds.samples[0][1] and it["frames"].dtype == torch.uint8 for it in items)
+    assert ds[5]["video_index"] == 1
+    assert not torch.equal(items[0]["frames"], items[3]["frames"])  # another temporal clip
+    video, video_index, view, label = EvalViews(cfg)(collate(items[:2]), "cpu")
+    assert view.tolist() == [0, 1, 2, 3, 4, 5] and video.shape == (6, 3, 8, 32, 32)
+    assert video_index.tolist() == [0] * 6 and label.tolist() == [ds.samples[0][1]] * 6
     s = VideoDataset(small_cfg("ssv2", ssv2[1], ssv2[2]), "test")
-    assert len(s) == 8 * 6 and s.cfg.num_views == 6
+    assert len(s) == 8 * 2 and s.cfg.num_views == 6
 
 
 def test_corrupt_video_at_run_time_is_reported_and_replaced(ssv2, tmp_path, caplog):
@@ -781,7 +782,7 @@ def test_corrupt_video_at_run_time_is_reported_and_replaced(ssv2, tmp_path, capl
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 2 and str(empty) in messages[0] and str(truncated) in messages[1]
     test_ds = VideoDataset(cfg, "test", samples=listed)
-    view = test_ds[3 * cfg.num_views]  # first view of the truncated video
+    view = test_ds[3 * cfg.test_clips]  # first temporal clip of the truncated video
     assert view["video_index"] == 4 and [p for p, _ in view["replaced"]] == [str(truncated)]
 
 

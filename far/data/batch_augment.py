@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from far.data.config import DataConfig
-from far.data.transforms import RANDAUG_FILL, ClipParams
+from far.data.transforms import RANDAUG_FILL, ClipParams, eval_crop_offsets, short_side_size
 
 _FILL = [float(v) for v in RANDAUG_FILL]
 
@@ -198,3 +198,40 @@ class ClipAugment:
             clip = apply_ops(frames[v, :, :, :h, :w], p.ops)
             out[i] = crop_resize(clip, p.crop, size, self.antialias)
         return finish(out, params, self.cfg)
+
+
+class EvalViews:
+    """A batch of decoded test clips -> their spatial views on ``device``.
+
+    Each clip is resized once (short side to ``cfg.short_side``, bilinear without
+    antialiasing, rounded to whole grey levels as the decoded frames are), then its
+    ``test_crops`` crops are cut and normalised. Returns ``(video, video_index, view,
+    label)``: ``video`` (B * crops, C, T, S, S), the others (B * crops,) on the CPU, with
+    ``view = clip * test_crops + crop``. far.data.transforms.EvalTransform is the
+    one-view CPU reference (tests/test_batch_augment.py).
+    """
+
+    def __init__(self, cfg: DataConfig) -> None:
+        self.cfg = cfg
+
+    def __call__(self, batch: dict[str, Any], device: torch.device | str
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        cfg = self.cfg
+        s, crops = cfg.input_size, cfg.test_crops
+        frames = batch["frames"].to(device, non_blocking=True).permute(0, 1, 4, 2, 3)  # (B, T, 3, H, W)
+        out = torch.empty((frames.shape[0] * crops, frames.shape[1], 3, s, s), dtype=torch.float32,
+                          device=frames.device)
+        for i, (h, w) in enumerate(batch["sizes"].tolist()):
+            clip = frames[i, :, :, :h, :w].float()
+            size = short_side_size(h, w, cfg.short_side)
+            if size != (h, w):
+                clip = F.interpolate(clip, size=size, mode="bilinear", align_corners=False, antialias=False)
+                clip = clip.round_().clamp_(0, 255)
+            for k, (top, left) in enumerate(eval_crop_offsets(size[0], size[1], s, crops)):
+                out[i * crops + k] = clip[..., top:top + s, left:left + s]
+        mean = torch.tensor(cfg.mean, device=out.device).view(1, 1, 3, 1, 1) * 255.0
+        std = torch.tensor(cfg.std, device=out.device).view(1, 1, 3, 1, 1) * 255.0
+        video = out.sub_(mean).div_(std).permute(0, 2, 1, 3, 4).contiguous()
+        rep = lambda t: t.repeat_interleave(crops)  # noqa: E731
+        view = rep(batch["clip"]) * crops + torch.arange(crops).repeat(len(batch["clip"]))
+        return video, rep(batch["video_index"]), view, rep(batch["label"])

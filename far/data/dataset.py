@@ -5,8 +5,10 @@ num_sample, "label": (num_sample,) long, "index": i, "replaced": [(path, error),
 decode and ``num_sample`` draws of augmentation parameters. Workers only decode: the
 augmentation itself runs batched on the model's device (far.data.batch_augment.ClipAugment).
 
-Test item ``i`` (one per video x view) -> ``{"video": (C, T, H, W), "label": int,
-"video_index": int, "view": int, "replaced": [...]}`` with ``view = clip * test_crops + crop``.
+Test item ``i`` (one per video x temporal clip) -> ``{"frames": (T, H, W, 3) uint8, "label": int,
+"video_index": int, "clip": int, "replaced": [...]}``: one decode per temporal clip; the
+short-side resize and the ``test_crops`` spatial crops (views ``clip * test_crops + crop``)
+are cut on the model's device (far.data.batch_augment.EvalViews).
 
 Corrupt files met at run time are never skipped silently: each is replaced by the next
 index (mod len) that decodes and listed in the ``"replaced"`` field of its *own* items
@@ -33,7 +35,7 @@ from torch.utils.data import Dataset, get_worker_info
 
 from far.data import sampling
 from far.data.config import DataConfig
-from far.data.transforms import EvalTransform, draw_for
+from far.data.transforms import draw_for
 from far.data.video import CorruptVideo, Video
 
 log = logging.getLogger(__name__)
@@ -88,9 +90,7 @@ class VideoDataset(Dataset):
         if bad:
             raise ValueError(f"DataConfig.num_classes: {cfg.num_classes} but labels include {bad[0]}")
         self.draw = draw_for(cfg, mode) if mode != "test" else None
-        self.eval_transform = EvalTransform(cfg) if mode == "test" else None
         self._main_rng = torch.Generator().manual_seed(cfg.seed)
-        self._cache: tuple[tuple[str, int], np.ndarray] | None = None
         self._warned: set[str] = set()  # corrupt videos already logged by this process
 
     def reseed(self, seed: int) -> None:
@@ -98,7 +98,7 @@ class VideoDataset(Dataset):
         self._main_rng = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
-        return len(self.samples) * (self.cfg.num_views if self.mode == "test" else 1)
+        return len(self.samples) * (self.cfg.test_clips if self.mode == "test" else 1)
 
     # ------------------------------------------------------------------ helpers
 
@@ -120,18 +120,8 @@ class VideoDataset(Dataset):
         return sampling.dense_test(length, cfg.num_frames, cfg.stride, clip, cfg.test_clips, cfg.short_video)
 
     def _decode(self, path: str, rng: random.Random | None, clip: int) -> np.ndarray:
-        # Test views are fixed per (path, clip), and the crops of one temporal view are
-        # consecutive items (usually in one worker): decode and resize them once.
-        key = (path, clip)
-        if rng is None and self._cache is not None and self._cache[0] == key:
-            return self._cache[1]
         video = Video(path)
-        frames = video.frames(self._indices(len(video), rng, clip))
-        if rng is None:
-            assert self.eval_transform is not None
-            frames = self.eval_transform.resize(frames)
-            self._cache = (key, frames)
-        return frames
+        return video.frames(self._indices(len(video), rng, clip))
 
     def _decode_with_replacement(self, video_index: int, rng: random.Random | None, clip: int
                                  ) -> tuple[int, np.ndarray, list[tuple[str, str]]]:
@@ -170,13 +160,10 @@ class VideoDataset(Dataset):
                 "replaced": replaced}
 
     def _test_item(self, index: int) -> dict[str, Any]:
-        cfg = self.cfg
-        video_index, view = divmod(index, cfg.num_views)
-        clip, crop = divmod(view, cfg.test_crops)
-        j, resized, replaced = self._decode_with_replacement(video_index, None, clip)
-        assert self.eval_transform is not None
-        return {"video": self.eval_transform.crop(resized, crop), "label": self.samples[j][1],
-                "video_index": j, "view": view, "replaced": replaced}
+        video_index, clip = divmod(index, self.cfg.test_clips)
+        j, frames, replaced = self._decode_with_replacement(video_index, None, clip)
+        return {"frames": torch.from_numpy(np.ascontiguousarray(frames)), "label": self.samples[j][1],
+                "video_index": j, "clip": clip, "replaced": replaced}
 
 
 def unique_videos(replaced: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -198,18 +185,18 @@ def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
     Train: ``frames`` uint8 (B, T, H, W, 3), zero-padded to the batch's largest frame,
     ``sizes`` (B, 2) each video's own (H, W), ``params`` the B * num_sample clips' draws
     with the copies of one video adjacent, ``label`` and ``index`` (B * num_sample,).
-    Test: ``video`` (B, C, T, H, W), ``label``, ``video_index``, ``view`` (B,). Both:
-    ``replaced``, all items' (path, error) lists joined.
+    Test: ``frames`` and ``sizes`` as for training, ``label``, ``video_index``, ``clip`` (B,).
+    Both: ``replaced``, all items' (path, error) lists joined.
     """
     replaced = [r for item in batch for r in item["replaced"]]
-    if "view" in batch[0]:
-        return {"video": torch.stack([b["video"] for b in batch]),
+    sizes = torch.tensor([b["frames"].shape[1:3] for b in batch], dtype=torch.long)
+    if "clip" in batch[0]:
+        return {"frames": _pad_stack([b["frames"] for b in batch]), "sizes": sizes,
                 "label": torch.tensor([b["label"] for b in batch], dtype=torch.long),
                 "video_index": torch.tensor([b["video_index"] for b in batch], dtype=torch.long),
-                "view": torch.tensor([b["view"] for b in batch], dtype=torch.long),
+                "clip": torch.tensor([b["clip"] for b in batch], dtype=torch.long),
                 "replaced": replaced}
-    return {"frames": _pad_stack([b["frames"] for b in batch]),
-            "sizes": torch.tensor([b["frames"].shape[1:3] for b in batch], dtype=torch.long),
+    return {"frames": _pad_stack([b["frames"] for b in batch]), "sizes": sizes,
             "params": [p for b in batch for p in b["params"]],
             "label": torch.cat([b["label"] for b in batch]),
             "index": torch.cat([torch.full((len(b["label"]),), b["index"], dtype=torch.long) for b in batch]),

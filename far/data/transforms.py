@@ -329,19 +329,25 @@ def eval_crop_offsets(height: int, width: int, size: int, crops: int) -> list[tu
     return [(int(i * (height - size) / (crops - 1)), left) for i in range(crops)]
 
 
+def short_side_size(height: int, width: int, short: int) -> tuple[int, int]:
+    """(h, w) with the short side ``short`` and the aspect ratio kept (rounded)."""
+    if height <= width:
+        return short, max(short, int(round(width * short / height)))
+    return max(short, int(round(height * short / width))), short
+
+
 class EvalTransform:
-    """Resize the short side to ``cfg.short_side`` (once per temporal view), then cut
-    spatial crop ``crop`` and normalise."""
+    """The test views of one clip on the CPU, one at a time: resize the short side to
+    ``cfg.short_side``, cut spatial crop ``crop``, normalise. The reference that
+    far.data.batch_augment.EvalViews (what far test runs, on the model's device) is
+    tested against."""
 
     def __init__(self, cfg: DataConfig) -> None:
         self.cfg = cfg
 
     def resize(self, frames: np.ndarray) -> np.ndarray:
         """Short side to ``cfg.short_side``, aspect ratio kept."""
-        h, w = frames.shape[1:3]
-        s = self.cfg.short_side
-        size = (s, max(s, int(round(w * s / h)))) if h <= w else (max(s, int(round(h * s / w))), s)
-        return resize_frames(frames, size)
+        return resize_frames(frames, short_side_size(frames.shape[1], frames.shape[2], self.cfg.short_side))
 
     def crop(self, resized: np.ndarray, crop: int) -> torch.Tensor:
         """Float clip (C, T, S, S) of spatial view ``crop`` of already resized frames."""

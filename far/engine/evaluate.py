@@ -37,24 +37,27 @@ log = logging.getLogger(__name__)
 
 # ---- the forward pass over one rank's shard ------------------------------------------------
 @torch.no_grad()
-def predict(model: torch.nn.Module, loader: Any, *, device: torch.device, dtype: torch.dtype,
+def predict(model: torch.nn.Module, loader: Any, views: Any, *, device: torch.device, dtype: torch.dtype,
             progress: bool = False, desc: str = "test") -> tuple[ViewRecords, list[tuple[str, str]]]:
-    """Per-view softmax probabilities of this rank's items, and the corrupt files met."""
+    """Per-view softmax probabilities of this rank's items (each a decoded temporal clip,
+    cut into its spatial views on ``device`` by ``views``, a far.data.batch_augment.EvalViews),
+    and the corrupt files met."""
     from tqdm import tqdm
 
     was_training = model.training
     model.eval()
-    idx, views, labels, probs, replaced = [], [], [], [], []
+    idx, view_ids, labels, probs, replaced = [], [], [], [], []
     t0, seen = time.perf_counter(), 0
     bar = tqdm(total=len(loader), desc=desc, unit="batch", disable=not progress, dynamic_ncols=True)
     for batch in loader:
-        x = batch["video"].to(device, dtype, non_blocking=True)
+        video, video_index, view, label = views(batch, device)
+        x = video.to(dtype)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32 and device.type == "cuda"):
             logits = model(x)
         probs.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
-        idx.append(batch["video_index"].numpy())
-        views.append(batch["view"].numpy())
-        labels.append(batch["label"].numpy())
+        idx.append(video_index.numpy())
+        view_ids.append(view.numpy())
+        labels.append(label.numpy())
         replaced += [tuple(r) for r in batch["replaced"]]
         seen += len(x)
         bar.update(1)
@@ -63,7 +66,7 @@ def predict(model: torch.nn.Module, loader: Any, *, device: torch.device, dtype:
     model.train(was_training)
     if not probs:
         return ViewRecords.concat([]), replaced
-    return ViewRecords(np.concatenate(idx).astype(np.int64), np.concatenate(views).astype(np.int64),
+    return ViewRecords(np.concatenate(idx).astype(np.int64), np.concatenate(view_ids).astype(np.int64),
                        np.concatenate(labels).astype(np.int64), np.concatenate(probs).astype(np.float32)), replaced
 
 
@@ -84,11 +87,14 @@ def gather(records: ViewRecords, replaced: list[tuple[str, str]]) -> tuple[ViewR
 def evaluate(model: torch.nn.Module, dataset: Any, *, rank: int, world_size: int, batch: int, num_workers: int,
              device: torch.device, dtype: torch.dtype, progress: bool = False, desc: str = "test"
              ) -> tuple[Merged, list[tuple[str, str]]]:
-    """Multi-view evaluation of ``dataset`` (a test-mode VideoDataset) across all ranks."""
+    """Multi-view evaluation of ``dataset`` (a test-mode VideoDataset) across all ranks.
+    ``batch``: views per forward (a loader batch holds ``batch // test_crops`` clips)."""
+    from far.data.batch_augment import EvalViews
     from far.engine.data import eval_loader
 
-    loader = eval_loader(dataset, rank, world_size, batch, num_workers)
-    recs, bad = predict(model, loader, device=device, dtype=dtype, progress=progress, desc=desc)
+    loader = eval_loader(dataset, rank, world_size, max(1, batch // dataset.cfg.test_crops), num_workers)
+    recs, bad = predict(model, loader, EvalViews(dataset.cfg), device=device, dtype=dtype, progress=progress,
+                        desc=desc)
     recs, bad = gather(recs, bad)
     return merge_views(recs), bad
 
