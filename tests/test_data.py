@@ -8,6 +8,7 @@ with the same code as real downloads; everything else runs on them.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -856,3 +857,28 @@ def test_cli_synth_and_prepare(tmp_path, capsys):
     code = data_main(["prepare", "--dataset", "k400", "--root", str(tmp_path / "raw"), "--out",
                       str(tmp_path / "lists"), "--workers", "2", "--quiet"])
     assert code == 0 and "train: 2 listed of 2 annotated (0 missing, 0 unusable)" in capsys.readouterr().out
+
+
+def test_decoded_cache_gives_the_same_items_and_keeps_its_budget(ssv2):
+    """decoded_cache_mb: whole videos decoded once and sampled from memory give exactly the
+    items of sampled decoding (train and test), and the cache holds at most its budget."""
+    raw, out, report = ssv2
+    plain = small_cfg("ssv2", out, report, num_sample=2)
+    cached = dataclasses.replace(plain, decoded_cache_mb=64)
+    a, b = VideoDataset(plain, "train"), VideoDataset(cached, "train")
+    for i in (0, 3, 0):  # the second 0 comes from memory
+        x, y = a[i], b[i]
+        assert torch.equal(x["frames"], y["frames"]) and x["params"] == y["params"]
+    assert len(b._decoded) == 2
+    ta = VideoDataset(dataclasses.replace(plain, test_clips=2), "test")
+    tb = VideoDataset(dataclasses.replace(cached, test_clips=2), "test")
+    assert all(torch.equal(ta[i]["frames"], tb[i]["frames"]) for i in range(4))
+    one_video = b._decoded[next(iter(b._decoded))].nbytes
+    tiny = VideoDataset(dataclasses.replace(plain, decoded_cache_mb=1), "train")
+    if one_video > 2**20:
+        tiny[0]
+        assert not tiny._decoded and len(tiny._too_large) == 1  # larger than the budget: not kept
+    else:
+        for i in range(len(tiny)):
+            tiny[i]
+        assert tiny._decoded_bytes <= 2**20 and len(tiny._decoded) < len(tiny)  # LRU within the budget

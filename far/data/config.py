@@ -61,6 +61,10 @@ class DataConfig:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     max_replace_tries: int = 50  # corrupt files: how many next indices to try before giving up
+    # Keep whole decoded videos in memory, up to this many MiB per process (LRU), and sample
+    # from them: a small dataset trained for many epochs (the synthetic default) is decoded
+    # once instead of every epoch. 0 = off (decode the sampled frames each time).
+    decoded_cache_mb: int = 0
     seed: int = 0  # per-item augmentation seeds when loading in the main process
 
     def __post_init__(self) -> None:
@@ -99,7 +103,8 @@ def _validate(cfg: DataConfig) -> None:
     check_choice("short_video", cfg.short_video, SHORT_VIDEO_MODES)
     for name, low in (("num_classes", 1), ("num_frames", 1), ("stride", 1), ("input_size", 8),
                       ("short_side", 8), ("test_clips", 1), ("test_crops", 1), ("num_sample", 1),
-                      ("randaug_magnitude", 0), ("randaug_num_ops", 0), ("max_replace_tries", 1), ("seed", 0)):
+                      ("randaug_magnitude", 0), ("randaug_num_ops", 0), ("max_replace_tries", 1), ("seed", 0),
+                      ("decoded_cache_mb", 0)):
         if getattr(cfg, name) < low:
             fail(name, f"must be >= {low} (got {getattr(cfg, name)!r})")
     if cfg.short_side < cfg.input_size:

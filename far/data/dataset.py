@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,9 @@ class VideoDataset(Dataset):
         self.draw = draw_for(cfg, mode) if mode != "test" else None
         self._main_rng = torch.Generator().manual_seed(cfg.seed)
         self._warned: set[str] = set()  # corrupt videos already logged by this process
+        self._decoded: OrderedDict[str, np.ndarray] = OrderedDict()  # decoded_cache_mb (LRU)
+        self._decoded_bytes = 0
+        self._too_large: set[str] = set()
 
     def reseed(self, seed: int) -> None:
         """Reset the item-seed stream used when loading in the main process (num_workers=0)."""
@@ -120,8 +124,30 @@ class VideoDataset(Dataset):
         return sampling.dense_test(length, cfg.num_frames, cfg.stride, clip, cfg.test_clips, cfg.short_video)
 
     def _decode(self, path: str, rng: random.Random | None, clip: int) -> np.ndarray:
-        video = Video(path)
-        return video.frames(self._indices(len(video), rng, clip))
+        if not self.cfg.decoded_cache_mb or path in self._too_large:
+            video = Video(path)
+            return video.frames(self._indices(len(video), rng, clip))
+        frames = self._decoded.get(path)
+        if frames is None:
+            video = Video(path)
+            frames = video.frames(range(len(video)))
+            self._remember(path, frames)
+        else:
+            self._decoded.move_to_end(path)
+        return frames[self._indices(len(frames), rng, clip)]
+
+    def _remember(self, path: str, frames: np.ndarray) -> None:
+        """Keep ``frames`` (a whole decoded video) within ``decoded_cache_mb``, least recently
+        used out first; a video larger than the whole budget is not kept."""
+        budget = self.cfg.decoded_cache_mb * 2**20
+        if frames.nbytes > budget:
+            self._too_large.add(path)  # from now on: the sampled frames only
+            return
+        while self._decoded and self._decoded_bytes + frames.nbytes > budget:
+            _, old = self._decoded.popitem(last=False)
+            self._decoded_bytes -= old.nbytes
+        self._decoded[path] = frames
+        self._decoded_bytes += frames.nbytes
 
     def _decode_with_replacement(self, video_index: int, rng: random.Random | None, clip: int
                                  ) -> tuple[int, np.ndarray, list[tuple[str, str]]]:
