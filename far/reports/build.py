@@ -63,12 +63,25 @@ def build_report(params: Mapping[str, Any], results_dir: str | Path, out: str | 
     (out / "missing.txt").write_text("".join(m + "\n" for m in missing))
     label = data_label(grid.params)
     numbers = [str(t) for t in grid.params["tables"]]
-    claims = check_claims(load_claims(tables_path), grid.tables, results, results_dir, numbers)
+    claims = check_claims(load_claims(tables_path), grid.tables, results, results_dir, numbers,
+                          chance=_chance(grid))
     write_claims(claims, out, label)
     figures = build_figures(grid.tables, numbers, results, complexity, out / "figures", label)
     report = Report(out, rendered, figures, missing, complexity_missing=not complexity, claims=claims)
     (out / "README.md").write_text(_readme(report, grid, results, results_dir, complexity_path, params_path))
     return report
+
+
+def _chance(grid: Grid) -> dict[str, float]:
+    """Chance top-1 (a fraction) of each table, from its dataset's number of classes."""
+    datasets = grid.params.get("datasets") or {}
+    ablation = (grid.params.get("ablation") or {}).get("dataset")
+    out = {}
+    for number, table in grid.tables.items():
+        classes = (datasets.get(table.dataset if table.kind == "main" else ablation) or {}).get("num_classes")
+        if classes:
+            out[number] = 1.0 / int(classes)
+    return out
 
 
 def _cells_csv(rendered: list[Rendered]) -> pd.DataFrame:

@@ -22,6 +22,11 @@ Method (also written into ``claims.md``):
   ``~`` (on par within ``margin``): reproduced if the interval lies inside
   ``[-margin, margin]``, contradicted if it lies wholly outside;
   anything else is inconclusive. A claim whose runs are not all there is "not run".
+- Models that learned nothing prove nothing: two models at chance that give the same
+  answers are "on par" with an interval of [0, 0]. So a verdict needs the rows it rests
+  on above chance (one-sided binomial test at 5 % on all their test answers, normal
+  approximation): both rows for ``~`` and ``>=``, the row expected higher for ``>`` /
+  ``<``. Otherwise the claim is inconclusive, with the row named.
 
 The bootstrap's generator is seeded from the claim's id, so the same results give the
 same report byte for byte.
@@ -96,6 +101,22 @@ def verdict(expect: str, low: float, high: float, margin: float) -> str:
     raise ValueError(f"unknown expect {expect!r}")
 
 
+def above_chance(correct: int, total: int, chance: float) -> bool:
+    """Whether ``correct`` of ``total`` answers beat guessing at ``chance`` (one-sided
+    binomial test at 5 %, normal approximation)."""
+    if total == 0:
+        return False
+    sd = math.sqrt(total * chance * (1 - chance))
+    return sd > 0 and (correct - total * chance) / sd > 1.645
+
+
+def _learned_rows(expect: str, diff: float) -> tuple[str, ...]:
+    """Which sides ("a", "b") must be above chance for a verdict on ``expect``."""
+    if expect in ("~", ">="):
+        return ("a", "b")
+    return ("a",) if (expect == ">") == (diff >= 0) else ("b",)
+
+
 def paired_bootstrap(pairs: list[tuple[np.ndarray, np.ndarray]], seed: int, resamples: int = RESAMPLES
                      ) -> tuple[float, float, float]:
     """(difference, low, high) in points for per-seed paired 0/1 arrays (a, b) over the
@@ -122,8 +143,10 @@ def _correct(results_dir: str | Path, run_id: str) -> pd.Series | None:
 
 
 def check_claims(claims: list[Claim], tables: dict[str, Table], results: Results, results_dir: str | Path,
-                 table_numbers: list[str]) -> list[ClaimResult]:
-    """Every claim of the tables in ``table_numbers``, from the runs' predictions."""
+                 table_numbers: list[str], chance: dict[str, float] | None = None) -> list[ClaimResult]:
+    """Every claim of the tables in ``table_numbers``, from the runs' predictions.
+    ``chance``: each table's chance top-1 (a fraction); without it no row is tested
+    against chance."""
     cells = {(c.cell.table, c.cell.row): c for c in results.cells}
     out = []
     for claim in claims:
@@ -154,8 +177,18 @@ def check_claims(claims: list[Claim], tables: dict[str, Table], results: Results
         res.diff, res.low, res.high = paired_bootstrap(pairs, seed)
         res.seeds, res.videos = len(pairs), min(len(p[0]) for p in pairs)
         res.verdict = verdict(claim.expect, res.low, res.high, claim.margin)
-        if len(pairs) == 1:
-            res.note = "one seed: the interval covers test-set sampling only"
+        notes = ["one seed: the interval covers test-set sampling only"] if len(pairs) == 1 else []
+        p = (chance or {}).get(claim.table)
+        if p is not None:
+            sides = {"a": (claim.a, [x for x, _ in pairs]), "b": (claim.b, [y for _, y in pairs])}
+            for side in _learned_rows(claim.expect, res.diff):
+                row, arrays = sides[side]
+                k, n = int(sum(int(x.sum()) for x in arrays)), sum(len(x) for x in arrays)
+                if not above_chance(k, n, p):
+                    notes.append(f"{row} is not above chance ({100 * k / n:.1f} % vs {100 * p:.1f} %)")
+                    if res.verdict != "inconclusive":
+                        res.verdict = "inconclusive"
+        res.note = "; ".join(notes)
     return out
 
 
