@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from far.data.config import DataConfig
-from far.data.transforms import RANDAUG_FILL, ClipParams, eval_crop_offsets, short_side_size
+from far.data.transforms import RANDAUG_FILL, ClipParams, eval_crop_offsets, fill_noise, short_side_size
 
 _FILL = [float(v) for v in RANDAUG_FILL]
 
@@ -150,21 +150,23 @@ def crop_resize(x: torch.Tensor, box: tuple[int, int, int, int], size: int, anti
     return F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False, antialias=antialias)
 
 
+def normalise(x: torch.Tensor, cfg: DataConfig) -> torch.Tensor:
+    """(N, T, 3, S, S) in [0, 255] -> normalised (N, 3, T, S, S), as the model takes it."""
+    mean = torch.tensor(cfg.mean, dtype=x.dtype, device=x.device).view(1, 1, 3, 1, 1) * 255.0
+    std = torch.tensor(cfg.std, dtype=x.dtype, device=x.device).view(1, 1, 3, 1, 1) * 255.0
+    return x.sub_(mean).div_(std).permute(0, 2, 1, 3, 4).contiguous()
+
+
 def finish(x: torch.Tensor, params: Sequence[ClipParams], cfg: DataConfig) -> torch.Tensor:
     """Flip, normalise and erase a batch of resized clips ``x`` (N, T, 3, S, S) in [0, 255];
     returns (N, 3, T, S, S) float, as the model takes it."""
     flip = [i for i, p in enumerate(params) if p.flip]
     if flip:
         x[flip] = x[flip].flip(-1)
-    mean = torch.tensor(cfg.mean, dtype=x.dtype, device=x.device).view(1, 1, 3, 1, 1) * 255.0
-    std = torch.tensor(cfg.std, dtype=x.dtype, device=x.device).view(1, 1, 3, 1, 1) * 255.0
-    x = x.sub_(mean).div_(std).permute(0, 2, 1, 3, 4).contiguous()
+    x = normalise(x, cfg)
     for i, p in enumerate(params):
         if p.erase is not None:
-            top, left, h, w = p.erase
-            g = torch.Generator(device=x.device).manual_seed(p.noise_seed)
-            x[i, :, :, top:top + h, left:left + w] = torch.randn((x.shape[1], x.shape[2], h, w), generator=g,
-                                                                 dtype=x.dtype, device=x.device)
+            fill_noise(x[i], p.erase, torch.Generator(device=x.device).manual_seed(p.noise_seed))
     return x
 
 
@@ -229,9 +231,7 @@ class EvalViews:
                 clip = clip.round_().clamp_(0, 255)
             for k, (top, left) in enumerate(eval_crop_offsets(size[0], size[1], s, crops)):
                 out[i * crops + k] = clip[..., top:top + s, left:left + s]
-        mean = torch.tensor(cfg.mean, device=out.device).view(1, 1, 3, 1, 1) * 255.0
-        std = torch.tensor(cfg.std, device=out.device).view(1, 1, 3, 1, 1) * 255.0
-        video = out.sub_(mean).div_(std).permute(0, 2, 1, 3, 4).contiguous()
+        video = normalise(out, cfg)
         rep = lambda t: t.repeat_interleave(crops)  # noqa: E731
         view = rep(batch["clip"]) * crops + torch.arange(crops).repeat(len(batch["clip"]))
         return video, rep(batch["video_index"]), view, rep(batch["label"])

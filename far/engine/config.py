@@ -149,9 +149,6 @@ class DeepSpeedConfig:
             fail("grad_clip", f"must be > 0 or null, got {self.grad_clip}")
 
 
-COMPILE_USES = (False, True, "cuda")
-
-
 @dataclass(frozen=True)
 class CompileConfig:
     """``torch.compile`` of the model inside the DeepSpeed engine (far train).
@@ -168,7 +165,7 @@ class CompileConfig:
     backend: str = "inductor"
 
     def __post_init__(self) -> None:
-        if not any(self.enabled is v or (isinstance(v, str) and self.enabled == v) for v in COMPILE_USES):
+        if not (self.enabled is True or self.enabled is False or self.enabled == "cuda"):
             fail("enabled", f"must be one of false, true, 'cuda'; got {self.enabled!r}")
         check_choice("backend", self.backend, ("inductor", "aot_eager", "eager", "cudagraphs"))
         check_choice("mode", self.mode, (None, "default", "reduce-overhead", "max-autotune",

@@ -200,6 +200,15 @@ def fit(engine: Any, optimizer: Any, trainer: Any, out: Path, loop: Loop, *,
                 bar.update(1)
                 if loop.profiler is not None:
                     loop.profiler.after_step()
+                if step_in_epoch < n and stop.agreed():  # checked at every optimizer step
+                    loss_sum, loss_n = _add_losses(pending, loss_sum, loss_n, epoch,
+                                                   step_in_epoch - len(pending) // acc, acc)
+                    trainer.epoch, trainer.step_in_epoch, trainer.global_step = epoch, step_in_epoch, global_step
+                    sums = all_sum(loss_sum, loss_n, replaced)
+                    trainer.partial_epoch = {"loss_sum": sums[0], "loss_n": sums[1], "replaced": sums[2],
+                                             "seconds": seconds_before + time.perf_counter() - t_epoch}
+                    es.save(engine, out, trainer, rank=rank, keep_last=loop.keep_last)
+                    raise Preempted(f"SIGTERM: saved epoch {epoch + 1} step {step_in_epoch}")
                 if step_in_epoch % loop.log_every and step_in_epoch != n:
                     continue
                 first = step_in_epoch - len(pending) // acc
@@ -225,13 +234,6 @@ def fit(engine: Any, optimizer: Any, trainer: Any, out: Path, loop: Loop, *,
                     log.info(LOG_LINE, loop.desc, epoch + 1, loop.epochs, step_in_epoch, n, loss_sum / loss_n, lr,
                              rate, 100 * wait)
                 t_ready = time.perf_counter()
-                if step_in_epoch < n and stop.agreed():
-                    trainer.epoch, trainer.step_in_epoch, trainer.global_step = epoch, step_in_epoch, global_step
-                    sums = all_sum(loss_sum, loss_n, replaced)
-                    trainer.partial_epoch = {"loss_sum": sums[0], "loss_n": sums[1], "replaced": sums[2],
-                                             "seconds": seconds_before + time.perf_counter() - t_epoch}
-                    es.save(engine, out, trainer, rank=rank, keep_last=loop.keep_last)
-                    raise Preempted(f"SIGTERM: saved epoch {epoch + 1} step {step_in_epoch}")
             loss_sum, loss_n = _add_losses(pending, loss_sum, loss_n, epoch, step_in_epoch - len(pending) // acc,
                                            acc)
             bar.close()

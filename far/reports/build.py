@@ -27,7 +27,7 @@ from far.reports.claims import ClaimResult, check_claims, summary_lines, write_c
 from far.reports.collect import SPREAD_TEXT, Results, collect, load_complexity
 from far.reports.figures import build_figures
 from far.reports.formats import Rendered
-from far.reports.tables import build_tables, data_label
+from far.reports.tables import build_tables, data_label, table_classes
 from far.tables import DEFAULT_TABLES, load_claims
 
 
@@ -74,14 +74,8 @@ def build_report(params: Mapping[str, Any], results_dir: str | Path, out: str | 
 
 def _chance(grid: Grid) -> dict[str, float]:
     """Chance top-1 (a fraction) of each table, from its dataset's number of classes."""
-    datasets = grid.params.get("datasets") or {}
-    ablation = (grid.params.get("ablation") or {}).get("dataset")
-    out = {}
-    for number, table in grid.tables.items():
-        classes = (datasets.get(table.dataset if table.kind == "main" else ablation) or {}).get("num_classes")
-        if classes:
-            out[number] = 1.0 / int(classes)
-    return out
+    classes = {n: table_classes(t, grid.params) for n, t in grid.tables.items()}
+    return {n: 1.0 / c for n, c in classes.items() if c}
 
 
 def _cells_csv(rendered: list[Rendered]) -> pd.DataFrame:

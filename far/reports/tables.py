@@ -60,6 +60,17 @@ def data_label(params: Mapping[str, Any], dataset: str | None = None) -> str | N
     return None
 
 
+def table_dataset(table: Table, params: Mapping[str, Any]) -> str | None:
+    """The dataset a table's runs use: its own (Tables 7/8) or the ablation's (Tables 2-6)."""
+    return table.dataset if table.kind == "main" else (params.get("ablation") or {}).get("dataset")
+
+
+def table_classes(table: Table, params: Mapping[str, Any]) -> int | None:
+    """The number of classes of a table's dataset in these params (None if not given)."""
+    classes = ((params.get("datasets") or {}).get(table_dataset(table, params)) or {}).get("num_classes")
+    return int(classes) if classes else None
+
+
 # ---- number formatting -------------------------------------------------------------------
 def fmt_stat(stat: SeedStat) -> str:
     """``mean ± half-range``; seeds missing are shown, no seed is ``missing``."""
@@ -194,9 +205,9 @@ def accuracy_table(table: Table, cells: list[CellResult], complexity: Mapping[tu
                    params: Mapping[str, Any]) -> Rendered:
     """One of Tables 2-8: reproduced cells beside the paper's, CSV with the raw numbers."""
     main = table.kind == "main"
-    dataset = table.dataset if main else (params.get("ablation") or {}).get("dataset")
+    dataset = table_dataset(table, params)
     label = data_label(params, dataset)
-    num_classes = ((params.get("datasets") or {}).get(dataset) or {}).get("num_classes")
+    num_classes = table_classes(table, params)
     # Top-5 of 5 classes or fewer is 100 % whatever the model: not shown.
     columns = [m for m in table.columns if not (m == "top5" and num_classes is not None and num_classes <= 5)]
     header = [ROW_HEADINGS.get(table.number, "Row")]
