@@ -75,6 +75,18 @@ def display_name(run: Run) -> str:
     return f"{rows} · s{run.seed}"
 
 
+def recipe_overrides(params: Mapping[str, Any], dataset: str) -> dict[str, dict[str, Any]]:
+    """``recipe_overrides`` of a params file for one dataset: the sections that apply to
+    every run, then that dataset's own (``recipe_overrides.datasets.<dataset>``) on top,
+    key by key. The default shortens Table 1 differently per dataset this way."""
+    overrides = dict(params.get("recipe_overrides") or {})
+    per_dataset = (overrides.pop("datasets", None) or {}).get(dataset, {})
+    merged = {section: dict(values) for section, values in overrides.items()}
+    for section, values in per_dataset.items():
+        merged.setdefault(section, {}).update(values)
+    return merged
+
+
 class Grid:
     """The expanded grid of one params file."""
 
@@ -90,6 +102,10 @@ class Grid:
         for d, ds in self.params["datasets"].items():
             if ds.get("synth") and ds.get("raw", self.layout.synthetic_raw(d)) != self.layout.synthetic_raw(d):
                 raise ConfigError(f"datasets.{d}.raw", f"must be {self.layout.synthetic_raw(d)} for a synthetic dataset")
+        for d in (self.params.get("recipe_overrides") or {}).get("datasets") or {}:
+            if d not in self.params["datasets"]:
+                raise ConfigError(f"recipe_overrides.datasets.{d}",
+                                  f"not a dataset of this params file ({', '.join(self.params['datasets'])})")
         self.tables: dict[str, Table] = load_tables(tables_path)
         self.runs: dict[str, Run] = {}
         self._ids: dict[tuple, str] = {}
@@ -274,7 +290,7 @@ class Grid:
     def recipe(self, run: Run) -> dict[str, Any]:
         """Table 1's recipe for the run's cell, then the params file's overrides."""
         r = copy.deepcopy(self.params["recipes"][run.pretraining][run.dataset][run.backbone])
-        for section, values in self.params.get("recipe_overrides", {}).items():
+        for section, values in recipe_overrides(self.params, run.dataset).items():
             r.setdefault(section, {}).update(values)
         return r
 

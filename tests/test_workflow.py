@@ -124,6 +124,26 @@ def test_grid_shares_identical_configs():
         assert len(set(configs)) == len(configs), "two runs with one configuration"
 
 
+def test_recipe_overrides_per_dataset_apply_on_top_and_unknown_datasets_are_refused():
+    from far.config import ConfigError
+    from far.grid import Grid
+
+    params = load("default.yaml")
+    params["recipe_overrides"] = {"optim": {"epochs": 3, "base_lr": 0.01},
+                                  "datasets": {"k400": {"optim": {"epochs": 7}, "data": {"reprob": 0.5}}}}
+    grid = Grid(params)
+    by_dataset = {}
+    for run_id, run in grid.runs.items():
+        cfg = grid.run_config(run_id)
+        by_dataset.setdefault(run.dataset, set()).add((cfg["optim"]["epochs"], cfg["optim"]["base_lr"],
+                                                       cfg["data"].get("reprob")))
+    assert by_dataset["k400"] == {(7, 0.01, 0.5)}  # the dataset's keys on top, the shared ones kept
+    assert by_dataset["ssv2"] == {(3, 0.01, None)}
+    params["recipe_overrides"]["datasets"] = {"ucf101": {"optim": {"epochs": 1}}}
+    with pytest.raises(ConfigError, match="recipe_overrides.datasets.ucf101"):
+        Grid(params)
+
+
 def test_paper_grid_checkpoints():
     from far.grid import Grid
 
@@ -282,7 +302,7 @@ def test_far_grid_runs_from_outside_the_repository(tmp_path):
     r = subprocess.run([sys.executable, "-m", "far.cli", "grid", "--params", str(ROOT / "params" / "default.yaml"),
                         "list"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert len(r.stdout.splitlines()) == 54
+    assert len(r.stdout.splitlines()) == 27  # one seed of 27 distinct models
     out = tmp_path / "run.yaml"
     rid = r.stdout.split(" |")[0]
     r = subprocess.run([sys.executable, "-m", "far.cli", "grid", "--params", str(ROOT / "params" / "paper.yaml"),

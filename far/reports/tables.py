@@ -162,10 +162,14 @@ def recipe_table(grid: Grid) -> Rendered:
         "(lr = base_lr × batch / 256). Optimizer and schedule are fixed by the engine (far/engine/optim.py).",
         "Batch size counts videos before repeated augmentation; accumulation × GPUs × per-GPU batch = batch size.",
     ]
-    overrides = grid.params.get("recipe_overrides") or {}
+    overrides = dict(grid.params.get("recipe_overrides") or {})
+    per_dataset = overrides.pop("datasets", None) or {}
     if overrides:
         flat = ", ".join(f"{sec}.{k} = {v}" for sec, vals in overrides.items() for k, v in vals.items())
         notes.append(f"**This params file overrides the recipe for every run it trains:** {flat}.")
+    for ds, sections in per_dataset.items():
+        flat = ", ".join(f"{sec}.{k} = {v}" for sec, vals in sections.items() for k, v in vals.items())
+        notes.append(f"**And for every {DATASET_NAMES.get(ds, ds)} run:** {flat}.")
     return Rendered("table1", "Table 1. Fine-tuning setting on FAR", header, rows, data, notes=notes)
 
 
