@@ -15,6 +15,11 @@ licensed data. The generated folders look like the real downloads, so
   ``train/``/``val/`` with ``train.csv``/``validate.csv``. Classes differ in appearance
   (shape, hue) AND motion (orbit, bounce, ...).
 
+Each video's per-frame object masks (where the object's body is, from the pose the
+renderer drew it at) are written next to the videos, ``masks/<video file stem>.npz``
+(:func:`write_masks`, :func:`read_masks`): the ground truth of the localisation score of
+``far explain``. ``far data prepare`` ignores them.
+
 Everything is deterministic given the seed: each video's scene is drawn from a
 generator seeded by (seed, dataset, split, class, number), and the encoders are set
 up to give the same bytes for the same frames (far/data/encode.py: one thread, x264's
@@ -188,14 +193,25 @@ class Pose:
     alpha: float
 
 
+def _rotation(pose: Pose) -> np.ndarray:
+    c, s = math.cos(pose.angle), math.sin(pose.angle)
+    return np.array([[c, -s], [s, c]])  # y points down, so a positive angle turns clockwise
+
+
+def object_mask(shape: str, pose: Pose, h: int, w: int) -> np.ndarray:
+    """(h, w) bool: the pixels the object's body covers at ``pose`` (whatever its opacity);
+    exactly the region :func:`draw_frame` paints."""
+    body = np.zeros((h, w), dtype=bool)
+    _fill_polygon(body, _unit_polygon(shape) @ _rotation(pose).T * pose.radius + np.array([pose.cx, pose.cy]))
+    return body
+
+
 def draw_frame(background: np.ndarray, shape: str, colour: np.ndarray, marker: np.ndarray, pose: Pose) -> np.ndarray:
     """Background with the object drawn at ``pose``; the marker dot makes rotation visible."""
     h, w = background.shape[:2]
-    c, s = math.cos(pose.angle), math.sin(pose.angle)
-    rot = np.array([[c, -s], [s, c]])  # y points down, so a positive angle turns clockwise
+    rot = _rotation(pose)
     centre = np.array([pose.cx, pose.cy])
-    body = np.zeros((h, w), dtype=bool)
-    _fill_polygon(body, _unit_polygon(shape) @ rot.T * pose.radius + centre)
+    body = object_mask(shape, pose, h, w)
     dot = np.zeros((h, w), dtype=bool)
     a = np.linspace(0, 2 * math.pi, 12, endpoint=False)
     dot_poly = np.stack([np.cos(a), np.sin(a)], 1) * max(pose.radius * 0.25, 1.2)
@@ -331,18 +347,23 @@ def render_ssv2(scene: SSv2Scene, class_index: int, frames: int) -> np.ndarray:
     Class 2k is pair k played forward, class 2k+1 the same motion with time reversed,
     so ``render_ssv2(s, 2k+1, F) == render_ssv2(s, 2k, F)[::-1]`` exactly.
     """
+    colour = np.array(PALETTE[scene.colour_index][1])
+    return np.stack([draw_frame(scene.background, scene.shape, colour, np.array(scene.marker), pose)
+                     for pose in ssv2_poses(scene, class_index, frames)])
+
+
+def ssv2_poses(scene: SSv2Scene, class_index: int, frames: int) -> list[Pose]:
+    """The object's pose in each of the ``frames`` frames of :func:`render_ssv2`."""
     h, w = scene.background.shape[:2]
     motion = SSV2_PAIRS[class_index // 2][2]
     reverse = class_index % 2 == 1
-    colour = np.array(PALETTE[scene.colour_index][1])
     out = []
     for i in range(frames):
         t = i / (frames - 1)
         # Exact reversal: frame i of the reversed class is frame F-1-i of the forward one.
         t = (frames - 1 - i) / (frames - 1) if reverse else t
-        out.append(draw_frame(scene.background, scene.shape, colour, np.array(scene.marker),
-                              ssv2_pose(scene, motion, t, h, w)))
-    return np.stack(out)
+        out.append(ssv2_pose(scene, motion, t, h, w))
+    return out
 
 
 # --------------------------------------------------------------------------- K400-like
@@ -357,6 +378,15 @@ def render_k400(rng: np.random.Generator, class_index: int, frames: int, h: int,
     not per clip, so that any sampled window shows it whatever the video length;
     one-way motions (fall, wave, hop, drift) restart every two cycles.
     """
+    return k400_video(rng, class_index, frames, h, w, object_scale, background_contrast, motion_amplitude,
+                      motion_period)[0]
+
+
+def k400_video(rng: np.random.Generator, class_index: int, frames: int, h: int, w: int,
+               object_scale: float = 0.25, background_contrast: float = 0.35, motion_amplitude: float = 0.3,
+               motion_period: float = 24.0) -> tuple[np.ndarray, str, list[Pose]]:
+    """:func:`render_k400`'s frames, with the object's shape and its pose in each frame
+    (the same draws from ``rng``, so the same frames)."""
     import colorsys
 
     _, shape, hue, motion = K400_CLASSES[class_index]
@@ -375,7 +405,7 @@ def render_k400(rng: np.random.Generator, class_index: int, frames: int, h: int,
     period = motion_period * rng.uniform(0.75, 1.25)  # frames per cycle
     amp = motion_amplitude * rng.uniform(0.8, 1.2) * m
     direction = rng.choice([-1.0, 1.0])
-    out = []
+    out, poses = [], []
     for i in range(frames):
         cyc = i / period  # cycles elapsed
         t = (cyc / 2 + phase / (2 * math.pi)) % 1.0  # sawtooth in [0, 1): one sweep per two cycles
@@ -408,8 +438,77 @@ def render_k400(rng: np.random.Generator, class_index: int, frames: int, h: int,
         elif motion == "hop":
             cx = (0.2 + 0.6 * t) * w
             cy = cy0 + amp * 0.5 - amp * abs(math.sin(2 * wt))
-        out.append(draw_frame(bg, shape, colour, marker, Pose(cx, cy, rad, ang, alpha)))
-    return np.stack(out)
+        poses.append(Pose(cx, cy, rad, ang, alpha))
+        out.append(draw_frame(bg, shape, colour, marker, poses[-1]))
+    return np.stack(out), shape, poses
+
+
+# --------------------------------------------------------------------------- object masks
+
+# Each video's per-frame object masks, a side file next to the videos:
+# ``<dataset>/masks/<video file stem>.npz``. ``far data prepare`` never looks there (it
+# reads the annotation lists and the video folders only), so the lists are unchanged.
+MASK_DIR = "masks"
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # a fixed entry time: the same masks give the same bytes
+
+
+@dataclass(frozen=True)
+class ObjectMasks:
+    """A video's object masks ``(F, H, W)`` bool and poses ``(F, 5)``: cx, cy, radius (px),
+    angle (rad), alpha (opacity; the mask is the body's region even where alpha is 0)."""
+
+    masks: np.ndarray
+    poses: np.ndarray
+
+
+def object_masks(shape: str, poses: Sequence[Pose], h: int, w: int) -> np.ndarray:
+    """(F, h, w) bool: :func:`object_mask` of each pose."""
+    return np.stack([object_mask(shape, p, h, w) for p in poses])
+
+
+def mask_path(root: str | Path, video: str | Path) -> Path:
+    """Where the masks of ``video`` (a path or a file stem) of the dataset at ``root`` are."""
+    return Path(root) / MASK_DIR / f"{Path(video).stem}.npz"
+
+
+def find_masks(video: str | Path, levels: int = 3) -> Path | None:
+    """The mask file of ``video`` in the dataset folder above it (the videos sit one or two
+    folders below the dataset root), or None."""
+    for parent in list(Path(video).parents)[:levels]:
+        candidate = mask_path(parent, video)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def write_masks(path: str | Path, masks: np.ndarray, poses: Sequence[Pose]) -> Path:
+    """Write ``masks`` (F, H, W) bool bit-packed with ``poses`` as an .npz that
+    ``np.load`` reads; deterministic bytes (np.savez stamps the current time)."""
+    import io
+    import zipfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {"bits": np.packbits(masks.astype(bool), axis=-1),
+              "size": np.array(masks.shape, dtype=np.int64),
+              "poses": np.array([[p.cx, p.cy, p.radius, p.angle, p.alpha] for p in poses], dtype=np.float32)}
+    tmp = path.with_name(f".{path.name}.tmp")
+    with zipfile.ZipFile(tmp, "w") as zf:
+        for name, arr in arrays.items():
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, arr, allow_pickle=False)
+            zf.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_TIME), buf.getvalue(),
+                        compress_type=zipfile.ZIP_DEFLATED)
+    tmp.replace(path)
+    return path
+
+
+def read_masks(path: str | Path) -> ObjectMasks:
+    """The :class:`ObjectMasks` written by :func:`write_masks`."""
+    with np.load(path, allow_pickle=False) as z:
+        f, h, w = (int(v) for v in z["size"])
+        masks = np.unpackbits(z["bits"], axis=-1, count=w).astype(bool).reshape(f, h, w)
+        return ObjectMasks(masks, z["poses"].astype(np.float32))
 
 
 # --------------------------------------------------------------------------- writers
@@ -464,7 +563,8 @@ def generate(spec: SynthSpec, out: str | Path, progress: bool = True, workers: i
                "videos": {s: sum(r["split"] == s for r in records) for s in ("train", "val")},
                "size": [spec.height, spec.width], "frames": spec.frames, "fps": spec.fps, "seed": spec.seed,
                "object_scale": spec.object_scale, "background_contrast": spec.background_contrast,
-               "motion_amplitude": spec.motion_amplitude, "motion_period": spec.motion_period}
+               "motion_amplitude": spec.motion_amplitude, "motion_period": spec.motion_period,
+               "masks": f"{MASK_DIR}/<video file stem>.npz"}
     (out / "synthetic.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -494,6 +594,8 @@ def _write_ssv2_video(spec: SynthSpec, out: Path, job: tuple[str, int, int]) -> 
     vid = str(1 + {"train": 0, "val": 500000}[split] + c * 10000 + n)
     frames = render_ssv2(scene, c, spec.frames)
     write_video(out / SSV2_VIDEO_DIR / f"{vid}.webm", frames, spec.fps, "libvpx-vp9")
+    poses = ssv2_poses(scene, c, spec.frames)
+    write_masks(mask_path(out, vid), object_masks(scene.shape, poses, spec.height, spec.width), poses)
     template = [t for pair in SSV2_PAIRS for t in pair[:2]][c]
     return {"split": split, "id": vid, "template": template, "placeholder": scene.placeholder}
 
@@ -517,9 +619,11 @@ def _write_k400_video(spec: SynthSpec, out: Path, job: tuple[str, int, int]) -> 
     ytid = _youtube_id(rng)
     start = int(rng.integers(0, 300))
     end = start + 10
-    frames = render_k400(rng, c, spec.frames, spec.height, spec.width, spec.object_scale,
-                         spec.background_contrast, spec.motion_amplitude, spec.motion_period)
-    write_video(out / split / f"{ytid}_{start:06d}_{end:06d}.mp4", frames, spec.fps, "libx264")
+    frames, shape, poses = k400_video(rng, c, spec.frames, spec.height, spec.width, spec.object_scale,
+                                      spec.background_contrast, spec.motion_amplitude, spec.motion_period)
+    name = f"{ytid}_{start:06d}_{end:06d}"
+    write_video(out / split / f"{name}.mp4", frames, spec.fps, "libx264")
+    write_masks(mask_path(out, name), object_masks(shape, poses, spec.height, spec.width), poses)
     return {"split": split, "label": K400_CLASSES[c][0], "youtube_id": ytid, "time_start": start, "time_end": end}
 
 
