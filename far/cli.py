@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "grid": ("far.grid", "list the pipeline's runs, write one run's resolved config"),
     "train": ("far.engine.train", "fine-tune a model with DeepSpeed (resumable)"),
     "test": ("far.engine.evaluate", "multi-view test of a fine-tuned model"),
+    "explain": ("far.explain", "GradCAM figures (Figures 6/7) and the localisation score of fine-tuned models"),
     "report": ("far.reports.cli", "regenerate the paper's tables and figures"),
     "bench": ("far.bench.cli", "GPU fine-tuning step benchmark"),
 }
