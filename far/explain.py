@@ -295,11 +295,13 @@ def localisation(explainer: Explainer, indices: Sequence[int], *, target: str = 
 
 
 def summarise_localisation(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Mean pointing-game score per model over its videos with masks (and how many)."""
+    """Mean pointing-game score per model over its videos with masks (and how many;
+    the score is None when no video has masks)."""
     out: dict[str, Any] = {}
     for name in dict.fromkeys(r["model"] for r in rows):
         scores = [r["score"] for r in rows if r["model"] == name and not math.isnan(r["score"])]
-        out[name] = {"score": float(np.mean(scores)) if scores else math.nan, "videos": len(scores),
+        # None (JSON null) rather than NaN, which strict JSON readers refuse.
+        out[name] = {"score": float(np.mean(scores)) if scores else None, "videos": len(scores),
                      "videos_without_masks_or_heat": sum(r["model"] == name for r in rows) - len(scores)}
     return out
 
@@ -412,8 +414,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def write_localisation(out: Path, rows: Sequence[dict[str, Any]], models: Sequence[Explainer],
                        args: argparse.Namespace) -> None:
-    """``out/localisation.csv`` (one row per model x video) and ``out/localisation.json``
-    (per model: the mean score, videos, its config and checkpoint)."""
+    """``out/localisation.csv`` (one row per model x video; score ``nan`` for a video without
+    masks) and ``out/localisation.json`` (per model: the mean score, videos, its config and
+    checkpoint)."""
     fields = ["model", "video", "label", "pred", "target", "prob", "score"]
     with (out / "localisation.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
@@ -425,9 +428,13 @@ def write_localisation(out: Path, rows: Sequence[dict[str, Any]], models: Sequen
     doc = {"metric": "energy-based pointing game: share of GradCAM heat inside the object mask, "
                      "mean over the val videos with masks (centre view)",
            "target": args.target, "weights": args.weights, "models": summary}
-    (out / "localisation.json").write_text(json.dumps(doc, indent=2, allow_nan=True) + "\n")
+    (out / "localisation.json").write_text(json.dumps(doc, indent=2) + "\n")
     for name, s in summary.items():
-        log.info("localisation %s: %.3f over %d videos", name, s["score"], s["videos"])
+        if s["score"] is None:
+            log.warning("localisation %s: no video with object masks (real data, or a synthetic dataset "
+                        "generated before far data synth wrote masks/: regenerate it)", name)
+        else:
+            log.info("localisation %s: %.3f over %d videos", name, s["score"], s["videos"])
 
 
 __all__ = ["Explained", "Explainer", "energy_in_mask", "gradcam", "localisation", "plot_explanations",

@@ -23,7 +23,7 @@ from torch import nn
 
 from far.data.synth import (K400_CLASSES, SynthSpec, draw_frame, find_masks, generate, k400_video, object_masks,
                             read_masks, render_k400, render_ssv2, sample_ssv2_scene, ssv2_poses)
-from far.explain import Explainer, energy_in_mask, gradcam, main, upsample
+from far.explain import Explainer, energy_in_mask, gradcam, main, summarise_localisation, upsample
 from far.models import build_model
 
 TINY = {"backbone": "vit_tiny_cpu", "num_classes": 3, "drop_path": 0.0}  # 8x64x64 clips, 4x4x4 tokens
@@ -130,6 +130,11 @@ def test_energy_in_mask():
     assert math.isnan(energy_in_mask(np.zeros((2, 8, 8)), mask))
     with pytest.raises(ValueError, match="shape"):
         energy_in_mask(np.ones((2, 8, 7)), mask)
+    rows = [{"model": "a", "score": 0.2}, {"model": "a", "score": 0.6}, {"model": "a", "score": math.nan},
+            {"model": "b", "score": math.nan}]
+    s = summarise_localisation(rows)
+    assert s["a"]["score"] == pytest.approx(0.4) and s["a"]["videos"] == 2
+    assert s["b"]["score"] is None and s["b"]["videos"] == 0  # JSON null, not NaN
 
 
 # ---- masks ------------------------------------------------------------------------------------
