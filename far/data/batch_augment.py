@@ -185,9 +185,34 @@ class ClipAugment:
             raise ValueError(f"mode must be 'train' or 'pretrain', got {mode!r}")
         self.cfg = cfg
         self.antialias = mode == "pretrain"
+        self._streams: dict[torch.device, torch.cuda.Stream] = {}
 
     def __call__(self, batch: dict[str, Any], device: torch.device | str) -> torch.Tensor:
-        """(N, 3, T, S, S) float32 on ``device``, N = number of clips (videos x copies)."""
+        """(N, 3, T, S, S) float32 on ``device``, N = number of clips (videos x copies).
+
+        On a GPU the work runs on a CUDA stream of its own, and the caller's stream waits
+        for it. torchvision's affine ops (and ``normalise``) copy small parameter tensors
+        from pageable host memory, and such a copy makes the host wait for everything
+        queued before it on its stream: on the model's stream that is the whole previous
+        training step, so the GPU then idles while the host launches the augmentation
+        (92 such copies a step in the H200 profile, benchmarks/results/train_pace.md).
+        """
+        device = torch.device(device)
+        if device.type != "cuda":
+            return self._augment(batch, device)
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        stream = self._streams.get(device)
+        if stream is None:
+            stream = self._streams[device] = torch.cuda.Stream(device)
+        caller = torch.cuda.current_stream(device)
+        with torch.cuda.stream(stream):
+            x = self._augment(batch, device)
+        caller.wait_stream(stream)
+        x.record_stream(caller)  # allocated on the side stream, used on the caller's
+        return x
+
+    def _augment(self, batch: dict[str, Any], device: torch.device) -> torch.Tensor:
         params: list[ClipParams] = batch["params"]
         frames = batch["frames"].to(device, non_blocking=True).permute(0, 1, 4, 2, 3)  # (B, T, 3, H, W)
         sizes = batch["sizes"].tolist()
