@@ -21,6 +21,7 @@ from far.tables import DEFAULT_TABLES, load_claims, load_tables
 ROOT = Path(__file__).resolve().parent.parent
 PARAMS = yaml.safe_load((ROOT / "params" / "default.yaml").read_text()) | {
     "tables": ["7"],
+    "seeds": [0, 1],  # the paper's two (the default runs one): intervals over seeds and videos
     "backbones": {"vit_s": "vit_tiny_cpu", "vit_b": "vit_mini_cpu"},
     "recipes_file": str(ROOT / "params" / "recipes.yaml"),
     "tracking": {"uri": "sqlite:///mlruns.db"},
@@ -51,6 +52,18 @@ def test_above_chance():
     assert above_chance(22, 64, 0.25)  # 34 %: z = 1.73
     assert above_chance(26, 64, 0.25) and above_chance(600, 2000, 0.25)
     assert not above_chance(0, 0, 0.25)
+
+
+@pytest.mark.parametrize("expect, diff, rows", [
+    ("~", 3.0, ("a", "b")), (">=", -3.0, ("a", "b")),
+    (">", 5.0, ("a",)), (">", -5.0, ("b",)),
+    # "<": a expected lower. A verdict rests on the row that came out higher: b when a is lower.
+    ("<", -20.0, ("b",)), ("<", 4.0, ("a",)),
+])
+def test_a_verdict_needs_the_higher_row_above_chance(expect, diff, rows):
+    from far.reports.claims import _learned_rows
+
+    assert _learned_rows(expect, diff) == rows
 
 
 def test_paired_bootstrap_is_exact_when_there_is_no_noise_and_deterministic():

@@ -25,8 +25,8 @@ Method (also written into ``claims.md``):
 - Models that learned nothing prove nothing: two models at chance that give the same
   answers are "on par" with an interval of [0, 0]. So a verdict needs the rows it rests
   on above chance (one-sided binomial test at 5 % on all their test answers, normal
-  approximation): both rows for ``~`` and ``>=``, the row expected higher for ``>`` /
-  ``<``. Otherwise the claim is inconclusive, with the row named.
+  approximation): both rows for ``~`` and ``>=``, the row that came out higher for ``>``
+  and ``<``. Otherwise the claim is inconclusive, with the row named.
 
 The bootstrap's generator is seeded from the claim's id, so the same results give the
 same report byte for byte.
@@ -111,10 +111,12 @@ def above_chance(correct: int, total: int, chance: float) -> bool:
 
 
 def _learned_rows(expect: str, diff: float) -> tuple[str, ...]:
-    """Which sides ("a", "b") must be above chance for a verdict on ``expect``."""
+    """Which sides ("a", "b") must be above chance for a verdict on ``expect``: both for
+    ``~`` and ``>=``; for ``>`` and ``<`` the row that came out higher (``diff`` = a - b),
+    since a verdict either way rests on that row having learned something."""
     if expect in ("~", ">="):
         return ("a", "b")
-    return ("a",) if (expect == ">") == (diff >= 0) else ("b",)
+    return ("a",) if diff >= 0 else ("b",)
 
 
 def paired_bootstrap(pairs: list[tuple[np.ndarray, np.ndarray]], seed: int, resamples: int = RESAMPLES
