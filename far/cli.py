@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("far.engine.train", "fine-tune a model with DeepSpeed (resumable)"),
     "test": ("far.engine.evaluate", "multi-view test of a fine-tuned model"),
     "explain": ("far.explain", "GradCAM figures (Figures 6/7) and the localisation score of fine-tuned models"),
+    "gradcam": ("far.reports.gradcam", "Figures 6/7 of the pipeline: far explain on a table's baseline and FAR runs"),
     "report": ("far.reports.cli", "regenerate the paper's tables and figures"),
     "bench": ("far.bench.cli", "GPU fine-tuning step benchmark"),
 }

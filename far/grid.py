@@ -142,6 +142,14 @@ class Grid:
             except ConfigError as err:
                 raise ConfigError(label, str(err)) from None
 
+    def cell(self, table: str, row: str) -> Cell:
+        """The cell of ``row`` in table ``table`` (its runs, one per seed); a KeyError naming
+        both when the params do not list that table or the table has no such row."""
+        for c in self.cells:
+            if (c.table, c.row) == (str(table), row):
+                return c
+        raise KeyError(f"no cell {row!r} of table {table} in this grid (tables: {', '.join(map(str, self.params['tables']))})")
+
     # ---- expansion -------------------------------------------------------------
     def _expand_table(self, table: Table) -> None:
         ab = self.params["ablation"]

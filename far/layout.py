@@ -21,6 +21,7 @@ The layout under the project root::
     results/mlflow_experiment/<exp>.json   the MLflow experiment, created once
     logs/                                  job logs of the data, pre-training and report rules
     reports/                               Tables 1-8, figures, README
+    reports/gradcam/figure<N>/s<seed>/     far gradcam: Figures 6/7 (PNGs, maps/, choice.json, localisation.json)
 """
 
 from __future__ import annotations
@@ -84,6 +85,9 @@ HISTORY_COLUMNS = ("epoch", "step", "train_loss", "lr", "clips_per_s", "data_wai
 # steps.csv: one row per log point (every log.every_steps optimizer steps); loss, pace and
 # loader wait over the steps since the previous row (rank 0's micro-batches).
 STEP_COLUMNS = ("epoch", "step", "loss", "lr", "clips_per_s", "data_wait_share")
+#: What ``far gradcam`` leaves in a figure's folder besides the PNGs and ``maps/``: the videos it
+#: chose and why, and ``far explain --score``'s summary (on data with object masks only).
+GRADCAM_CHOICE, GRADCAM_LOCALISATION = "choice.json", "localisation.json"
 #: What an offline pre-training job leaves in its folder.
 PRETRAIN_CHECKPOINT, PRETRAIN_CONFIG, PRETRAIN_METRICS = "checkpoint.pth", "config.yaml", "metrics.json"
 
@@ -145,6 +149,18 @@ class Layout:
     def claims(ext: str = "md") -> str:
         """The claims check (far.reports.claims): ``claims.md`` / ``claims.csv``."""
         return f"{REPORTS}/claims.{ext}"
+
+    @staticmethod
+    def gradcam(figure: str, seed: int | str, reports: str | Path = REPORTS) -> str:
+        """Folder of one seed of GradCAM figure ``figure`` (6 or 7; ``far gradcam --out``);
+        ``reports``: another reports folder. Outside ``reports/figures``, which is the report
+        rule's own output."""
+        return f"{reports}/gradcam/figure{figure}/s{seed}"
+
+    @staticmethod
+    def localisation(ext: str = "md") -> str:
+        """The localisation table of Figures 6/7 (far.reports.gradcam): ``localisation.md`` / ``.csv`` / ``.html``."""
+        return f"{REPORTS}/localisation.{ext}"
 
 
 def project_root(params_file: str | Path) -> Path:

@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Tables 1, 3 and 7 only and its own recipe shortening.
 PARAMS = yaml.safe_load((ROOT / "params" / "default.yaml").read_text()) | {
     "tables": ["1", "3", "7"],
+    "seeds": [0, 1],  # the paper's two (the default runs one): cells with a spread
     "backbones": {"vit_s": "vit_tiny_cpu", "vit_b": "vit_mini_cpu"},
     "recipes_file": str(ROOT / "params" / "recipes.yaml"),
     "recipe_overrides": {"optim": {"epochs": 2, "warmup_epochs": 1}},
@@ -86,7 +87,26 @@ def fake(tmp_path_factory, grid):
     params_file.write_text(yaml.safe_dump(PARAMS))
     comp = base / "complexity.json"
     comp.write_text(json.dumps(COMPLEXITY))
+    write_gradcam(base / "reports", grid)
     return {"base": base, "results": results, "params": params_file, "complexity": comp, "skipped": skipped}
+
+
+# Fake `far gradcam` outputs of Figure 6 (Table 7's MVD ViT-S vs FAR (MVD) ViT-S): share of
+# heat in the mask per seed, as `far explain --score` writes it.
+LOCALISATION = {0: {"MVD ViT-S": 0.20, "FAR (MVD) ViT-S": 0.30}, 1: {"MVD ViT-S": 0.24, "FAR (MVD) ViT-S": 0.36}}
+
+
+def write_gradcam(reports: Path, grid: Grid) -> None:
+    from far.layout import Layout
+
+    for seed, scores in LOCALISATION.items():
+        d = Path(Layout.gradcam("6", seed, reports))
+        d.mkdir(parents=True)
+        (d / "localisation.json").write_text(json.dumps({"models": {
+            name: {"score": v, "videos": 16, "videos_without_masks_or_heat": 0} for name, v in scores.items()}}))
+        (d / "choice.json").write_text(json.dumps({"videos": [
+            {"label": 2, "class": "Moving something up", "gain": 25.0, "baseline_top1": 50.0, "far_top1": 75.0,
+             "video": "x/500003.webm", "figure": "500003.png", "far_correct": True}]}))
 
 
 @pytest.fixture(scope="module")
@@ -260,3 +280,89 @@ def test_seedstat_half_range():
     s = SeedStat((70.0, 71.0, 73.0), 3)
     assert s.mean == pytest.approx(71.3333333) and s.spread == 1.5
     assert SeedStat((70.0,), 2).spread is None and SeedStat((), 2).mean is None
+
+
+# ---- Figures 6/7: the choice of videos, the localisation table ------------------------------
+def _predictions(rows: list[tuple[str, int, int]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["video", "label", "correct1"])
+
+
+def test_choose_videos_ranks_classes_by_far_gain():
+    from far.reports.gradcam import choose_videos
+
+    # class 0: both 50 % (gain 0); class 1: FAR 100 vs 0 (gain 100); class 2: FAR 50 vs 0
+    # (gain 50); class 3: FAR 0 vs 50 (gain -50); class 4: gain 0, tied with class 0.
+    base = _predictions([("a0", 0, 1), ("b0", 0, 0), ("a1", 1, 0), ("b1", 1, 0), ("a2", 2, 0), ("b2", 2, 0),
+                         ("a3", 3, 1), ("b3", 3, 0), ("a4", 4, 0), ("x", 9, 1)])
+    far = _predictions([("a0", 0, 0), ("b0", 0, 1), ("a1", 1, 1), ("b1", 1, 1), ("a2", 2, 0), ("b2", 2, 1),
+                        ("a3", 3, 0), ("b3", 3, 0), ("a4", 4, 0)])  # "x": not tested by FAR, not counted
+    chosen = choose_videos(base, far, max_videos=4)
+    assert [c.label for c in chosen] == [1, 2, 0, 4]  # by gain, the tie by class index
+    assert [c.gain for c in chosen] == [100.0, 50.0, 0.0, 0.0]
+    assert (chosen[1].baseline_top1, chosen[1].far_top1, chosen[1].videos) == (0.0, 50.0, 2)
+    # the first val video FAR gets right; none right: the class's first video
+    assert [c.video for c in chosen] == ["a1", "b2", "b0", "a4"]
+    assert [c.far_correct for c in chosen] == [True, True, True, False]
+    assert [c.label for c in choose_videos(base, far, max_videos=2)] == [1, 2]
+    assert choose_videos(base.iloc[:0], far) == []
+
+
+def test_figure_runs_and_explain_flags(grid, tmp_path):
+    from far.reports.gradcam import FIGURES, choose_videos, explain_args, figure_jobs, figure_runs, figures
+
+    assert [f.number for f in figures(grid)] == ["6"]  # PARAMS list Table 7, not Table 8
+    assert figure_jobs(grid) == [("6", 0), ("6", 1)]
+    base, far = figure_runs(grid, FIGURES["6"], 1)
+    assert base.run_id in grid.cell("7", "MVD ViT-S").run_ids and far.run_id in grid.cell("7", "FAR (MVD) ViT-S").run_ids
+    assert base.seed == far.seed == 1 and base.dataset == "ssv2"
+    chosen = choose_videos(_predictions([("v1", 0, 0)]), _predictions([("v1", 0, 1)]))
+    args = explain_args(grid, FIGURES["6"], 1, chosen, tmp_path, "res")
+    configs = [args[i + 1] for i, a in enumerate(args) if a == "--config"]
+    assert configs == [f"res/runs/{base.run_id}/run.yaml", f"res/runs/{far.run_id}/run.yaml"]  # baseline first
+    assert [args[i + 1] for i, a in enumerate(args) if a == "--name"] == ["MVD ViT-S", "FAR (MVD) ViT-S"]
+    assert args[args.index("--video") + 1] == "v1" and "--score" in args  # synthetic data: scored
+    real = json.loads(json.dumps(PARAMS))
+    real["datasets"]["ssv2"].pop("synth")
+    assert "--score" not in explain_args(Grid(real), FIGURES["6"], 1, chosen, tmp_path)
+    with pytest.raises(KeyError, match="table 8"):
+        grid.cell("8", "VideoMAE ViT-S")
+
+
+def test_localisation_table_from_seed_files(report, grid):
+    md = (report / "localisation.md").read_text()
+    rec = pd.read_csv(report / "localisation.csv").set_index("row")
+    # mean ± half-range over the two seeds, in percent
+    assert rec.loc["MVD ViT-S", "score_mean"] == pytest.approx(22.0)
+    assert rec.loc["MVD ViT-S", "score_spread"] == pytest.approx(2.0)
+    assert rec.loc["FAR (MVD) ViT-S", "score_mean"] == pytest.approx(33.0)
+    assert rec.loc["FAR (MVD) ViT-S", "far_minus_baseline"] == pytest.approx(11.0)
+    assert (rec["videos"] == 16).all() and (rec["status"] == "ok").all()
+    assert "| Figure 6 (Table 7) | ssv2 | MVD ViT-S | 22.00 ± 2.00 |  | 16 | 2/2 |" in md
+    assert "| FAR (MVD) ViT-S | 33.00 ± 3.00 | +11.00 | 16 | 2/2 |" in md
+    assert SYNTHETIC_BANNER in md and "classes where FAR gains most" in md
+    assert (report / "localisation.html").read_text().startswith("<!DOCTYPE html>")
+    readme = (report / "README.md").read_text()
+    assert "[localisation.md](localisation.md)" in readme
+    assert "| 6 | 1 | Moving something up | 50.0 → 75.0 (+25.0) | [500003.png](gradcam/figure6/s1/500003.png) |" in readme
+
+
+def test_localisation_table_without_masks(grid, tmp_path):
+    from far.reports.gradcam import localisation_table
+
+    real = json.loads(json.dumps(PARAMS))
+    real["datasets"]["ssv2"].pop("synth")
+    table = localisation_table(Grid(real), tmp_path)  # real data: no files, no masks
+    assert [r[3] for r in table.rows] == ["no masks (real data)"] * 2
+    assert table.data["status"].tolist() == ["no masks", "no masks"]
+    # synthetic data, a seed's score missing; a dataset generated before the masks: null scores
+    write_gradcam(tmp_path / "a", grid)
+    (tmp_path / "a" / "gradcam" / "figure6" / "s1" / "localisation.json").unlink()
+    rows = localisation_table(grid, tmp_path / "a").rows
+    assert rows[0][3] == "20.00 (1/2 seeds)"
+    for seed in (0, 1):
+        d = tmp_path / "b" / "gradcam" / "figure6" / f"s{seed}"
+        d.mkdir(parents=True)
+        (d / "localisation.json").write_text(json.dumps({"models": {"MVD ViT-S": {"score": None, "videos": 0}}}))
+    assert localisation_table(grid, tmp_path / "b").rows[0][3] == "no masks (regenerate the synthetic dataset)"
+    assert localisation_table(grid, tmp_path / "c").rows[0][3] == "missing"
+    assert localisation_table(Grid(PARAMS | {"tables": ["1", "3"]}), tmp_path) is None

@@ -10,6 +10,8 @@ Layout of ``OUT`` (``reports/`` in the pipeline)::
     figures/attention_patterns.png
     figures/accuracy_vs_gflops_tableN.png
     figures/curves/<run group>.png
+    localisation.{md,csv,tex,html}   the localisation score of Figures 6/7 (far.reports.gradcam), from
+                               gradcam/figure<N>/s<seed>/, which the `far gradcam` jobs write
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from far.reports.claims import ClaimResult, check_claims, summary_lines, write_c
 from far.reports.collect import SPREAD_TEXT, Results, collect, load_complexity
 from far.reports.figures import build_figures
 from far.reports.formats import Rendered
+from far.reports.gradcam import localisation_table, readme_lines
 from far.reports.tables import build_tables, data_label, table_classes
 from far.tables import DEFAULT_TABLES, load_claims
 
@@ -41,6 +44,7 @@ class Report:
     missing: list[str]
     complexity_missing: bool
     claims: list[ClaimResult]
+    localisation: Rendered | None = None  # None when the params list neither Table 7 nor 8
 
 
 def build_report(params: Mapping[str, Any], results_dir: str | Path, out: str | Path,
@@ -67,7 +71,11 @@ def build_report(params: Mapping[str, Any], results_dir: str | Path, out: str | 
                           chance=_chance(grid))
     write_claims(claims, out, label)
     figures = build_figures(grid.tables, numbers, results, complexity, out / "figures", label)
-    report = Report(out, rendered, figures, missing, complexity_missing=not complexity, claims=claims)
+    localisation = localisation_table(grid, out, label)
+    if localisation is not None:
+        localisation.write(out)
+    report = Report(out, rendered, figures, missing, complexity_missing=not complexity, claims=claims,
+                    localisation=localisation)
     (out / "README.md").write_text(_readme(report, grid, results, results_dir, complexity_path, params_path))
     return report
 
@@ -121,6 +129,7 @@ def _readme(report: Report, grid: Grid, results: Results, results_dir: str | Pat
         fig = f"[png]({_rel(p, out)})" if p else "no history yet"
         lines.append(f"| `{group}` | {where} | {fig} |")
     lines.append("")
+    lines += readme_lines(grid, out)
 
     lines += ["## Missing", ""]
     if report.missing:
