@@ -21,6 +21,7 @@ include: "workflow/rules/checkpoints.smk"
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/test.smk"
 include: "workflow/rules/complexity.smk"
+include: "workflow/rules/gradcam.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/dvc.smk"
 
@@ -32,6 +33,7 @@ include: "workflow/rules/dvc.smk"
 rule all:
     input:
         REPORT_OUTPUTS,
+        GRADCAM_DIRS,
         expand(RUN.summary, run=RUN_IDS),
         expand(RUN.test_metrics, run=RUN_IDS),
         DVC_DATA,

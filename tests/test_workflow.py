@@ -187,15 +187,45 @@ def test_paper_dry_run_lists_every_job(workdir):
     assert counts["complexity"] == 1 and counts["report"] == 1
     assert "pretrain" not in counts and "synth_dataset" not in counts
     assert counts["run_config"] == 54  # RUN/run.yaml, written once, read by train and test
-    assert counts["total"] == 121 + 54
+    assert counts["gradcam"] == 4  # Figures 6 and 7 x 2 seeds
+    assert counts["total"] == 121 + 54 + 4
 
 
 def test_default_dry_run(workdir):
     res = dry_run(workdir)
     assert res.returncode == 0, res.stderr[-3000:]
     counts = job_counts(res.stdout)
-    assert counts["train"] == counts["test"] == counts["run_config"] == 54
+    seeds = len(load("default.yaml")["seeds"])
+    assert counts["train"] == counts["test"] == counts["run_config"] == 27 * seeds
     assert counts["pretrain"] == 8 and counts["synth_dataset"] == 2
+    assert counts["gradcam"] == 2 * seeds  # Figures 6 and 7
+
+
+@pytest.mark.parametrize("params, figure, dataset", [("default.yaml", "6", "ssv2"), ("paper.yaml", "7", "k400")])
+def test_gradcam_job_declares_what_it_reads(workdir, params, figure, dataset):
+    """Figure 6 (Table 7's MVD vs FAR ViT-S) and 7 (Table 8's VideoMAE vs FAR ViT-S): both runs'
+    run config, weights and predictions, the val list and class names, a synthetic dataset's raw folder."""
+    from far.grid import Grid
+    from far.reports.gradcam import FIGURES, figure_runs
+
+    grid = Grid(load(params))
+    target = f"reports/gradcam/figure{figure}/s0"
+    res = subprocess.run([SNAKEMAKE, "-n", target, "--configfile", f"params/{params}"], cwd=workdir,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    job = res.stdout.split("rule gradcam:", 1)[1].split("\n\n", 1)[0]
+    inputs = next(line for line in job.splitlines() if line.strip().startswith("input:")).split(":", 1)[1]
+    inputs = {f.strip() for f in inputs.split(",")}
+    base, far = figure_runs(grid, FIGURES[figure], 0)
+    assert grid.cell(FIGURES[figure].table, FIGURES[figure].baseline).run_ids[0] == base.run_id
+    expected = {f"results/runs/{r.run_id}/{f}" for r in (base, far) for f in ("run.yaml", "model.pth",
+                                                                             "test/predictions.csv")}
+    mode = "default" if params == "default.yaml" else "paper"
+    expected |= {f"data/prepared/{mode}/{dataset}/val.csv", f"data/prepared/{mode}/{dataset}/classes.json"}
+    if params == "default.yaml":
+        expected.add(f"data/raw/synthetic/{dataset}")  # the videos and their object masks
+    assert inputs == expected
+    assert f"output: {target}" in job
 
 
 def test_two_params_files_refused(workdir):

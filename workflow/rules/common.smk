@@ -70,6 +70,8 @@ REPORT_OUTPUTS = [LAYOUT.table(t) for t in TABLES] + [LAYOUT.reports_readme]
 
 wildcard_constraints:
     dataset="|".join(DATASETS) or "none",
+    figure="6|7",
+    seed=r"\d+",
     run="|".join(map(re.escape, RUN_IDS)) or "none",
     pretrain="|".join(map(re.escape, PRETRAIN)) or "none",
 
@@ -167,3 +169,23 @@ MLFLOW_ON = TRACKING.get("enabled", True)
 MLFLOW_MARKER = LAYOUT.mlflow_marker(TRACKING.get("experiment", "far"))
 MLFLOW_INIT = ancient(MLFLOW_MARKER) if MLFLOW_ON else []
 SYNTH = {d: config["datasets"][d]["synth"] for d in DATASETS if config["datasets"][d].get("synth")}
+
+
+# Figures 6/7 (far/reports/gradcam.py): one `far gradcam` job per figure x seed.
+from far.reports.gradcam import FIGURES, figure_jobs, figure_runs
+
+GRADCAM_JOBS = figure_jobs(GRID)  # [(figure, seed)]; none when the params list neither Table 7 nor 8
+GRADCAM_DIRS = [LAYOUT.gradcam(f, s) for f, s in GRADCAM_JOBS]
+
+
+def gradcam_inputs(w):
+    """What `far gradcam` reads: both runs' run config, weights and per-video test results
+    (the choice of videos), the val list and class names, and a synthetic dataset's raw
+    folder (its videos and the object masks the score needs)."""
+    runs = figure_runs(GRID, FIGURES[w.figure], int(w.seed))
+    files = [LAYOUT.run(r.run_id) for r in runs]
+    dataset = runs[0].dataset
+    lists = LAYOUT.prepared(dataset)
+    return {"configs": [f.run_config for f in files], "models": [f.model for f in files],
+            "predictions": [f.test_predictions for f in files], "val": lists.val, "classes": lists.classes,
+            "raw": [LAYOUT.synthetic_raw(dataset)] if dataset in SYNTH else []}

@@ -11,6 +11,7 @@ rule report:
         steps=expand(RUN.steps, run=RUN_IDS),
         complexity=LAYOUT.complexity,
         recipes=config["recipes_file"],
+        gradcam=GRADCAM_DIRS,  # Figures 6/7 and their localisation.json (the localisation table)
     output:
         readme=LAYOUT.reports_readme,
         md=[LAYOUT.table(t) for t in TABLES],
@@ -29,6 +30,22 @@ rule report:
         claims_csv=LAYOUT.claims("csv"),
         claims_html=report(LAYOUT.claims("html"), caption="../report/claims.rst", category="Claims check",
                            labels={"claims": "all claims"}),
+        # The localisation table of Figures 6/7, next to them in the HTML report (only when
+        # the params list Table 7 or 8).
+        **(
+            {
+                "localisation": LAYOUT.localisation(),
+                "localisation_csv": LAYOUT.localisation("csv"),
+                "localisation_html": report(
+                    LAYOUT.localisation("html"),
+                    caption="../report/localisation.rst",
+                    category="Figures 6 and 7 (GradCAM)",
+                    labels={"figure": "localisation table", "seed": "all", "video": "all"},
+                ),
+            }
+            if GRADCAM_JOBS
+            else {}
+        ),
         figures=report(
             directory(LAYOUT.figures),
             patterns=["{name}.png"],
