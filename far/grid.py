@@ -298,8 +298,20 @@ class Grid:
     def recipe(self, run: Run) -> dict[str, Any]:
         """Table 1's recipe for the run's cell, then the params file's overrides."""
         r = copy.deepcopy(self.params["recipes"][run.pretraining][run.dataset][run.backbone])
+        table_lr = r.get("optim", {}).get("base_lr")
         for section, values in recipe_overrides(self.params, run.dataset).items():
             r.setdefault(section, {}).update(values)
+        optim = r.get("optim", {})
+        if "base_lr_scale" in optim:
+            # Table 1's learning rate times a factor: a shortened recipe (smaller batch, far
+            # fewer steps) keeps Table 1's ratios between cells (ViT-B half of ViT-S on SSv2).
+            scale = optim.pop("base_lr_scale")
+            if "base_lr" in optim and optim["base_lr"] != table_lr:
+                raise ConfigError("recipe_overrides.optim.base_lr_scale", "set base_lr or base_lr_scale, not both")
+            if table_lr is None:
+                raise ConfigError("recipe_overrides.optim.base_lr_scale",
+                                  f"Table 1 has no base_lr for {run.pretraining}/{run.dataset}/{run.backbone}")
+            optim["base_lr"] = table_lr * scale
         return r
 
     def run_config(self, run_id: str) -> dict[str, Any]:

@@ -144,6 +144,23 @@ def test_recipe_overrides_per_dataset_apply_on_top_and_unknown_datasets_are_refu
         Grid(params)
 
 
+def test_base_lr_scale_keeps_table_1s_ratios():
+    from far.config import ConfigError
+    from far.grid import Grid
+
+    params = load("default.yaml")
+    params["recipe_overrides"]["optim"] = {"base_lr_scale": 64}
+    grid = Grid(params)
+    lrs = {(r.dataset, r.backbone, r.pretraining): grid.run_config(i)["optim"]["base_lr"] for i, r in grid.runs.items()}
+    recipes = grid.params["recipes"]
+    for (ds, bb, pt), lr in lrs.items():
+        assert lr == pytest.approx(64 * recipes[pt][ds][bb]["optim"]["base_lr"])
+    assert lrs[("ssv2", "vit_b", "mvd")] == pytest.approx(lrs[("ssv2", "vit_s", "mvd")] / 2)  # Table 1: 5e-4 vs 1e-3
+    params["recipe_overrides"]["optim"] = {"base_lr_scale": 64, "base_lr": 0.1}
+    with pytest.raises(ConfigError, match="base_lr_scale"):
+        Grid(params).run_config(next(iter(Grid(params).runs)))
+
+
 def test_paper_grid_checkpoints():
     from far.grid import Grid
 
