@@ -191,7 +191,7 @@ def test_default_grid_pretrains_mvd_teachers():
         "video": "data/checkpoints/offline/videomae-k400-vit_s/checkpoint.pth",
         "image": "data/checkpoints/offline/image_mae-k400-vit_s/checkpoint.pth"}
     cfg = grid.pretrain_config("mvd-k400-vit_b")
-    assert cfg["method"] == "mvd" and cfg["model"]["backbone"] == "vit_mini_cpu"
+    assert cfg["method"] == "mvd" and cfg["model"] == load("default.yaml")["backbones"]["vit_b"]
 
 
 # ---- dry-runs -------------------------------------------------------------------------
