@@ -93,6 +93,31 @@ def test_every_op_of_the_policy_has_a_tensor_version():
         apply_ops(torch.zeros(1, 3, 4, 4, dtype=torch.uint8), (("Cutout", ()),))
 
 
+def _torchvision_geometric(name: str, x: torch.Tensor, arg: float) -> torch.Tensor:
+    """What the geometric ops were before far's own warp: torchvision's tensor affine/rotate."""
+    import torchvision.transforms.v2.functional as tvf
+    from torchvision.transforms import InterpolationMode
+
+    bil, fill = InterpolationMode.BILINEAR, [float(v) for v in RANDAUG_FILL]
+    h, w = x.shape[-2:]
+    if name == "Rotate":
+        return tvf.rotate(x, arg, interpolation=bil, fill=fill)
+    shear = {"ShearX": (math.degrees(math.atan(arg)), 0.0), "ShearY": (0.0, math.degrees(math.atan(arg)))}
+    translate = {"TranslateXRel": (-arg * w, 0.0), "TranslateYRel": (0.0, -arg * h)}
+    return tvf.affine(x, angle=0.0, translate=list(translate.get(name, (0.0, 0.0))), scale=1.0,
+                      shear=list(shear.get(name, (0.0, 0.0))), interpolation=bil, fill=fill, center=[0.0, 0.0])
+
+
+@pytest.mark.parametrize("name,args", [c for c in CASES if c[0] in GEOMETRIC] + [("Rotate", (0.0,)), ("Rotate", (90.0,))])
+def test_geometric_ops_equal_torchvisions_affine_bit_for_bit(name, args):
+    """far's warp builds the sampling grid's matrix on the host (no synchronising copy on
+    a GPU); on the same frames it gives torchvision's affine/rotate result exactly."""
+    gen = torch.Generator().manual_seed(5)
+    for shape in ((4, 3, 48, 64), (2, 3, 37, 29)):
+        x = torch.randint(0, 256, shape, dtype=torch.uint8, generator=gen)
+        assert torch.equal(OPS[name](x, *args), _torchvision_geometric(name, x, *args)), (name, args, shape)
+
+
 @pytest.mark.parametrize("name,args", CASES, ids=[f"{n}{a}" for n, a in CASES])
 def test_op_equals_timm_pil_op(name, args):
     from PIL import Image

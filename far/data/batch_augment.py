@@ -22,9 +22,11 @@ Against timm's PIL ops (tests/test_batch_augment.py): Invert, Posterize, Solariz
 SolarizeAdd, crop/resize, flip, normalisation and erasing are exact; Equalize, AutoContrast
 and the colour blends (Color, Contrast, Brightness, Sharpness) differ by the rounding of
 a pixel value; the geometric ops (Rotate, ShearX/Y, TranslateX/YRel) resample bilinearly,
-because torchvision's tensor affine offers nearest and bilinear only, where the reference
-asks PIL for bicubic (the difference is measured and bounded in the tests and documented
-in docs/data.md).
+as torchvision's tensor affine does (nearest and bilinear only), where the reference asks
+PIL for bicubic (the difference is measured and bounded in the tests and documented in
+docs/data.md). They go through :func:`warp`, which equals torchvision's affine and rotate
+but builds its small matrices on the host and copies them without making the host wait
+for the device.
 """
 
 from __future__ import annotations
@@ -49,19 +51,89 @@ def _tv() -> Any:
     return tvf
 
 
-def _bilinear() -> Any:
-    from torchvision.transforms import InterpolationMode
+def _device_tensor(values: Sequence[float] | torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small float32 tensor on ``device``, copied without making the host wait.
 
-    return InterpolationMode.BILINEAR
+    ``torch.tensor(..., device=cuda)`` copies from pageable host memory, and such a copy
+    waits for everything queued before it on the stream (the whole previous training step:
+    92 such waits a step in the H200 profile, benchmarks/results/train_pace.md). From
+    pinned memory with ``non_blocking`` the copy is queued like a kernel."""
+    t = values if isinstance(values, torch.Tensor) else torch.tensor(values, dtype=torch.float32)
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
+_CONSTANTS: dict[tuple[tuple[float, ...], str], torch.Tensor] = {}
+_BASE_GRIDS: dict[tuple[int, int, str], torch.Tensor] = {}
+
+
+def _constant(values: Sequence[float], device: torch.device) -> torch.Tensor:
+    """``values`` as a float32 tensor on ``device``, made once per device (fill, mean, std)."""
+    key = (tuple(float(v) for v in values), str(device))
+    if key not in _CONSTANTS:
+        _CONSTANTS[key] = _device_tensor(key[0], device)
+    return _CONSTANTS[key]
+
+
+def _base_grid(h: int, w: int, device: torch.device) -> torch.Tensor:
+    """(1, h*w, 3) pixel-centre coordinates about the image centre, and ones (torchvision's
+    affine grid before its matrix), made once per size and device."""
+    key = (h, w, str(device))
+    if key not in _BASE_GRIDS:
+        grid = torch.empty(1, h, w, 3, dtype=torch.float32, device=device)
+        grid[..., 0].copy_(torch.linspace((1.0 - w) * 0.5, (w - 1.0) * 0.5, steps=w, device=device))
+        grid[..., 1].copy_(torch.linspace((1.0 - h) * 0.5, (h - 1.0) * 0.5, steps=h, device=device).unsqueeze_(-1))
+        grid[..., 2].fill_(1)
+        _BASE_GRIDS[key] = grid.view(1, h * w, 3)
+    return _BASE_GRIDS[key]
+
+
+def inverse_affine(angle: float, translate: Sequence[float], shear: Sequence[float], center: Sequence[float]
+                   ) -> list[float]:
+    """The 2 x 3 map from output to input pixel (row-major) of rotating by ``angle`` degrees
+    (counter-clockwise on screen), shearing by ``shear`` degrees (x, y) and translating by
+    ``translate`` pixels, about ``center`` (pixels, relative to the image centre): the
+    inverse of T C R Sy Sx C^-1, torchvision's affine convention."""
+    rot, sx, sy = math.radians(angle), math.radians(shear[0]), math.radians(shear[1])
+    (cx, cy), (tx, ty) = center, translate
+    # Forward linear part R(rot) Sy Sx: [[a, b], [c, d]], determinant 1.
+    a = math.cos(rot - sy) / math.cos(sy)
+    b = -math.cos(rot - sy) * math.tan(sx) / math.cos(sy) - math.sin(rot)
+    c = math.sin(rot - sy) / math.cos(sy)
+    d = -math.sin(rot - sy) * math.tan(sx) / math.cos(sy) + math.cos(rot)
+    m = [d, -b, 0.0, -c, a, 0.0]
+    m[2] += m[0] * (-cx - tx) + m[1] * (-cy - ty) + cx
+    m[5] += m[3] * (-cx - tx) + m[4] * (-cy - ty) + cy
+    return m
+
+
+def warp(x: torch.Tensor, matrix: Sequence[float]) -> torch.Tensor:
+    """uint8 frames (..., 3, H, W) resampled through ``matrix`` (:func:`inverse_affine`):
+    bilinear, the reference's fill colour outside. Equals torchvision's tensor affine and
+    rotate for the same matrix (tested), without its synchronising host-to-device copies."""
+    h, w = x.shape[-2:]
+    theta = torch.tensor(matrix, dtype=torch.float32).view(1, 2, 3)
+    theta = theta.transpose(1, 2).div_(torch.tensor([0.5 * w, 0.5 * h], dtype=torch.float32))  # on the host
+    grid = _base_grid(h, w, x.device).bmm(_device_tensor(theta, x.device)).view(1, h, w, 2)
+    img = x.reshape(-1, 3, h, w).float()
+    n = img.shape[0]
+    # A channel of ones marks what comes from inside the image; the rest takes the fill.
+    img = torch.cat((img, torch.ones((n, 1, h, w), dtype=img.dtype, device=img.device)), dim=1)
+    out = F.grid_sample(img, grid.expand(n, -1, -1, -1), mode="bilinear", padding_mode="zeros", align_corners=False)
+    out, mask = torch.tensor_split(out, indices=(-1,), dim=-3)
+    fill = _constant(_FILL, x.device).view(1, -1, 1, 1)
+    out = out.sub_(fill).mul_(mask.expand_as(out)).add_(fill)
+    return out.round_().to(x.dtype).reshape(x.shape)
 
 
 def _affine(x: torch.Tensor, *, translate: Sequence[float] = (0.0, 0.0), shear: Sequence[float] = (0.0, 0.0)
             ) -> torch.Tensor:
     # timm's shears and translations are PIL affine maps about the top-left corner
-    # (output (x, y) <- input (x + f y, y) for ShearX); torchvision's shear in degrees
-    # about ``center`` [0, 0] is the same map.
-    return _tv().affine(x, angle=0.0, translate=list(translate), scale=1.0, shear=list(shear),
-                        interpolation=_bilinear(), fill=_FILL, center=[0.0, 0.0])
+    # (output (x, y) <- input (x + f y, y) for ShearX); torchvision's convention with the
+    # centre at the top-left pixel corner is the same map.
+    h, w = x.shape[-2:]
+    return warp(x, inverse_affine(0.0, translate, shear, center=(-0.5 * w, -0.5 * h)))
 
 
 def _shear_x(x: torch.Tensor, factor: float) -> torch.Tensor:
@@ -82,7 +154,10 @@ def _translate_y_rel(x: torch.Tensor, pct: float) -> torch.Tensor:
 
 
 def _rotate(x: torch.Tensor, degrees: float) -> torch.Tensor:
-    return _tv().rotate(x, degrees, interpolation=_bilinear(), fill=_FILL)
+    # About the image centre, counter-clockwise for positive degrees as PIL's rotate.
+    if degrees % 360 == 0:
+        return x.clone()
+    return warp(x, inverse_affine(-degrees, (0.0, 0.0), (0.0, 0.0), center=(0.0, 0.0)))
 
 
 def _posterize(x: torch.Tensor, bits: float) -> torch.Tensor:
@@ -152,17 +227,17 @@ def crop_resize(x: torch.Tensor, box: tuple[int, int, int, int], size: int, anti
 
 def normalise(x: torch.Tensor, cfg: DataConfig) -> torch.Tensor:
     """(N, T, 3, S, S) in [0, 255] -> normalised (N, 3, T, S, S), as the model takes it."""
-    mean = torch.tensor(cfg.mean, dtype=x.dtype, device=x.device).view(1, 1, 3, 1, 1) * 255.0
-    std = torch.tensor(cfg.std, dtype=x.dtype, device=x.device).view(1, 1, 3, 1, 1) * 255.0
+    mean = _constant(cfg.mean, x.device).to(x.dtype).view(1, 1, 3, 1, 1) * 255.0
+    std = _constant(cfg.std, x.device).to(x.dtype).view(1, 1, 3, 1, 1) * 255.0
     return x.sub_(mean).div_(std).permute(0, 2, 1, 3, 4).contiguous()
 
 
 def finish(x: torch.Tensor, params: Sequence[ClipParams], cfg: DataConfig) -> torch.Tensor:
     """Flip, normalise and erase a batch of resized clips ``x`` (N, T, 3, S, S) in [0, 255];
     returns (N, 3, T, S, S) float, as the model takes it."""
-    flip = [i for i, p in enumerate(params) if p.flip]
-    if flip:
-        x[flip] = x[flip].flip(-1)
+    for i, p in enumerate(params):
+        if p.flip:  # one clip at a time: a list index would be copied to the device
+            x[i] = x[i].flip(-1)
     x = normalise(x, cfg)
     for i, p in enumerate(params):
         if p.erase is not None:
