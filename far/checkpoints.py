@@ -399,13 +399,17 @@ def _pos_embed_flavour(fmt: str, meta: Mapping[str, Any]) -> str | None:
 
 
 def load_checkpoint(model: torch.nn.Module, source: str | Path | Mapping[str, Any], *, fmt: str | None = None,
-                    trust: bool = False) -> LoadReport:
+                    trust: bool = False, complete: bool = False) -> LoadReport:
     """Load ``source`` (a path or an in-memory checkpoint dict) into ``model``, completely.
 
     Raises :class:`CheckpointError` naming the keys when anything is missing, unexpected
     or of the wrong shape. Switches the model's fixed position embedding to the
     checkpoint's flavour (MVD 3-D or VideoMAE 1-D) and says so in the report. A file that
     needs the full unpickler is refused unless ``trust`` (``--trust-checkpoint``).
+    ``complete``: every parameter of the model must come from the checkpoint, the
+    fine-tuning modules (``fc_norm``, ``head``) included, whatever the format: a released
+    fine-tuned model (official ``{"module": ...}`` or Hugging Face
+    ``VideoMAEForVideoClassification``) tested as it is, where a fresh head would go unnoticed.
     """
     if isinstance(source, Mapping):
         where = "<in-memory checkpoint>"
@@ -429,13 +433,14 @@ def load_checkpoint(model: torch.nn.Module, source: str | Path | Mapping[str, An
         else:
             keep[k] = v
 
-    expected = [re.compile(p) for p in _EXPECTED_MISSING[fmt]]
+    expected = [] if complete else [re.compile(p) for p in _EXPECTED_MISSING[fmt]]
     missing = [k for k in model_state if k not in keep]
     bad_missing = [k for k in missing if not any(p.match(k) for p in expected)]
     unexpected = [k for k in keep if k not in model_state]
     problems = []
     if bad_missing:
-        problems.append(f"missing {len(bad_missing)} keys the model needs: {_abbrev(bad_missing)}")
+        problems.append(f"missing {len(bad_missing)} keys the model needs: {_abbrev(bad_missing)}"
+                        + (" (a complete model is required: a fine-tuned checkpoint with its head)" if complete else ""))
     if unexpected:
         problems.append(f"{len(unexpected)} unexpected keys: {_abbrev(unexpected)}")
     shapes = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(model_state[k].shape)}"

@@ -1,4 +1,4 @@
-"""Download and verify the official pre-trained checkpoints (``far fetch``).
+"""Download and verify the official pre-trained and released fine-tuned checkpoints (``far fetch``).
 
 The registry (``params/checkpoints.yaml``) says, per checkpoint, where it can
 be downloaded from (Google Drive ids, Hugging Face files) and, when known, its
@@ -69,13 +69,21 @@ EXIT_UNAVAILABLE = 2  # no source could deliver the file: place it by hand
 METHODS = ("videomae", "mvd")
 BACKBONES = ("vit_s", "vit_b")
 DATASETS = ("k400", "ssv2")
-FORMATS = ("videomae_pretrain", "mvd_pretrain", "hf_videomae")
+# ``finetuned``: a released fine-tuned model, ``{"module": state_dict}`` with its head
+# (far.checkpoints reads it as its "finetuned" format); HF fine-tuned files are hf_videomae.
+FORMATS = ("videomae_pretrain", "mvd_pretrain", "hf_videomae", "finetuned")
 # Which formats each method may have: catches a copy-paste of the wrong block.
-METHOD_FORMATS = {"videomae": ("videomae_pretrain", "hf_videomae"), "mvd": ("mvd_pretrain",)}
+METHOD_FORMATS = {"videomae": ("videomae_pretrain", "hf_videomae", "finetuned"), "mvd": ("mvd_pretrain",)}
 SOURCE_KINDS = ("gdrive", "huggingface")
+# What an entry holds: a self-supervised pre-training (fine-tuned by the grid) or a released
+# fine-tuned model with its published test accuracy (tested by `far data check`).
+KINDS = ("pretrained", "finetuned")
+# The test protocol of each dataset (clips x crops), as VideoMAE's MODEL_ZOO.md states it.
+PROTOCOL_VIEWS = {"ssv2": (2, 3), "k400": (5, 3)}
 
 _REQUIRED = ("name", "method", "backbone", "pretrain_dataset", "format", "filename", "sources", "sha256", "size")
-_OPTIONAL = ("epochs", "teacher", "alternatives", "description")
+_OPTIONAL = ("epochs", "teacher", "alternatives", "description", "kind", "published")
+_PUBLISHED_REQUIRED = ("dataset", "top1", "top5", "clips", "crops", "source")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
@@ -136,6 +144,18 @@ class Source:
 
 
 @dataclass(frozen=True)
+class Published:
+    """The test result published with a released fine-tuned model, and where it was read."""
+
+    dataset: str  # k400 | ssv2: the data it was fine-tuned and tested on
+    top1: float  # percent
+    top5: float | None  # percent; None where the source gives none
+    clips: int  # temporal views
+    crops: int  # spatial views
+    source: str  # where the numbers were published (a page, a table row)
+
+
+@dataclass(frozen=True)
 class CheckpointSpec:
     """One validated registry entry."""
 
@@ -152,6 +172,8 @@ class CheckpointSpec:
     teacher: str | None = None
     alternatives: tuple[str, ...] = ()
     description: str | None = None
+    kind: str = "pretrained"
+    published: Published | None = None
 
 
 Registry = dict[str, CheckpointSpec]
@@ -179,6 +201,38 @@ def _check_source(raw: Any, where: str) -> Source:
     if not (isinstance(file, str) and file and not file.startswith("/") and ".." not in file):
         raise RegistryError(f"{where}.file: must be a file path inside the repo, got {file!r}")
     return Source(kind, repo=repo, file=file)
+
+
+def _number(value: Any, low: float, high: float) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
+
+
+def _check_published(raw: Any, where: str) -> Published:
+    """``published: {dataset, top1, top5, clips, crops, source}`` of a fine-tuned entry."""
+    if not isinstance(raw, dict):
+        raise RegistryError(f"{where}: must be a mapping {{dataset, top1, top5, clips, crops, source}}, got {raw!r}")
+    missing = [k for k in _PUBLISHED_REQUIRED if k not in raw]
+    if missing:
+        raise RegistryError(f"{where}: missing field(s) {missing} (write `null` for an unpublished top5)")
+    unknown = set(raw) - set(_PUBLISHED_REQUIRED)
+    if unknown:
+        raise RegistryError(f"{where}: unknown field(s) {sorted(unknown)}; allowed: {list(_PUBLISHED_REQUIRED)}")
+    if raw["dataset"] not in DATASETS:
+        raise RegistryError(f"{where}.dataset: must be one of {', '.join(DATASETS)}, got {raw['dataset']!r}")
+    if not _number(raw["top1"], 0, 100):
+        raise RegistryError(f"{where}.top1: must be a percentage in [0, 100], got {raw['top1']!r}")
+    if raw["top5"] is not None and not (_number(raw["top5"], 0, 100) and raw["top5"] >= raw["top1"]):
+        raise RegistryError(f"{where}.top5: must be null or a percentage in [top1, 100], got {raw['top5']!r}")
+    for key in ("clips", "crops"):
+        if not (isinstance(raw[key], int) and not isinstance(raw[key], bool) and raw[key] >= 1):
+            raise RegistryError(f"{where}.{key}: must be a positive integer, got {raw[key]!r}")
+    if raw["crops"] not in (1, 3):
+        raise RegistryError(f"{where}.crops: must be 1 or 3 (what far test cuts), got {raw['crops']!r}")
+    if not (isinstance(raw["source"], str) and raw["source"].strip()):
+        raise RegistryError(f"{where}.source: must say where the numbers were published")
+    return Published(dataset=raw["dataset"], top1=float(raw["top1"]),
+                     top5=None if raw["top5"] is None else float(raw["top5"]),
+                     clips=raw["clips"], crops=raw["crops"], source=raw["source"].strip())
 
 
 def _check_entry(raw: Any, where: str) -> CheckpointSpec:
@@ -233,6 +287,17 @@ def _check_entry(raw: Any, where: str) -> CheckpointSpec:
     alternatives = raw.get("alternatives") or []
     if not (isinstance(alternatives, list) and all(isinstance(a, str) for a in alternatives)):
         raise RegistryError(f"{where}.alternatives: must be a list of checkpoint names")
+    kind = raw.get("kind", "pretrained")
+    if kind not in KINDS:
+        raise RegistryError(f"{where}.kind: must be one of {', '.join(KINDS)}, got {kind!r}")
+    # A fine-tuned entry is only useful with the number to compare against; a pre-training has none.
+    if (kind == "finetuned") != ("published" in raw):
+        raise RegistryError(f"{where}.published: required for kind finetuned and only there (kind is {kind})")
+    if kind == "pretrained" and raw["format"] == "finetuned":
+        raise RegistryError(f"{where}.format: 'finetuned' needs kind: finetuned")
+    if kind == "finetuned" and raw["format"] not in ("finetuned", "hf_videomae"):
+        raise RegistryError(f"{where}.format: a fine-tuned entry is format finetuned or hf_videomae, got {raw['format']!r}")
+    published = _check_published(raw["published"], f"{where}.published") if kind == "finetuned" else None
     return CheckpointSpec(
         name=name,
         method=raw["method"],
@@ -247,6 +312,8 @@ def _check_entry(raw: Any, where: str) -> CheckpointSpec:
         teacher=teacher,
         alternatives=tuple(alternatives),
         description=raw.get("description"),
+        kind=kind,
+        published=published,
     )
 
 
@@ -769,13 +836,16 @@ def _verify_existing(spec: CheckpointSpec, final: Path, dest: Path, expected: Ex
 def format_table(registry: Registry, dest: str | os.PathLike[str] = DEFAULT_DEST) -> str:
     """The registry as a text table, with whether each file is present and how it is verified."""
     lock = read_lock(dest) if lock_path(dest).exists() else {}
-    head = ("name", "method", "backbone", "pretrain", "epochs", "format", "sources", "hash", "present", "filename")
+    head = ("name", "method", "backbone", "pretrain", "epochs", "format", "published", "sources", "hash", "present",
+            "filename")
     rows = [head]
     for s in registry.values():
         hash_from = "registry" if s.sha256 else ("lock" if s.name in lock else "-")
         rows.append((
             s.name, s.method + (f"({s.teacher})" if s.teacher else ""), s.backbone, s.pretrain_dataset,
-            str(s.epochs or "-"), s.format, ",".join(src.kind for src in s.sources), hash_from,
+            str(s.epochs or "-"), s.format,
+            f"{s.published.dataset} {s.published.top1:g} ({s.published.clips}x{s.published.crops})" if s.published else "-",
+            ",".join(src.kind for src in s.sources), hash_from,
             "yes" if (Path(dest) / s.filename).exists() else "no", s.filename,
         ))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
@@ -786,7 +856,7 @@ def format_table(registry: Registry, dest: str | os.PathLike[str] = DEFAULT_DEST
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="far fetch",
-        description="Download and verify official pre-trained checkpoints into DEST/<filename>.",
+        description="Download and verify official pre-trained and released fine-tuned checkpoints into DEST/<filename>.",
         epilog="Exit codes: 0 ok; 1 bad registry or a present file fails verification; "
                "2 no source could deliver the file (the message says how to place it by hand).",
     )
