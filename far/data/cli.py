@@ -1,10 +1,11 @@
-"""``far data synth`` and ``far data prepare`` (dispatched from far/cli.py)."""
+"""``far data synth``, ``far data prepare`` and ``far data check`` (dispatched from far/cli.py)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from typing import Any
 
 from far.data.synth import DEFAULT_FRAMES, SynthSpec
 
@@ -15,6 +16,27 @@ def _size(text: str) -> tuple[int, int]:
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"expected HxW, e.g. 96x128 (got {text!r})") from err
     return h, w
+
+
+def _views(text: str) -> tuple[int, int]:
+    try:
+        clips, crops = (int(v) for v in text.lower().split("x"))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected CLIPSxCROPS, e.g. 2x3 (got {text!r})") from err
+    return clips, crops
+
+
+def _mapping(text: str) -> dict[str, Any]:
+    """A YAML/JSON mapping given on the command line, e.g. '{backbone: vit_tiny_cpu}'."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise argparse.ArgumentTypeError(f"not a YAML mapping: {text!r} ({err})") from err
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a mapping like '{{key: value}}', got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +75,44 @@ def build_parser() -> argparse.ArgumentParser:
                    help="re-encode to H.264 with this short side (e.g. 320) into OUT/videos")
     p.add_argument("--workers", type=int, default=1, help="processes for checking/re-encoding")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    from far.cli import add_job_flags
+    from far.data.check import DEFAULT_FAIL_BELOW, DEFAULT_TOLERANCE, EXIT_FAIL
+
+    c = sub.add_parser(
+        "check", help="test a released fine-tuned model on the prepared val list against its published top-1",
+        description="Test a released fine-tuned model (a `kind: finetuned` registry entry, or a file with "
+                    "--published-top1) on a prepared validation list with `far test`'s multi-view protocol, "
+                    "and compare with the published top-1. Writes REPORT (Markdown) and REPORT with .json.",
+        epilog=f"Exit status: 0 pass or borderline; {EXIT_FAIL} fail (below the published top-1 by more than "
+               "--fail-below; --report-only gives 0); 2 bad arguments, missing data or a checkpoint that cannot "
+               "be fetched or loaded.")
+    c.add_argument("--prepared", required=True, help="folder of `far data prepare --out` (val.csv, report.json)")
+    c.add_argument("--checkpoint", required=True,
+                   help="a fine-tuned registry name (fetched like `far fetch NAME`) or a checkpoint file")
+    c.add_argument("--report", default="reports/data_check.md", help="Markdown report; JSON next to it (%(default)s)")
+    c.add_argument("--out", default=None, help="folder for the test's predictions.csv/metrics.json "
+                                               "(default: next to the report, data_check/<name>)")
+    c.add_argument("--registry", default="params/checkpoints.yaml")
+    c.add_argument("--dest", default="data/checkpoints", help="where registry checkpoints are fetched to")
+    c.add_argument("--published-top1", type=float, help="published top-1 (percent); required for a file")
+    c.add_argument("--published-top5", type=float)
+    c.add_argument("--published-in", default="stated on the command line", help="where the numbers come from")
+    c.add_argument("--views", type=_views, help="CLIPSxCROPS (default: the registry's, else 2x3 SSv2 / 5x3 K400)")
+    c.add_argument("--model", type=_mapping, default={},
+                   help="model keys over the registry's backbone, e.g. '{backbone: vit_tiny_cpu}' (required for a file)")
+    c.add_argument("--data", type=_mapping, default={}, help="data settings over the protocol's, e.g. '{short_side: 64}'")
+    c.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                   help="points either way that pass (default %(default)s)")
+    c.add_argument("--fail-below", type=float, default=DEFAULT_FAIL_BELOW,
+                   help="points below the published top-1 that fail (default %(default)s)")
+    c.add_argument("--known-size", type=int, action="append", default=None, metavar="N",
+                   help="a validation-set size to accept instead of the known copies' (repeatable)")
+    c.add_argument("--max-videos", type=int, help="test the first N videos only (a quick look, not a verdict)")
+    c.add_argument("--eval-micro", type=int, default=8, help="views per forward (default %(default)s)")
+    c.add_argument("--workers", type=int, default=2, help="loader workers (default %(default)s)")
+    c.add_argument("--report-only", action="store_true", help="exit 0 even when the check fails")
+    add_job_flags(c, trusts="the checkpoint")
     return parser
 
 
@@ -60,6 +120,8 @@ def main(argv: list[str]) -> int:
     """Entry point: returns 0 on success, 2 on missing raw data or bad arguments."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "check":
+        return _check(args)
     if args.command == "synth":
         from far.data.encode import EncoderUnavailable
         from far.data.synth import generate
@@ -93,4 +155,56 @@ def main(argv: list[str]) -> int:
         return 2
     for line in summary(report):
         print(line)
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    """``far data check``: see far/data/check.py."""
+    from pathlib import Path
+
+    from far.checkpoints import CheckpointError
+    from far.config import ConfigError
+    from far.data.check import Target, read_prepared, registry_target, run_check, write_report
+    from far.fetch import PROTOCOL_VIEWS, AllSourcesFailed, FetchError
+
+    def fail(msg: str) -> int:
+        print(f"far data check: {msg}", file=sys.stderr)
+        return 2
+
+    try:
+        if Path(args.checkpoint).is_file():
+            if args.published_top1 is None or not args.model:
+                return fail(f"{args.checkpoint} is a file: give --published-top1 and --model (its backbone)")
+            dataset = read_prepared(args.prepared)["dataset"]
+            clips, crops = args.views or PROTOCOL_VIEWS[dataset]
+            target = Target(name=Path(args.checkpoint).name, path=Path(args.checkpoint), fmt=None, dataset=dataset,
+                            top1=args.published_top1, top5=args.published_top5, clips=clips, crops=crops,
+                            source=args.published_in, model={})
+        else:
+            target = registry_target(args.checkpoint, args.registry, args.dest)
+            if args.published_top1 is not None:
+                target.top1, target.top5, target.source = args.published_top1, args.published_top5, args.published_in
+            if args.views:
+                target.clips, target.crops = args.views
+        target.model |= args.model
+        known = tuple((n, "the size given with --known-size") for n in args.known_size) if args.known_size else None
+        out = Path(args.out) if args.out else Path(args.report).with_suffix("") / target.name
+        record = run_check(target, args.prepared, out, data=args.data, tolerance=args.tolerance,
+                           fail_below=args.fail_below, known_sizes=known, max_videos=args.max_videos,
+                           eval_micro=args.eval_micro, num_workers=args.workers, trust=args.trust_checkpoint,
+                           progress=args.progress)
+    except AllSourcesFailed as err:  # the manual-placement instructions of far fetch
+        return fail(str(err))
+    except (FetchError, CheckpointError, ConfigError, FileNotFoundError, ValueError) as err:
+        return fail(str(err))
+    md, js = write_report([record], args.report)
+    verdict = record["verdict"]
+    print(f"far data check: {verdict['status'].upper()}: {verdict['text']}")
+    for i, cause in enumerate(verdict["causes"], 1):
+        print(f"  {i}. {cause}")
+    print(f"far data check: wrote {md} and {js}")
+    if verdict["status"] == "fail" and not args.report_only:
+        from far.data.check import EXIT_FAIL
+
+        return EXIT_FAIL
     return 0
