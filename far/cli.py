@@ -14,7 +14,7 @@ import sys
 # name -> (module, one-line help). The module's ``main(argv)`` parses its own flags.
 COMMANDS: dict[str, tuple[str, str]] = {
     "complexity": ("far.complexity", "FLOPs/params of the paper's models (Tables 2-8) with fvcore"),
-    "data": ("far.data.cli", "generate synthetic datasets, prepare SSv2/K400 lists"),
+    "data": ("far.data.cli", "generate synthetic datasets, prepare SSv2/K400 lists, check them against released fine-tuned models"),
     "fetch": ("far.fetch", "download and verify an official pre-trained checkpoint"),
     "pretrain": ("far.pretrain.cli", "offline VideoMAE / MVD pre-training at small scale"),
     "grid": ("far.grid", "list the pipeline's runs, write one run's resolved config"),
