@@ -27,7 +27,7 @@ import torch
 import yaml
 
 from far.checkpoints import CheckpointError, load_checkpoint, to_format
-from far.data.check import EXIT_FAIL, check_set_size, judge, sampling_error
+from far.engine.data_check import EXIT_FAIL, check_set_size, judge, sampling_error
 from far.fetch import RegistryError, load_registry
 from far.models import build_model
 

@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     from far.cli import add_job_flags
-    from far.data.check import DEFAULT_FAIL_BELOW, DEFAULT_TOLERANCE, EXIT_FAIL
+    from far.engine.data_check import DEFAULT_FAIL_BELOW, DEFAULT_TOLERANCE, EXIT_FAIL
 
     c = sub.add_parser(
         "check", help="test a released fine-tuned model on the prepared val list against its published top-1",
@@ -159,12 +159,12 @@ def main(argv: list[str]) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    """``far data check``: see far/data/check.py."""
+    """``far data check``: see far/engine/data_check.py."""
     from pathlib import Path
 
     from far.checkpoints import CheckpointError
     from far.config import ConfigError
-    from far.data.check import Target, read_prepared, registry_target, run_check, write_report
+    from far.engine.data_check import Target, read_prepared, registry_target, run_check, write_report
     from far.fetch import PROTOCOL_VIEWS, AllSourcesFailed, FetchError
 
     def fail(msg: str) -> int:
@@ -204,7 +204,7 @@ def _check(args: argparse.Namespace) -> int:
         print(f"  {i}. {cause}")
     print(f"far data check: wrote {md} and {js}")
     if verdict["status"] == "fail" and not args.report_only:
-        from far.data.check import EXIT_FAIL
+        from far.engine.data_check import EXIT_FAIL
 
         return EXIT_FAIL
     return 0
