@@ -201,6 +201,19 @@ def test_resume_continues_to_the_same_weights(runs, tmp_path):
     assert done.epoch_loss == pytest.approx(runs["videomae"].epoch_loss, rel=1e-5)
 
 
+def test_resuming_a_state_of_another_model_is_refused_clearly(tmp_path):
+    """An output folder named by method and backbone keeps its resumable states when the
+    params change that backbone: the resume must say so, not dump missing keys."""
+    from far.pretrain.train import pretrain
+
+    pretrain(config_from_dict(TOY | {"method": "videomae", "epochs": 2}), tmp_path, progress=False,
+             stop_after_epoch=1)
+    wider = config_from_dict(TOY | {"method": "videomae", "epochs": 2,
+                                    "model": {"backbone": "vit_tiny_cpu", "embed_dim": 192, "num_heads": 12}})
+    with pytest.raises(RuntimeError, match="resumable state is of another model.*delete"):
+        pretrain(wider, tmp_path, progress=False)
+
+
 def test_cli_reports_bad_config(tmp_path, capsys):
     from far.pretrain.cli import main
 

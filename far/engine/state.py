@@ -216,7 +216,17 @@ def load(engine: Any, path: Path, *, rank: int, trust: bool = False) -> TrainerS
     state = TrainerState.from_json((path / "trainer.json").read_text())
     # DeepSpeed unpickles with weights_only=False: first prove each file loads without that.
     check_deepspeed_files(path / "ds", trust=trust)
-    load_path, _ = engine.load_checkpoint(str(path / "ds"), tag=DS_TAG, load_optimizer_states=True, load_lr_scheduler_states=False)
+    try:
+        load_path, _ = engine.load_checkpoint(str(path / "ds"), tag=DS_TAG, load_optimizer_states=True,
+                                              load_lr_scheduler_states=False)
+    except RuntimeError as err:
+        if "state_dict" not in str(err):
+            raise
+        # A state written by another model (e.g. after a change of the params' backbone
+        # for an output folder named by method and backbone only): say so, not a key dump.
+        first = str(err).strip().splitlines()[0][:200]
+        raise RuntimeError(f"{path}: this resumable state is of another model than the one configured ({first} ...); "
+                           f"delete {path.parent} to start this run again") from err
     if load_path is None:
         raise RuntimeError(f"DeepSpeed could not load the checkpoint in {path / 'ds'}")
     rng_file = path / f"rng-rank{rank}.pt"
