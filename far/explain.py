@@ -309,12 +309,10 @@ def summarise_localisation(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 # ---- far explain ------------------------------------------------------------------------------
 def _class_names(explainer: Explainer) -> list[str] | None:
     """Class names from the prepared lists' classes.json (name -> index), if there."""
-    f = Path(explainer.dataset.cfg.val_list).parent / "classes.json"
-    try:
-        names = json.loads(f.read_text())
-    except (OSError, ValueError):
-        return None
-    return [n for n, _ in sorted(names.items(), key=lambda kv: kv[1])]
+    from far.data.prepare import read_class_names
+
+    names = read_class_names(Path(explainer.dataset.cfg.val_list).parent / "classes.json")
+    return [names[i] for i in sorted(names)] or None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -428,7 +426,9 @@ def write_localisation(out: Path, rows: Sequence[dict[str, Any]], models: Sequen
     doc = {"metric": "energy-based pointing game: share of GradCAM heat inside the object mask, "
                      "mean over the val videos with masks (centre view)",
            "target": args.target, "weights": args.weights, "models": summary}
-    (out / "localisation.json").write_text(json.dumps(doc, indent=2) + "\n")
+    from far.layout import GRADCAM_LOCALISATION
+
+    (out / GRADCAM_LOCALISATION).write_text(json.dumps(doc, indent=2) + "\n")
     for name, s in summary.items():
         if s["score"] is None:
             log.warning("localisation %s: no video with object masks (real data, or a synthetic dataset "

@@ -160,6 +160,15 @@ def prepare(dataset: str, root: str | Path, out: str | Path, reencode_short_side
     return report
 
 
+def read_class_names(path: str | Path) -> dict[int, str]:
+    """Index -> class name from a prepared ``classes.json`` (written above as name -> index);
+    {} when the file is missing or unreadable (names are then only for display)."""
+    try:
+        return {int(i): str(n) for n, i in json.loads(Path(path).read_text()).items()}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
 def summary(report: dict[str, Any]) -> Iterable[str]:
     """Human-readable lines for a report (printed by the CLI)."""
     yield f"{report['dataset']}: {report['num_classes']} classes; video_root {report['video_root']}"

@@ -26,7 +26,7 @@ import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from far.grid import Grid, Run
 from far.layout import GRADCAM_CHOICE, GRADCAM_LOCALISATION, RESULTS, Layout
@@ -130,14 +130,6 @@ def choose_videos(baseline: "pd.DataFrame", far: "pd.DataFrame", max_videos: int
 
 
 # ---- far gradcam -----------------------------------------------------------------------------
-def _class_names(path: str | Path) -> dict[int, str]:
-    """Index -> name from a prepared ``classes.json`` (name -> index); {} if unreadable."""
-    try:
-        return {int(i): str(n) for n, i in json.loads(Path(path).read_text()).items()}
-    except (OSError, ValueError, AttributeError):
-        return {}
-
-
 def explain_args(grid: Grid, spec: FigureSpec, seed: int, chosen: Sequence[Choice], out: str | Path,
                  results: str | Path = RESULTS) -> list[str]:
     """The ``far explain`` flags of one figure and seed: baseline then FAR (rows in that
@@ -188,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     base, far_run = figure_runs(grid, spec, args.seed)
     preds = [pd.read_csv(Layout.run(r.run_id, args.results).test_predictions) for r in (base, far_run)]
     chosen = choose_videos(*preds, max_videos=args.max_videos)
-    names = _class_names(grid.layout.prepared(base.dataset).classes)
+    from far.data.prepare import read_class_names
+
+    names = read_class_names(grid.layout.prepared(base.dataset).classes)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     doc = {"figure": spec.number, "table": spec.table, "dataset": base.dataset, "seed": args.seed,
