@@ -218,7 +218,9 @@ def build_run(target: Target, prepared: Mapping[str, Any], *, data: Mapping[str,
 
     model = {"variant": "baseline", "drop_path": 0.0} | dict(target.model) | {"num_classes": prepared["num_classes"]}
     mc = model_config(model)
-    sampling = {"ssv2": "segment", "k400": "dense"}[target.dataset]
+    from far.data.config import DataConfig
+
+    sampling = DataConfig.preset(target.dataset).sampling  # the reference's sampling of that dataset
     data_cfg = {"dataset": target.dataset, "sampling": sampling, "val_list": str(prepared["val_list"]),
                 "root": str(prepared["video_root"]), "num_classes": prepared["num_classes"],
                 "num_frames": mc.num_frames, "input_size": mc.img_size} | dict(data or {})
