@@ -22,7 +22,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from far.data.batch_augment import OPS, ClipAugment, EvalViews, apply_ops
+from far.data.batch_augment import OPS, ClipAugment, EvalViews, apply_ops, finish, seeded_normal
 from far.data.config import DataConfig
 from far.data.dataset import collate
 from far.data.reference_augment import TrainTransform, augment_clip
@@ -284,6 +284,40 @@ def test_same_seed_same_batch_and_clip_consistency():
     assert not torch.equal(a[:, 0], a[:, 1])  # fresh erasing noise per frame
 
 
+def test_erasing_noise_is_standard_normal_per_seed_and_fills_only_the_box():
+    """The erasing noise (``seeded_normal``: counter-based, nothing to seed or wait for on a
+    GPU) is standard normal, a function of its clip's seed and its position alone, different
+    between seeds; ``finish`` puts it in each erased clip's box on every frame, nowhere else."""
+    seeds = [2**62 + 12345, 7, 8]  # 63-bit, as TrainDraw's, and neighbouring small seeds
+    together = seeded_normal(seeds, [100_000, 200_000, 200_000], "cpu")
+    a, b = together[100_000:300_000], together[300_000:]
+    assert torch.equal(a, seeded_normal([7], [200_000], "cpu"))  # not the batch's other seeds
+    assert torch.equal(a[:1000], seeded_normal([7], [1000], "cpu"))  # nor how many values are drawn
+    z = together.double().sort().values
+    cdf = 0.5 * (1 + torch.erf(z / math.sqrt(2)))
+    n = len(z)
+    ks = torch.maximum(torch.arange(1, n + 1) / n - cdf, cdf - torch.arange(n) / n).max()
+    assert ks < 1.63 / math.sqrt(n), ks  # Kolmogorov-Smirnov, alpha = 1 %
+    assert abs(float(z.mean())) < 0.01 and abs(float(z.std()) - 1) < 0.01
+    assert 4.5 < float(z.abs().max()) < 5.5  # a 24-bit uniform's normal quantile: tails to 5.4 sigma
+    assert abs(float(torch.corrcoef(torch.stack([a, b]))[0, 1])) < 0.01  # seeds 7 and 8 independent
+    assert abs(float(torch.corrcoef(torch.stack([a[1:], a[:-1]]))[0, 1])) < 0.01  # neighbours independent
+    cfg = DataConfig.preset("ssv2", input_size=16, short_side=16)
+    params = [ClipParams(crop=(0, 0, 16, 16), erase=(2, 3, 5, 7), noise_seed=99), ClipParams(crop=(0, 0, 16, 16)),
+              ClipParams(crop=(0, 0, 16, 16), erase=(0, 0, 16, 1), noise_seed=2**63 - 1)]
+    x = torch.rand(3, 4, 3, 16, 16) * 255
+    plain = finish(x.clone(), [ClipParams(crop=p.crop) for p in params], cfg)
+    out = finish(x.clone(), params, cfg)
+    assert torch.equal(out[1], plain[1])
+    for i, (top, left, h, w) in ((0, (2, 3, 5, 7)), (2, (0, 0, 16, 1))):
+        box = (slice(None), slice(None), slice(top, top + h), slice(left, left + w))
+        noise = seeded_normal([params[i].noise_seed], [3 * 4 * h * w], "cpu").view(3, 4, h, w)
+        assert torch.equal(out[i][box], noise)
+        out[i][box] = plain[i][box]
+        assert torch.equal(out[i], plain[i])  # outside the box: untouched
+        assert not torch.equal(noise[:, 0], noise[:, 1])  # fresh noise per frame
+
+
 @pytest.mark.parametrize("size,dataset", [((48, 64), "ssv2"), ((64, 48), "k400"), ((40, 40), "ssv2")])
 def test_test_views_equal_the_cpu_reference(size, dataset):
     """EvalViews (far test, on the device) = EvalTransform (one view at a time, CPU), view by
@@ -308,7 +342,7 @@ def test_test_views_equal_the_cpu_reference(size, dataset):
 @pytest.mark.gpu
 def test_cuda_path_equals_cpu_path():
     """On CUDA the same params give the CPU result: exact ops bit for bit, interpolating ops
-    within float rounding (and the erasing noise comes from the GPU's generator)."""
+    within float rounding, the erasing noise too."""
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
     cfg = DataConfig.preset("k400", input_size=112, short_side=112, reprob=0.0)
@@ -320,9 +354,30 @@ def test_cuda_path_equals_cpu_path():
     gpu = ClipAugment(cfg)(batch, "cuda").cpu()
     diff = (cpu - gpu).abs()
     assert diff.mean() < 2e-3 and diff.max() < 0.1, (diff.mean(), diff.max())
-    erasing = DataConfig.preset("k400", input_size=112, short_side=112, reprob=1.0)
-    out = ClipAugment(erasing)(batch_of(videos[:1], [[TrainDraw(erasing)(240, 320, 1)]]), "cuda")
-    assert out.is_cuda and torch.isfinite(out).all()
+    # Erasing: the same noise on both devices (up to erfinv's rounding), and no host
+    # synchronisation on the GPU (a seeded CUDA generator per clip made one each).
+    erasing = DataConfig.preset("ssv2", input_size=112, short_side=112, reprob=1.0)
+    draw = TrainDraw(erasing)
+    batch = batch_of(videos[:4], [[draw(240, 320, 11 * v + k) for k in range(2)] for v in range(4)])
+    assert sum(p.erase is not None for p in batch["params"]) >= 6
+    batch["frames"] = batch["frames"].pin_memory()  # as the loader hands them over
+    augment = ClipAugment(erasing)
+    augment(batch, "cuda")  # warm-up: the per-device constants and grids are made once
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = augment(batch, "cuda")
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    cpu, out = ClipAugment(erasing)(batch, "cpu"), out.cpu()
+    assert (cpu - out).abs().mean() < 2e-3
+    for i, p in enumerate(batch["params"]):
+        if p.erase is not None:
+            top, left, h, w = p.erase
+            box = (i, slice(None), slice(None), slice(top, top + h), slice(left, left + w))
+            assert torch.allclose(out[box], cpu[box], rtol=1e-5, atol=1e-6), i
+    noise = seeded_normal([3, 2**63 - 1], [500_000, 12_345], "cuda").cpu()
+    assert torch.allclose(noise, seeded_normal([3, 2**63 - 1], [500_000, 12_345], "cpu"), rtol=1e-5, atol=1e-6)
     # The test views too (far test on the GPU).
     items = [{"frames": torch.from_numpy(f), "label": 0, "video_index": v, "clip": 0, "replaced": []}
              for v, f in enumerate(videos[:3])]

@@ -16,7 +16,8 @@ batch dimension of each op):
    PIL's resize in VideoMAE's pre-training crop).
 
 Then for the whole batch at once: flip where drawn, normalisation, and random erasing of
-each drawn rectangle (noise from the clip's ``noise_seed``, on the device).
+each drawn rectangle (normal noise from the clip's ``noise_seed``, made on the device by a
+counter-based hash, :func:`seeded_normal`: no generator to seed, nothing to wait for).
 
 Against timm's PIL ops (tests/test_batch_augment.py): Invert, Posterize, Solarize,
 SolarizeAdd, crop/resize, flip, normalisation and erasing are exact; Equalize, AutoContrast
@@ -39,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from far.data.config import DataConfig
-from far.data.transforms import RANDAUG_FILL, ClipParams, eval_crop_offsets, fill_noise, short_side_size
+from far.data.transforms import RANDAUG_FILL, ClipParams, eval_crop_offsets, short_side_size
 
 _FILL = [float(v) for v in RANDAUG_FILL]
 
@@ -232,16 +233,77 @@ def normalise(x: torch.Tensor, cfg: DataConfig) -> torch.Tensor:
     return x.sub_(mean).div_(std).permute(0, 2, 1, 3, 4).contiguous()
 
 
+_M32, _M64 = (1 << 32) - 1, (1 << 64) - 1
+
+
+def _splitmix64(z: int) -> int:
+    """SplitMix64's output function (Steele et al.): a 64-bit seed mixed into 64 fresh bits (host)."""
+    z = (z + 0x9E3779B97F4A7C15) & _M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+    return z ^ (z >> 31)
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash (Wellons' ``lowbias32`` with the hash-prospector's multipliers
+    0x21f0aaad, 0x735a2d97), in place on int64 values in [0, 2^32). The multipliers are below
+    2^31, so no product overflows int64: the same integers on every device."""
+    x.bitwise_xor_(x >> 16).mul_(0x21F0AAAD).bitwise_and_(_M32)
+    x.bitwise_xor_(x >> 15).mul_(0x735A2D97).bitwise_and_(_M32)
+    return x.bitwise_xor_(x >> 15)
+
+
+def seeded_normal(seeds: Sequence[int], counts: Sequence[int], device: torch.device | str,
+                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Standard normal noise for several seeds at once: the concatenation of ``counts[j]``
+    values for each ``seeds[j]`` (63-bit ints), made on ``device`` without synchronising it.
+
+    Counter-based, so a seed's values depend on that seed and their index only (not on the
+    other seeds of the call, nor on the device, up to the rounding of ``erfinv``): value l of
+    a seed hashes (l, the seed's two 32-bit keys from SplitMix64) with two rounds of
+    :func:`_mix32` into 32 bits, whose top 24 make an odd multiple v of 2^-24 in (-1, 1)
+    (uniform, symmetric, exact in float32), and the value is sqrt(2) erfinv(v): the normal
+    quantile of a 24-bit uniform (tails to 5.4 sigma, as float32 Box-Muller's). The per-seed
+    keys and offsets travel in one small tensor, copied from pinned memory without making
+    the host wait; a seeded CUDA generator per clip made one synchronising copy each
+    (check 12, benchmarks/results/train_pace.md)."""
+    device = torch.device(device)
+    total = sum(counts)
+    if total == 0:
+        return torch.empty(0, dtype=dtype, device=device)
+    keys = [_splitmix64(int(s) & _M64) for s in seeds]
+    starts = [0]
+    for n in counts[:-1]:
+        starts.append(starts[-1] + n)
+    table = torch.tensor([[s + n for s, n in zip(starts, counts)], starts,
+                          [k & _M32 for k in keys], [k >> 32 for k in keys]], dtype=torch.int64)
+    table = _device_tensor(table, device)
+    ends, starts_d, key_a, key_b = table.unbind(0)
+    index = torch.arange(total, dtype=torch.int64, device=device)
+    owner = torch.searchsorted(ends, index, right=True)
+    # The index of each value within its seed, keyed by the seed:
+    x = index.sub_(starts_d.index_select(0, owner)).bitwise_xor_(key_a.index_select(0, owner))
+    x = _mix32(_mix32(x).bitwise_xor_(key_b.index_select(0, owner)))
+    v = x.bitwise_right_shift_(8).mul_(2).sub_((1 << 24) - 1).to(dtype).mul_(2.0 ** -24)
+    return v.erfinv_().mul_(math.sqrt(2.0))
+
+
 def finish(x: torch.Tensor, params: Sequence[ClipParams], cfg: DataConfig) -> torch.Tensor:
     """Flip, normalise and erase a batch of resized clips ``x`` (N, T, 3, S, S) in [0, 255];
-    returns (N, 3, T, S, S) float, as the model takes it."""
+    returns (N, 3, T, S, S) float, as the model takes it. Each erased clip's box gets fresh
+    standard normal noise on every frame and pixel (the reference's "pixel" mode), made from
+    its ``noise_seed`` by :func:`seeded_normal` for the whole batch at once."""
     for i, p in enumerate(params):
         if p.flip:  # one clip at a time: a list index would be copied to the device
             x[i] = x[i].flip(-1)
     x = normalise(x, cfg)
-    for i, p in enumerate(params):
-        if p.erase is not None:
-            fill_noise(x[i], p.erase, torch.Generator(device=x.device).manual_seed(p.noise_seed))
+    erased = [(i, p.erase, p.noise_seed) for i, p in enumerate(params) if p.erase is not None]
+    if erased:
+        c, t = x.shape[1:3]
+        counts = [c * t * h * w for _, (_, _, h, w), _ in erased]
+        noise = seeded_normal([seed for *_, seed in erased], counts, x.device, x.dtype)
+        for (i, (top, left, h, w), _), chunk in zip(erased, noise.split(counts)):
+            x[i, :, :, top:top + h, left:left + w] = chunk.view(c, t, h, w)
     return x
 
 
