@@ -8,11 +8,20 @@ A batch like the paper's SSv2 micro-batch (24 videos x 2 copies of 16 x 240 x 42
 the SSv2 recipe's RandAugment and erasing) is augmented behind 20 queued large GEMMs, as a
 training step leaves them: a synchronising copy inside the augmentation then makes the
 host wait for them, which the profile's counts and the host time show.
+
+It then runs one call under ``torch.cuda.set_sync_debug_mode("warn")`` and prints where
+(file:line, innermost frames of far and torchvision) each synchronising operation left
+Python, and counts what the former erasing noise (a CUDA generator seeded per erased clip,
+``--no-probe`` skips it) did on its own.
 """
 
 from __future__ import annotations
 
+import argparse
+import collections
 import time
+import traceback
+import warnings
 
 import numpy as np
 import torch
@@ -28,7 +37,67 @@ COUNTED = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaMemcpyAsync",
            "Memcpy HtoD (Pageable -> Device)", "Memcpy HtoD (Pinned -> Device)")
 
 
-def main() -> None:
+def counts(fn) -> dict[str, int]:
+    """The COUNTED profiler events of one call of ``fn``."""
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return {e.key: e.count for e in prof.key_averages() if e.key in COUNTED}
+
+
+def sync_sites(fn) -> collections.Counter:
+    """Where ``fn``'s synchronising operations come from: torch's sync debug mode warns at
+    each; the Python stack at the warning, its innermost frames in far or torchvision."""
+    sites: collections.Counter = collections.Counter()
+
+    def record(message, category, filename, lineno, file=None, line=None) -> None:
+        frames = [f for f in traceback.extract_stack()[:-1]
+                  if ("/far/" in f.filename or "torchvision" in f.filename) and "sync_check" not in f.filename]
+        where = " <- ".join(f"{f.filename.rsplit('/', 2)[-1]}:{f.lineno} {f.name}" for f in frames[::-1][:3])
+        sites[f"{str(message).splitlines()[0][:60]} at {where or f'{filename}:{lineno}'}"] += 1
+
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings():  # restores showwarning afterwards
+            warnings.simplefilter("always")
+            warnings.showwarning = record
+            fn()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+    return sites
+
+
+def probe_old_noise(n: int = 11) -> None:
+    """The former erasing noise alone: one seeded CUDA generator per erased clip."""
+    x = torch.zeros(n, 3, 16, 224, 224, device="cuda")
+
+    def old() -> None:
+        for i in range(n):
+            g = torch.Generator(device="cuda").manual_seed(1000 + i)
+            x[i, :, :, 10:100, 20:120] = torch.randn((3, 16, 90, 100), generator=g, device="cuda")
+
+    def seed_only() -> None:
+        for i in range(n):
+            torch.Generator(device="cuda").manual_seed(1000 + i)
+
+    def one_generator() -> None:
+        g = torch.Generator(device="cuda")
+        for i in range(n):
+            g.manual_seed(1000 + i)
+            x[i, :, :, 10:100, 20:120] = torch.randn((3, 16, 90, 100), generator=g, device="cuda")
+
+    old(), torch.cuda.synchronize()
+    for name, fn in (("former noise: new CUDA generator + manual_seed + randn per clip", old),
+                     ("new CUDA generator + manual_seed only", seed_only),
+                     ("one CUDA generator, manual_seed + randn per clip", one_generator)):
+        print(f"probe, {n} clips, {name}: {counts(fn)}; sync sites: {dict(sync_sites(fn))}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--no-probe", action="store_true", help="skip the former erasing noise's probe")
+    args = p.parse_args(argv)
     cfg = DataConfig.preset("ssv2", input_size=224, short_side=240)
     draw = TrainDraw(cfg)
     rng = np.random.default_rng(0)
@@ -39,7 +108,9 @@ def main() -> None:
     batch["frames"] = batch["frames"].pin_memory()
     augment = ClipAugment(cfg)
     ops = [name for p in batch["params"] for name, _ in p.ops]
-    print(f"clips {len(batch['params'])}, ops {len(ops)}, geometric {sum(n in GEOMETRIC for n in ops)}")
+    erased = sum(p.erase is not None for p in batch["params"])
+    print(f"clips {len(batch['params'])}, ops {len(ops)}, geometric {sum(n in GEOMETRIC for n in ops)}, "
+          f"erased {erased}", flush=True)
     for _ in range(3):
         augment(batch, "cuda")
     torch.cuda.synchronize()
@@ -55,12 +126,22 @@ def main() -> None:
         return host
 
     hosts = sorted(step() for _ in range(5))
-    print(f"host time of the call behind 20 queued GEMMs: median {1000 * hosts[2]:.1f} ms")
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        step()
-    for event in prof.key_averages():
-        if event.key in COUNTED:
-            print(event.key, event.count)
+    print(f"host time of the call behind 20 queued GEMMs: median {1000 * hosts[2]:.1f} ms", flush=True)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(20):
+        a @ a
+    end.record()
+    end.synchronize()
+    print(f"the 20 GEMMs alone: {start.elapsed_time(end):.1f} ms of device time", flush=True)
+    for key, count in counts(step).items():
+        print(key, count)
+    sites = sync_sites(lambda: augment(batch, "cuda"))
+    print(f"synchronising operations in one call (sync debug mode): {sum(sites.values())}")
+    for site, count in sites.most_common():
+        print(f"  {count} x {site}")
+    if not args.no_probe:
+        probe_old_noise(erased)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ repeated augmentation 2, Mixup/CutMix, bf16, ZeRO 0) and reports:
 - the share of time the training loop waited for the loader (the same lines);
 - the GPU's busy share: ``nvidia-smi``'s utilisation (time with a kernel running) sampled
   every 100 ms over the same steady window;
-- a torch.profiler record of steps 20-24 (``far train --profile``: ``<out>/<row>/profile``);
+- a torch.profiler record of steps 20-24 (``far train --profile``: ``<out>/<row>/profile``),
+  summarised: the GPU's busy share in the trace, device time and span per step, host
+  synchronisations and host-to-device copies per step;
 - ``far bench``'s step (far.bench.timing.TrainStep: random clips, forward + backward +
   AdamW, bf16 autocast) at the same batch, compiled and eager.
 
@@ -23,7 +25,8 @@ per-clip CPU augmentation (far.data.reference_augment) for comparison, and the b
 augmentation of one batch on the GPU alone.
 
     python benchmarks/train_pace.py --out bench-out/train_pace [--backbones vit_b,vit_s]
-        [--variants far] [--compile on,off] [--micro 24] [--workers 14] [--steps 150]
+        [--variants far] [--compile on,off] [--compile-mode reduce-overhead] [--micro 24]
+        [--workers 14] [--steps 150]
 
 Results: benchmarks/results/train_pace.md (device, date and commands there).
 """
@@ -77,7 +80,7 @@ def make_data(folder: Path, classes: int, per_class: int, size: str, frames: int
 
 
 def run_config(data: dict[str, Any], backbone: str, variant: str, micro: int, workers: int, steps: int,
-               compile_on: bool) -> dict[str, Any]:
+               compile_on: bool, compile_mode: str | None = None) -> dict[str, Any]:
     """The paper's SSv2 fine-tuning recipe (Table 1) for one GPU, ``steps`` steps, no tracking."""
     return {
         "seed": 0,
@@ -91,7 +94,7 @@ def run_config(data: dict[str, Any], backbone: str, variant: str, micro: int, wo
         "batch": {"derive": "accumulation", "total": micro, "micro": micro, "num_workers": workers,
                   "eval_micro": 48},
         "deepspeed": {"zero_stage": 0, "precision": "auto"},
-        "compile": {"enabled": bool(compile_on)},
+        "compile": {"enabled": bool(compile_on), "mode": compile_mode},
         "test": {"run_at_end": False, "val_max_videos": 8},
         "tracking": {"enabled": False},
         "log": {"every_steps": 10, "progress_bar": "off"},
@@ -159,6 +162,7 @@ def train_once(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
     steady = [p for p in pace if p[1] > warm]
     first_t = max((t for t, step, *_ in pace if step <= warm), default=t0)
     return {
+        "profile": trace_summary(out / "profile"),
         "steps": total,
         "clips_per_s": statistics.median(p[3] for p in steady),
         "data_wait_share": statistics.mean(p[4] for p in steady),
@@ -167,6 +171,34 @@ def train_once(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
         "wall_s": wall,
         "pace_lines": [{"step": p[1], "clips_per_s": p[3], "data_wait_share": p[4]} for p in pace],
     }
+
+
+def trace_summary(folder: Path, steps: int = 5) -> dict[str, Any] | None:
+    """From ``far train --profile``'s trace of ``steps`` steps: the GPU's busy share (the
+    union of kernel, memcpy and memset intervals over the span from the first to the last
+    device event), device time and span per step, and host synchronisations per step."""
+    path = folder / "trace.json"
+    if not path.is_file():
+        return None
+    events = json.loads(path.read_text()).get("traceEvents", [])
+    intervals = sorted((e["ts"], e["ts"] + e.get("dur", 0)) for e in events
+                       if e.get("ph") == "X" and e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset"))
+    if not intervals:
+        return None
+    busy, cur_start, cur_end = 0.0, *intervals[0]
+    for start, end in intervals[1:]:
+        if start > cur_end:
+            busy += cur_end - cur_start
+            cur_start, cur_end = start, end
+        else:
+            cur_end = max(cur_end, end)
+    busy += cur_end - cur_start
+    span = max(e for _, e in intervals) - intervals[0][0]
+    names = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "Memcpy HtoD (Pageable -> Device)",
+             "Memcpy HtoD (Pinned -> Device)")
+    count = {n: sum(e.get("name") == n for e in events if e.get("ph") == "X") / steps for n in names}
+    return {"busy_share": busy / span, "device_busy_ms_per_step": busy / 1000 / steps,
+            "span_ms_per_step": span / 1000 / steps, "per_step": count}
 
 
 # ---- far bench's step at the same batch ----------------------------------------------------------
@@ -256,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backbones", default="vit_b")
     p.add_argument("--variants", default="far")
     p.add_argument("--compile", default="on", help="on, off or on,off")
+    p.add_argument("--compile-mode", default=None,
+                   help="far train's compile.mode (torch.compile's mode, e.g. reduce-overhead: CUDA graphs); "
+                        "far bench's step stays at the default mode")
     p.add_argument("--micro", type=int, default=24, help="videos per step (x 2 repeated-augmentation copies)")
     p.add_argument("--workers", type=int, default=14)
     p.add_argument("--steps", type=int, default=150)
@@ -290,9 +325,10 @@ def main(argv: list[str] | None = None) -> int:
     for backbone in args.backbones.split(","):
         for variant in args.variants.split(","):
             for compile_on in (c == "on" for c in args.compile.split(",")):
-                name = f"{backbone}-{variant}-{'compiled' if compile_on else 'eager'}"
-                cfg = run_config(data, backbone, variant, args.micro, args.workers, args.steps, compile_on)
-                row = {"backbone": backbone, "variant": variant, "compiled": compile_on,
+                mode = args.compile_mode if compile_on else None
+                name = f"{backbone}-{variant}-{'compiled' if compile_on else 'eager'}" + (f"-{mode}" if mode else "")
+                cfg = run_config(data, backbone, variant, args.micro, args.workers, args.steps, compile_on, mode)
+                row = {"backbone": backbone, "variant": variant, "compiled": compile_on, "compile_mode": mode,
                        "clips_per_step": args.micro * 2, "workers": args.workers}
                 row["train"] = train_once(cfg, out / name)
                 if not args.no_bench:
