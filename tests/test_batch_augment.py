@@ -118,6 +118,17 @@ def test_geometric_ops_equal_torchvisions_affine_bit_for_bit(name, args):
         assert torch.equal(OPS[name](x, *args), _torchvision_geometric(name, x, *args)), (name, args, shape)
 
 
+def test_sharpness_equals_torchvisions_bit_for_bit():
+    """far's Sharpness (its kernel made once per device: no synchronising copy on a GPU)
+    gives torchvision's adjust_sharpness exactly."""
+    import torchvision.transforms.v2.functional as tvf
+
+    gen = torch.Generator().manual_seed(6)
+    for shape, factor in (((4, 3, 48, 64), 0.1), ((2, 3, 37, 29), 1.9), ((1, 3, 2, 9), 0.5), ((3, 3, 5, 5), 0.0)):
+        x = torch.randint(0, 256, shape, dtype=torch.uint8, generator=gen)
+        assert torch.equal(OPS["SharpnessIncreasing"](x, factor), tvf.adjust_sharpness(x, factor)), (shape, factor)
+
+
 @pytest.mark.parametrize("name,args", CASES, ids=[f"{n}{a}" for n, a in CASES])
 def test_op_equals_timm_pil_op(name, args):
     from PIL import Image

@@ -27,7 +27,8 @@ as torchvision's tensor affine does (nearest and bilinear only), where the refer
 PIL for bicubic (the difference is measured and bounded in the tests and documented in
 docs/data.md). They go through :func:`warp`, which equals torchvision's affine and rotate
 but builds its small matrices on the host and copies them without making the host wait
-for the device.
+for the device; Sharpness likewise (:func:`_sharpness`, torchvision's with its kernel
+made once per device).
 """
 
 from __future__ import annotations
@@ -176,6 +177,27 @@ def _solarize_add(x: torch.Tensor, add: float, threshold: int = 128) -> torch.Te
     return torch.where(x < threshold, (x.to(torch.int16) + int(add)).clamp_(max=255).to(x.dtype), x)
 
 
+_SHARPEN = (1.0 / 13.0,) * 4 + (5.0 / 13.0,) + (1.0 / 13.0,) * 4  # torchvision's smoothing kernel, row-major
+
+
+def _sharpness(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """torchvision's ``adjust_sharpness`` of uint8 frames (..., 3, H, W), step for step, with
+    its 3 x 3 kernel made once per device: torchvision makes it with ``torch.tensor(...,
+    device=cuda)`` at every call, a synchronising copy from pageable memory (the 11 left in
+    a paper batch, benchmarks/results/train_pace.md, check 13)."""
+    if factor < 0:
+        raise ValueError(f"sharpness_factor ({factor}) is not non-negative.")
+    c, h, w = x.shape[-3:]
+    if x.numel() == 0 or h <= 2 or w <= 2:
+        return x
+    out = x.reshape(-1, c, h, w).to(torch.float32, copy=True)
+    kernel = _constant(_SHARPEN, x.device).view(1, 1, 3, 3).expand(c, 1, 3, 3)
+    blurred = F.conv2d(out, kernel, groups=c).round_()
+    inner = out[..., 1:-1, 1:-1]
+    inner.add_(blurred.sub_(inner), alpha=1.0 - factor)
+    return out.clamp_(0, 255).to(x.dtype).reshape(x.shape)
+
+
 # timm's RandAugment ops (timm.data.auto_augment.NAME_TO_OP), by name, on uint8
 # (..., 3, H, W); each takes the arguments timm's level function returns for it.
 OPS: dict[str, Callable[..., torch.Tensor]] = {
@@ -195,8 +217,8 @@ OPS: dict[str, Callable[..., torch.Tensor]] = {
     "ContrastIncreasing": lambda x, f: _tv().adjust_contrast(x, f),
     "Brightness": lambda x, f: _tv().adjust_brightness(x, f),
     "BrightnessIncreasing": lambda x, f: _tv().adjust_brightness(x, f),
-    "Sharpness": lambda x, f: _tv().adjust_sharpness(x, f),
-    "SharpnessIncreasing": lambda x, f: _tv().adjust_sharpness(x, f),
+    "Sharpness": _sharpness,
+    "SharpnessIncreasing": _sharpness,
     "ShearX": _shear_x,
     "ShearY": _shear_y,
     "TranslateXRel": _translate_x_rel,
