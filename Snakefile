@@ -20,6 +20,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/checkpoints.smk"
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/test.smk"
+include: "workflow/rules/data_check.smk"
 include: "workflow/rules/complexity.smk"
 include: "workflow/rules/gradcam.smk"
 include: "workflow/rules/report.smk"
@@ -39,4 +40,5 @@ rule all:
         DVC_DATA,
         LAYOUT.complexity,
         LAYOUT.dvc_status,
+        [LAYOUT.data_check_report()] if CHECKS else [],
     default_target: True

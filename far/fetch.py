@@ -73,8 +73,11 @@ DATASETS = ("k400", "ssv2")
 # (far.checkpoints reads it as its "finetuned" format); HF fine-tuned files are hf_videomae.
 FORMATS = ("videomae_pretrain", "mvd_pretrain", "hf_videomae", "finetuned")
 # Which formats each method may have: catches a copy-paste of the wrong block.
-METHOD_FORMATS = {"videomae": ("videomae_pretrain", "hf_videomae", "finetuned"), "mvd": ("mvd_pretrain",)}
-SOURCE_KINDS = ("gdrive", "huggingface")
+# (MVD released no fine-tuned models; an MVD fine-tune of one's own exports as finetuned.)
+METHOD_FORMATS = {"videomae": ("videomae_pretrain", "hf_videomae", "finetuned"), "mvd": ("mvd_pretrain", "finetuned")}
+# file: a copy on a disk this machine reads (a cluster's shared storage, or the file the
+# embedded default exports as its stand-in for a released model), copied and verified.
+SOURCE_KINDS = ("gdrive", "huggingface", "file")
 # What an entry holds: a self-supervised pre-training (fine-tuned by the grid) or a released
 # fine-tuned model with its published test accuracy (tested by `far data check`).
 KINDS = ("pretrained", "finetuned")
@@ -125,21 +128,26 @@ class AllSourcesFailed(FetchError):
 class Source:
     """One place a checkpoint can be downloaded from."""
 
-    kind: str  # gdrive | huggingface
+    kind: str  # gdrive | huggingface | file
     id: str | None = None  # gdrive file id (None: not known, see the YAML comment)
     repo: str | None = None  # huggingface repo, e.g. MCG-NJU/videomae-base
     file: str | None = None  # huggingface file in that repo
+    path: str | None = None  # file: a path on this machine (relative: to the working directory)
 
     def describe(self) -> str:
         """Short label used in progress lines and error messages."""
         if self.kind == "gdrive":
             return f"gdrive id={self.id}"
+        if self.kind == "file":
+            return f"file {self.path}"
         return f"huggingface {self.repo}/{self.file}"
 
     def manual_url(self) -> str | None:
         """The URL a person opens in a browser to download the file by hand."""
         if self.kind == "gdrive":
             return f"https://drive.google.com/file/d/{self.id}/view" if self.id else None
+        if self.kind == "file":
+            return None
         return f"{DEFAULT_HF_URL}/{self.repo}/resolve/main/{self.file}"
 
 
@@ -185,7 +193,7 @@ def _check_source(raw: Any, where: str) -> Source:
     kind = raw.get("kind")
     if kind not in SOURCE_KINDS:
         raise RegistryError(f"{where}.kind: must be one of {', '.join(SOURCE_KINDS)}, got {kind!r}")
-    allowed = {"gdrive": {"kind", "id"}, "huggingface": {"kind", "repo", "file"}}[kind]
+    allowed = {"gdrive": {"kind", "id"}, "huggingface": {"kind", "repo", "file"}, "file": {"kind", "path"}}[kind]
     extra = set(raw) - allowed
     if extra:
         raise RegistryError(f"{where}: unknown field(s) {sorted(extra)} for kind {kind}")
@@ -195,6 +203,11 @@ def _check_source(raw: Any, where: str) -> Source:
         if gid is not None and not (isinstance(gid, str) and re.fullmatch(r"[A-Za-z0-9_-]{10,}", gid)):
             raise RegistryError(f"{where}.id: not a Google Drive file id: {gid!r}")
         return Source(kind, id=gid)
+    if kind == "file":
+        path = raw.get("path")
+        if not (isinstance(path, str) and path.strip()):
+            raise RegistryError(f"{where}.path: must be a file path, got {path!r}")
+        return Source(kind, path=path)
     repo, file = raw.get("repo"), raw.get("file")
     if not (isinstance(repo, str) and re.fullmatch(r"[\w.-]+/[\w.-]+", repo)):
         raise RegistryError(f"{where}.repo: must be OWNER/NAME, got {repo!r}")
@@ -279,7 +292,7 @@ def _check_entry(raw: Any, where: str) -> CheckpointSpec:
     sources = tuple(_check_source(s, f"{where}.sources[{j}]") for j, s in enumerate(sources_raw))
     for j, src in enumerate(sources):
         # One entry = one byte stream = one hash; an HF file has other keys than the Drive file.
-        if (src.kind == "huggingface") != (raw["format"] == "hf_videomae"):
+        if src.kind != "file" and (src.kind == "huggingface") != (raw["format"] == "hf_videomae"):
             raise RegistryError(
                 f"{where}.sources[{j}]: a {src.kind} source cannot deliver format {raw['format']!r}; "
                 "Hugging Face files are format hf_videomae and belong in their own entry"
@@ -629,6 +642,8 @@ def _download_source(
     progress: bool, gdrive_base: str | None, hf_base: str | None,
 ) -> _Download:
     """Download one source into ``tmp`` within ``timeout`` seconds, following Drive's confirmation page if needed."""
+    if src.kind == "file":
+        return _copy_source(Path(src.path or ""), tmp, expected)
     import requests
 
     if src.kind == "huggingface":
@@ -656,6 +671,22 @@ def _download_source(
                 )
             url = nxt
         raise HtmlPageError("Drive kept answering with confirmation pages")
+
+
+def _copy_source(path: Path, tmp: Path, expected: Expected) -> _Download:
+    """Copy a ``file`` source into ``tmp``, hashing on the way; never more than the known size."""
+    if not path.is_file():
+        raise FetchError(f"{path}: no such file")
+    size = path.stat().st_size
+    if expected.size is not None and size != expected.size:
+        raise VerificationError(f"{path}: size {size} bytes, expected {expected.size} (from {expected.origin})")
+    digest = hashlib.sha256()
+    with open(path, "rb") as src, open(tmp, "wb") as out:
+        for block in iter(lambda: src.read(_CHUNK), b""):
+            digest.update(block)
+            out.write(block)
+    url = path.resolve().as_uri()
+    return _Download(size, digest.hexdigest(), url, requested=url)
 
 
 def _part_path(dest: Path, spec: CheckpointSpec) -> Path:
@@ -699,6 +730,8 @@ def manual_instructions(spec: CheckpointSpec, dest: str | os.PathLike[str]) -> s
     for src, url in urls:
         if url:
             lines.append(f"  - {url}")
+        elif src.kind == "file":
+            lines.append(f"  - copy {src.path} (a file source: it was not there)")
         else:
             lines.append(f"  - {src.describe()}: Drive id unknown, look it up in the {spec.method} repository's MODEL_ZOO.md")
     lines.append(f"and save it (renamed) as:\n  {final}")

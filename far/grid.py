@@ -30,6 +30,10 @@ from far.layout import Layout, load_params, project_root
 from far.tables import DEFAULT_TABLES, Table, load_tables
 
 PAPER_BACKBONES = ("vit_s", "vit_b")
+# The GPU-hour estimate (docs/pipeline.md): training videos of the official copies and an
+# assumed sustained bf16 throughput per GPU (about a quarter of an A5000's dense peak).
+PAPER_TRAIN_VIDEOS = {"ssv2": 168_913, "k400": 240_436}
+ASSUMED_TFLOPS = 30.0
 
 
 @dataclass
@@ -43,6 +47,8 @@ class Run:
     model: dict[str, Any]
     seed: int
     rows: list[tuple[str, str]] = field(default_factory=list)  # (table, row) it serves
+    released: str | None = None  # not trained: the released model ``released`` tested by far data check
+    gflops: float | None = None  # the paper's forward GFLOPs of its rows (the GPU-hour estimate)
 
 
 @dataclass
@@ -53,6 +59,27 @@ class Cell:
     row: str
     run_ids: list[str]
     paper: dict[str, float]
+    released: str | None = None  # from a released model's test (data_check.baselines_from_released)
+
+
+@dataclass(frozen=True)
+class DataCheck:
+    """One ``far data check`` job: a released fine-tuned model (a registry entry) tested on a
+    dataset's prepared validation list. A *stand-in* (the default: nothing is released for
+    synthetic data) is a fine-tune of this grid exported as if released (``far data stand-in``)."""
+
+    name: str  # registry name
+    dataset: str
+    backbone: str  # the paper's size name
+    registry: str  # the registry file that has ``name``
+    dest: str  # where far data check fetches it to
+    stand_in: str | None = None  # the run exported as the model
+    known_sizes: tuple[int, ...] = ()  # validation-set sizes to accept (synthetic data), else the known copies'
+
+    @property
+    def run_id(self) -> str:
+        """Its folder under results/runs/: test/ and data_check.json."""
+        return f"released-{self.name}"
 
 
 def _slug(model: Mapping[str, Any]) -> str:
@@ -110,10 +137,16 @@ class Grid:
         self.runs: dict[str, Run] = {}
         self._ids: dict[tuple, str] = {}
         self.cells: list[Cell] = []
+        # Released models' checks first: with baselines_from_released they replace runs.
+        self.data_checks: dict[str, DataCheck] = self._released_checks()
+        self.released_runs: dict[str, Run] = {}  # run_id (released-<name>) -> the cells' pseudo-run
+        self._replaced: dict[str, Run] = {}  # runs a released model's test stands for
         for number in [str(t) for t in self.params["tables"]]:
             if number == "1":  # Table 1 is the recipe: written from params, no runs
                 continue
             self._expand_table(self.tables[number])
+        for check in self._stand_in_checks():
+            self.data_checks[check.name] = check
 
     @classmethod
     def from_file(cls, path: str | Path, tables_path: str | Path = DEFAULT_TABLES) -> "Grid":
@@ -164,6 +197,7 @@ class Grid:
             model["num_classes"] = self.params["datasets"][dataset]["num_classes"]
             model |= self.params.get("model_overrides", {})
             model = self._canonical(model)
+            released = self._released_baseline(table, row, dataset, paper_backbone)
             ids = []
             for seed in self.params["seeds"]:
                 # One job per resolved configuration: the key ignores how the row spelled it
@@ -172,10 +206,115 @@ class Grid:
                 key = (dataset, pretraining, paper_backbone, _slug(model), int(seed))
                 run_id = self._ids.setdefault(
                     key, f"{dataset}-{pretraining}-{paper_backbone}-{_variant_name(row.model)}-{_slug(model)}-s{seed}")
-                run = self.runs.setdefault(run_id, Run(run_id, dataset, pretraining, paper_backbone, model, int(seed)))
+                runs = self._replaced if released else self.runs
+                run = runs.setdefault(run_id, Run(run_id, dataset, pretraining, paper_backbone, model, int(seed),
+                                                  gflops=row.paper.get("gflops")))
                 run.rows.append((table.number, row.row))
                 ids.append(run_id)
-            self.cells.append(Cell(table.number, row.row, ids, row.paper))
+            if released:
+                # One test of the released model serves every seed of the cell.
+                run = self.released_runs.setdefault(released.run_id, Run(
+                    released.run_id, dataset, pretraining, paper_backbone, model, -1, released=released.name,
+                    gflops=row.paper.get("gflops")))
+                run.rows.append((table.number, row.row))
+                ids = [released.run_id]
+            self.cells.append(Cell(table.number, row.row, ids, row.paper, released=released.name if released else None))
+
+    # ---- data checks ---------------------------------------------------------------
+    def _data_check_settings(self) -> dict[str, Any]:
+        return dict(self.params.get("data_check") or {})
+
+    def _known_sizes(self, dataset: str) -> tuple[int, ...]:
+        """A synthetic dataset's own validation-set size (the known copies' are the real datasets')."""
+        synth = self.params["datasets"][dataset].get("synth")
+        return (int(synth["classes"]) * int(synth["videos_per_class_val"]),) if synth else ()
+
+    def _released_checks(self) -> dict[str, DataCheck]:
+        """``data_check.released``: each a fine-tuned registry entry of that dataset."""
+        registry_path = self.params.get("checkpoints_registry", "params/checkpoints.yaml")
+        out = {}
+        for dataset, names in (self._data_check_settings().get("released") or {}).items():
+            if dataset not in self.params["datasets"]:
+                raise ConfigError(f"data_check.released.{dataset}",
+                                  f"not a dataset of this params file ({', '.join(self.params['datasets'])})")
+            for i, name in enumerate(names):
+                where = f"data_check.released.{dataset}[{i}]"
+                spec = self.registry().get(name)
+                if spec is None:
+                    raise ConfigError(where, f"{name!r} is not in the checkpoint registry {registry_path}")
+                if spec.kind != "finetuned" or spec.published is None:
+                    raise ConfigError(where, f"{name!r} is a {spec.kind} checkpoint, not a released fine-tuned model")
+                if spec.published.dataset != dataset:
+                    raise ConfigError(where, f"{name!r} was fine-tuned on {spec.published.dataset}, not {dataset}")
+                out[name] = DataCheck(name, dataset, spec.backbone, registry_path, self.layout.checkpoints,
+                                      known_sizes=self._known_sizes(dataset))
+        return out
+
+    def _released_baseline(self, table: Table, row: Any, dataset: str, backbone: str) -> DataCheck | None:
+        """The released model that fills this cell (``data_check.baselines_from_released``:
+        Tables 7/8's VideoMAE baselines), or None."""
+        if not (self._data_check_settings().get("baselines_from_released") and table.kind != "ablation"
+                and row.pretraining == "videomae" and row.model.get("variant") == "baseline"):
+            return None
+        for check in self.data_checks.values():
+            if (check.dataset, check.backbone) == (dataset, backbone):
+                return check
+        raise ConfigError("data_check.baselines_from_released",
+                          f"Table {table.number} {row.row!r} needs a released {backbone} model of {dataset} "
+                          f"in data_check.released.{dataset}")
+
+    def _stand_in_checks(self) -> list[DataCheck]:
+        """``data_check.stand_ins``: the first seed's run of each cell, exported as a release
+        (those of the tables the params list)."""
+        out = []
+        for i, ref in enumerate(self._data_check_settings().get("stand_ins") or []):
+            if ref["table"] not in [str(t) for t in self.params["tables"]]:
+                continue
+            try:
+                cell = self.cell(ref["table"], ref["row"])
+            except KeyError as err:
+                raise ConfigError(f"data_check.stand_ins[{i}]", str(err.args[0])) from None
+            if cell.released:
+                raise ConfigError(f"data_check.stand_ins[{i}]", "that cell is filled from a released model")
+            run = self.runs[cell.run_ids[0]]
+            name = f"stand_in_{run.dataset}_{run.pretraining}_{run.backbone}"
+            out.append(DataCheck(name, run.dataset, run.backbone, self.layout.run(run.run_id).release(name, "yaml"),
+                                 self.layout.run(f"released-{name}").dir, stand_in=run.run_id,
+                                 known_sizes=self._known_sizes(run.dataset)))
+        return out
+
+    def data_checks_of(self, dataset: str) -> list[DataCheck]:
+        return [c for c in self.data_checks.values() if c.dataset == dataset]
+
+    def stop_before_training(self, dataset: str) -> list[DataCheck]:
+        """The checks a fine-tune of ``dataset`` waits for (``data_check.stop_before_training``)."""
+        if not self._data_check_settings().get("stop_before_training"):
+            return []
+        return [c for c in self.data_checks_of(dataset) if c.stand_in is None]
+
+    def recipe_batch(self, dataset: str) -> dict[str, Any]:
+        """``recipe_overrides.batch`` for ``dataset`` (eval micro-batch, loader workers), which
+        the data checks' tests use as the grid's own tests do."""
+        return dict(recipe_overrides(self.params, dataset).get("batch", {}))
+
+    # ---- the GPU-hour estimate -------------------------------------------------------
+    def train_gpu_hours(self, run: Run) -> float | None:
+        """Compute-bound GPU-hours of one fine-tune of the paper grid: 3 x the paper's forward
+        GFLOPs x Table 1's epochs x training videos x repeated-augmentation copies, at
+        ASSUMED_TFLOPS; None for a synthetic dataset or a row without GFLOPs."""
+        if run.gflops is None or self.params["datasets"][run.dataset].get("synth"):
+            return None
+        recipe = self.recipe(run)
+        epochs = recipe.get("optim", {}).get("epochs")
+        copies = recipe.get("data", {}).get("num_sample", 1)
+        videos = PAPER_TRAIN_VIDEOS[run.dataset]
+        return 3 * run.gflops * 1e9 * epochs * videos * copies / (ASSUMED_TFLOPS * 1e12 * 3600)
+
+    def gpu_hours(self) -> tuple[float, float]:
+        """(estimated GPU-hours of every fine-tune, GPU-hours the released baselines save)."""
+        total = sum(self.train_gpu_hours(r) or 0.0 for r in self.runs.values())
+        saved = sum(self.train_gpu_hours(r) or 0.0 for i, r in self._replaced.items() if i not in self.runs)
+        return total, saved
 
     def backbone_spec(self, paper_backbone: str) -> dict[str, Any]:
         """The model keys a paper backbone (vit_s / vit_b) maps to in this params file:
@@ -226,12 +365,17 @@ class Grid:
             return self.layout.offline_checkpoint(pretrain_name(run.pretraining, src, run.backbone))
         return self.layout.fetched(self.fetch_filename(p["checkpoints"][src][run.backbone]))
 
-    def fetch_filename(self, name: str) -> str:
-        """File name under data/checkpoints/ of registry entry ``name`` (params/checkpoints.yaml)."""
+    def registry(self) -> dict[str, Any]:
+        """The checkpoint registry (``checkpoints_registry``), read once."""
         from far.fetch import load_registry  # stdlib + yaml only
 
         if not hasattr(self, "_registry"):
             self._registry = load_registry(self.root / self.params.get("checkpoints_registry", "params/checkpoints.yaml"))
+        return self._registry
+
+    def fetch_filename(self, name: str) -> str:
+        """File name under data/checkpoints/ of registry entry ``name`` (params/checkpoints.yaml)."""
+        self.registry()
         if name not in self._registry:
             raise ValueError(f"pretraining.*.checkpoints: {name!r} is not in the checkpoint registry "
                              f"(known: {', '.join(sorted(self._registry))})")
@@ -245,6 +389,9 @@ class Grid:
             if p["kind"] == "fetch":
                 name = p["checkpoints"][self.pretraining_source(run.pretraining, run.dataset)][run.backbone]
                 out[name] = self.fetch_filename(name)
+        for check in self.data_checks.values():  # released models, fetched like the pre-trained ones
+            if check.stand_in is None:
+                out[check.name] = self.fetch_filename(check.name)
         return dict(sorted(out.items()))
 
     def pretrain_jobs(self) -> list[tuple[str, str, str]]:
@@ -393,7 +540,11 @@ def main(argv: list[str] | None = None) -> int:
         for run in grid.runs.values():
             print(run.run_id, "|", "; ".join(f"T{t} {r}" for t, r in run.rows))
         print(f"{len(grid.runs)} runs, {len(grid.pretrain_jobs())} pre-training jobs, "
-              f"{len(grid.fetch_jobs())} checkpoints to fetch", file=sys.stderr)
+              f"{len(grid.fetch_jobs())} checkpoints to fetch, {len(grid.data_checks)} data checks", file=sys.stderr)
+        total, saved = grid.gpu_hours()
+        if total:
+            print(f"fine-tuning: about {total:,.0f} GPU-hours at {ASSUMED_TFLOPS:g} TFLOP/s sustained (compute-bound)"
+                  + (f"; the released baselines save {saved:,.0f}" if saved else ""), file=sys.stderr)
         return 0
     if args.cmd == "pretrain-config":
         if args.name not in grid.pretrain_names():

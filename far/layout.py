@@ -17,10 +17,12 @@ The layout under the project root::
     data/checkpoints/<file>                far fetch: official pre-trained weights
     data/checkpoints/offline/<job>/        far pretrain: checkpoint.pth, config.yaml (+ resumable states)
     results/runs/<run>/                    one fine-tune: see :class:`RunFiles`
+    results/runs/released-<name>/          one released model's data check (test/, data_check.json)
     results/complexity.json                far complexity
     results/mlflow_experiment/<exp>.json   the MLflow experiment, created once
     logs/                                  job logs of the data, pre-training and report rules
     reports/                               Tables 1-8, figures, README
+    reports/data_check.md                  far data check-report: released models on the user's data
     reports/gradcam/figure<N>/s<seed>/     far gradcam: Figures 6/7 (PNGs, maps/, choice.json, localisation.json)
 """
 
@@ -63,6 +65,16 @@ class RunFiles:
     test_predictions = property(lambda self: self._f("test/predictions.csv"))
     test_log = property(lambda self: self._f("test.log"))
     test_attempts = property(lambda self: self._f("test.attempts.log"))
+    # A released model's check (folder released-<name>, no training files): far data check's
+    # record (data_check.md beside it) and test/ as above.
+    data_check = property(lambda self: self._f("data_check.json"))
+    data_check_md = property(lambda self: self._f("data_check.md"))  # far data check --report
+    data_check_log = property(lambda self: self._f("data_check.log"))
+
+    def release(self, name: str, ext: str) -> str:
+        """This run exported as a release ``name`` (far data stand-in): ``pth`` the weights in
+        the official ``{"module": ...}`` layout, ``yaml`` its registry entry."""
+        return self._f(f"release/{name}.{ext}")
 
 
 @dataclass(frozen=True)
@@ -114,10 +126,12 @@ class Layout:
     def offline_checkpoint(self, job: str) -> str:
         return f"{self.offline_dir(job)}/{PRETRAIN_CHECKPOINT}"
 
+    checkpoints = "data/checkpoints"  # far fetch's --dest
+
     @staticmethod
     def fetched(filename: str) -> str:
         """An official checkpoint fetched by ``far fetch``."""
-        return f"data/checkpoints/{filename}"
+        return f"{Layout.checkpoints}/{filename}"
 
     @staticmethod
     def run(run_id: str, results: str | Path = RESULTS) -> RunFiles:
@@ -149,6 +163,11 @@ class Layout:
     def claims(ext: str = "md") -> str:
         """The claims check (far.reports.claims): ``claims.md`` / ``claims.csv``."""
         return f"{REPORTS}/claims.{ext}"
+
+    @staticmethod
+    def data_check_report(ext: str = "md") -> str:
+        """Every data check of the grid (far data check-report): ``data_check.md`` / ``.json``."""
+        return f"{REPORTS}/data_check.{ext}"
 
     @staticmethod
     def gradcam(figure: str, seed: int | str, reports: str | Path = REPORTS) -> str:

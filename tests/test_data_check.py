@@ -236,3 +236,159 @@ def test_released_model_fetched_tested_and_compared(tmp_path: Path, served: str)
     md = (tmp_path / "reports" / "fail.md").read_text()
     assert "30.00 points below its published 80.00" in md and "matches none of the known sizes (24,777)" in md
     assert "Likely causes" in md and "the validation set: 4 videos listed" in md
+
+
+# ---- the stand-in: a fine-tune of the grid exported as a release ------------------------------------
+def _finished_run(run: Path, top1: float = 62.5) -> None:
+    """A run folder as far train + far test leave it (model.pth, run.yaml, test/metrics.json)."""
+    from far.checkpoints import save_finetuned
+
+    torch.manual_seed(1)
+    (run / "test").mkdir(parents=True)
+    save_finetuned(build_model(**TINY), run / "model.pth", epoch=3)
+    (run / "run.yaml").write_text(yaml.safe_dump({"data": {"dataset": "ssv2"}}))
+    (run / "test" / "metrics.json").write_text(json.dumps({"top1": top1, "top5": 100.0, "videos": 8, "clips": 2,
+                                                           "crops": 3}))
+
+
+def test_stand_in_is_a_valid_release_fetched_through_a_file_source(tmp_path: Path) -> None:
+    from far.engine.data_check import export_stand_in, registry_target
+
+    run = tmp_path / "results" / "runs" / "ssv2-videomae-vit_s-baseline-s0"
+    _finished_run(run)
+    pth, reg = run / "release" / "stand_in.pth", run / "release" / "stand_in.yaml"
+    entry = export_stand_in(run, "stand_in", method="videomae", backbone="vit_s", pretrain_dataset="ssv2",
+                            checkpoint=pth, registry=reg)
+    assert entry["published"] == {"dataset": "ssv2", "top1": 62.5, "top5": 100.0, "clips": 2, "crops": 3,
+                                  "source": f"its own test, {run}/test/metrics.json"}
+    spec = load_registry(reg)["stand_in"]
+    assert spec.sources[0].kind == "file" and spec.size == pth.stat().st_size
+    # The official fine-tuned layout, complete: the same weights as far train's own file.
+    assert set(torch.load(pth, weights_only=True)) == {"module"}
+    model = build_model(**TINY)
+    assert load_checkpoint(model, pth, complete=True).format == "finetuned"
+    ref = build_model(**TINY)
+    load_checkpoint(ref, run / "model.pth")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), ref.state_dict().values()))
+    # Fetched like any registry entry: copied from the file source, verified against its SHA-256.
+    target = registry_target("stand_in", reg, tmp_path / "dest", progress=False, log=lambda m: None)
+    assert target.path.read_bytes() == pth.read_bytes() and target.top1 == 62.5
+    # A changed source no longer matches the registry's hash: refused, nothing left at the destination.
+    data = bytearray(pth.read_bytes())
+    data[-100] ^= 0xFF
+    pth.write_bytes(bytes(data))
+    from far.fetch import AllSourcesFailed
+
+    with pytest.raises(AllSourcesFailed, match="SHA-256"):
+        registry_target("stand_in", reg, tmp_path / "dest2", progress=False, log=lambda m: None)
+    assert not (tmp_path / "dest2" / "stand_in.pth").exists()
+
+
+def test_check_report_gathers_every_record(tmp_path: Path) -> None:
+    from far.engine.data_check import read_records, write_report
+
+    def record(name: str, measured: float) -> dict:
+        v = judge(50.0, measured, dataset="ssv2")
+        return {"checkpoint": {"name": name, "path": f"{name}.pth", "format": "finetuned", "published_in": "x",
+                               "loaded_tensors": 3},
+                "dataset": "ssv2", "prepared": "prep", "views": "2x3", "expected": {"top1": 50.0, "top5": None},
+                "measured": {"top1": measured, "top5": 90.0, "videos": 8, "expected_videos": 8,
+                             "sampling_error_top1": sampling_error(measured, 8)},
+                "difference": {"top1": measured - 50.0, "top5": None},
+                "set_size": check_set_size("ssv2", 8, 8, ((8, "given"),)), "unreadable": [],
+                "preparation": {"missing": 0, "unusable": 0}, "thresholds": {"tolerance": 1.0, "fail_below": 3.0},
+                "verdict": {"status": v.status, "text": v.text, "causes": v.causes}, "max_videos": None}
+
+    paths = []
+    for name, measured in (("a", 50.0), ("b", 40.0)):
+        md, js = write_report([record(name, measured)], tmp_path / name / "data_check.md")
+        paths.append(js)
+    assert [r["checkpoint"]["name"] for r in read_records(paths)] == ["a", "b"]
+    assert data_main(["check-report", *map(str, paths), "--report", str(tmp_path / "all.md")]) == 0
+    text = (tmp_path / "all.md").read_text()
+    assert "## a on ssv2" in text and "## b on ssv2" in text and "PASS" in text and "FAIL: do not train yet" in text
+    (tmp_path / "bad.json").write_text("{}")
+    assert data_main(["check-report", str(tmp_path / "bad.json"), "--report", str(tmp_path / "x.md")]) == 2
+
+
+def data_main(argv: list[str]) -> int:
+    from far.data.cli import main
+
+    return main(argv)
+
+
+# ---- the pipeline: checks before the fine-tunes, baseline cells from released models -----------------
+def _paper_params(released: bool) -> dict:
+    from far.layout import load_params
+
+    params = load_params(REPO / "params" / "paper.yaml")
+    params["data_check"]["baselines_from_released"] = released
+    return params
+
+
+def test_paper_grid_checks_released_models_before_fine_tuning() -> None:
+    from far.grid import Grid
+
+    grid = Grid(_paper_params(False), root=REPO)
+    assert sorted(grid.data_checks) == ["videomae_vit_b_k400_1600ep_ft", "videomae_vit_b_ssv2_ft",
+                                        "videomae_vit_s_k400_ft", "videomae_vit_s_ssv2_ft"]
+    assert {c.name for c in grid.stop_before_training("ssv2")} == {"videomae_vit_s_ssv2_ft", "videomae_vit_b_ssv2_ft"}
+    assert set(grid.data_checks) <= set(grid.fetch_jobs())  # fetched like the pre-trained weights
+    assert len(grid.runs) == 54 and not grid.released_runs
+    total, saved = grid.gpu_hours()
+    assert 3000 < total < 3100 and saved == 0  # docs/pipeline.md: about 3,100 with testing
+
+
+def test_baselines_from_released_replace_eight_fine_tunes() -> None:
+    from far.grid import Grid
+
+    grid = Grid(_paper_params(True), root=REPO)
+    released = {(c.table, c.row): c for c in grid.cells if c.released}
+    assert set(released) == {(t, f"VideoMAE ViT-{b}") for t in ("7", "8") for b in "SB"}
+    assert released[("8", "VideoMAE ViT-B")].run_ids == ["released-videomae_vit_b_k400_1600ep_ft"]
+    assert len(grid.runs) == 54 - 8 and len(grid.released_runs) == 4
+    assert not any(r.run_id.startswith("released-") for r in grid.runs.values())  # never trained
+    total, saved = grid.gpu_hours()
+    assert saved == pytest.approx(613.0, abs=1.0) and total == pytest.approx(3052.1 - saved, abs=1.0)
+
+
+def test_released_cells_come_from_the_checks_test(tmp_path: Path) -> None:
+    """Tables and the claims' pairing read a released model's one test for every seed."""
+    from far.grid import Grid
+    from far.reports.collect import collect
+    from far.reports.tables import accuracy_table
+
+    grid = Grid(_paper_params(True), root=REPO)
+    results = tmp_path / "results"
+    for rid in list(grid.runs) + list(grid.released_runs):
+        d = results / "runs" / rid / "test"
+        d.mkdir(parents=True)
+        top1 = 70.8 if rid == "released-videomae_vit_b_ssv2_ft" else 50.0
+        (d / "metrics.json").write_text(json.dumps({"top1": top1, "top5": 90.0, "videos": 10, "clips": 2,
+                                                    "crops": 3, "unreadable": []}))
+    res = collect(grid, results)
+    cell = next(c for c in res.table_cells("7") if c.cell.row == "VideoMAE ViT-B")
+    assert cell.stat("top1").values == (70.8,) and cell.run_for_seed(0) is cell.run_for_seed(1)
+    assert not [m for m in res.missing_files() if "released-" in m]  # no train files expected there
+    table = accuracy_table(grid.tables["7"], res.table_cells("7"), {}, grid.params)
+    rec = table.data.set_index("row").loc["VideoMAE ViT-B"]
+    assert rec["released"] == "videomae_vit_b_ssv2_ft" and rec["top1_mean"] == 70.8
+    assert any("Released weights, tested here" in n for n in table.notes)
+    assert any("(released weights `videomae_vit_b_ssv2_ft`, tested here)" in row[0] for row in table.rows)
+
+
+def test_data_check_settings_are_validated() -> None:
+    from far.config import ConfigError
+    from far.grid import Grid
+
+    params = _paper_params(False)
+    params["data_check"]["released"]["ssv2"] = ["videomae_vit_s_ssv2"]  # a pre-training
+    with pytest.raises(ConfigError, match=r"data_check.released.ssv2\[0\].*not a released fine-tuned model"):
+        Grid(params, root=REPO)
+    params["data_check"]["released"] = {"ssv2": ["videomae_vit_s_k400_ft"]}
+    with pytest.raises(ConfigError, match=r"fine-tuned on k400, not ssv2"):
+        Grid(params, root=REPO)
+    params = _paper_params(True)
+    params["data_check"]["released"]["k400"] = ["videomae_vit_s_k400_ft"]
+    with pytest.raises(ConfigError, match=r"needs a released vit_b model of k400"):
+        Grid(params, root=REPO)

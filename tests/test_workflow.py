@@ -40,9 +40,10 @@ def workdir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def dry_run(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([SNAKEMAKE, "-n", "--quiet", "rules", *args], cwd=workdir, capture_output=True, text=True,
-                          timeout=300)
+def dry_run(workdir: Path, *args: str, targets: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    # Targets first: --quiet and --configfile take several values.
+    return subprocess.run([SNAKEMAKE, *targets, "-n", "--quiet", "rules", *args], cwd=workdir, capture_output=True,
+                          text=True, timeout=300)
 
 
 def job_counts(out: str) -> dict[str, int]:
@@ -166,8 +167,9 @@ def test_paper_grid_checkpoints():
 
     grid = Grid(load("paper.yaml"))
     assert grid.pretrain_jobs() == []
-    assert sorted(grid.fetch_jobs()) == ["mvd_vit_b_k400", "mvd_vit_s_k400", "videomae_vit_b_k400",
-                                         "videomae_vit_b_ssv2", "videomae_vit_s_k400", "videomae_vit_s_ssv2"]
+    pretrained = {"mvd_vit_b_k400", "mvd_vit_s_k400", "videomae_vit_b_k400", "videomae_vit_b_ssv2",
+                  "videomae_vit_s_k400", "videomae_vit_s_ssv2"}
+    assert set(grid.fetch_jobs()) == pretrained | set(grid.data_checks)  # + the data check's released models
     run = next(r for r in grid.runs.values() if r.dataset == "ssv2" and r.pretraining == "mvd")
     assert grid.init_checkpoint(run) == "data/checkpoints/mvd_vit_s_k400_teacher_vit_l_400ep.pth"
     cfg = grid.run_config(run.run_id)
@@ -200,12 +202,26 @@ def test_paper_dry_run_lists_every_job(workdir):
     assert res.returncode == 0, res.stderr[-3000:]
     counts = job_counts(res.stdout)
     assert counts["train"] == 54 and counts["test"] == 54
-    assert counts["fetch_checkpoint"] == 6 and counts["prepare_dataset"] == 2
+    # 6 pre-trained checkpoints and the 4 released fine-tuned models of the data check
+    assert counts["fetch_checkpoint"] == 10 and counts["prepare_dataset"] == 2
+    assert counts["data_check"] == 4 and counts["data_check_report"] == 1
     assert counts["complexity"] == 1 and counts["report"] == 1
     assert "pretrain" not in counts and "synth_dataset" not in counts
     assert counts["run_config"] == 54  # RUN/run.yaml, written once, read by train and test
     assert counts["gradcam"] == 4  # Figures 6 and 7 x 2 seeds
-    assert counts["total"] == 121 + 54 + 4
+    assert counts["total"] == 121 + 54 + 4 + 9
+
+
+def test_paper_fine_tunes_wait_for_the_data_check(workdir):
+    """data_check.stop_before_training: one SSv2 fine-tune needs both SSv2 checks first."""
+    from far.grid import Grid
+
+    grid = Grid.from_file(ROOT / "params" / "paper.yaml")
+    run = next(r for r in grid.runs.values() if r.dataset == "ssv2")
+    res = dry_run(workdir, "--configfile", "params/paper.yaml", targets=(grid.layout.run(run.run_id).summary,))
+    assert res.returncode == 0, res.stderr[-3000:]
+    counts = job_counts(res.stdout)
+    assert counts["data_check"] == 2 and counts["train"] == 1 and "data_check_report" not in counts
 
 
 def test_default_dry_run(workdir):
@@ -216,6 +232,8 @@ def test_default_dry_run(workdir):
     assert counts["train"] == counts["test"] == counts["run_config"] == 27 * seeds
     assert counts["pretrain"] == 8 and counts["synth_dataset"] == 2
     assert counts["gradcam"] == 2 * seeds  # Figures 6 and 7
+    # The stand-ins for released models (T7/T8 VideoMAE ViT-S), exported and checked.
+    assert counts["data_stand_in"] == counts["data_check"] == 2 and counts["data_check_report"] == 1
 
 
 @pytest.mark.parametrize("params, figure, dataset", [("default.yaml", "6", "ssv2"), ("paper.yaml", "7", "k400")])

@@ -113,6 +113,23 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--workers", type=int, default=2, help="loader workers (default %(default)s)")
     c.add_argument("--report-only", action="store_true", help="exit 0 even when the check fails")
     add_job_flags(c, trusts="the checkpoint")
+
+    r = sub.add_parser("check-report", help="one report of several checks (the pipeline's reports/data_check.md)")
+    r.add_argument("records", nargs="+", help="JSON files far data check wrote (next to its --report)")
+    r.add_argument("--report", default="reports/data_check.md", help="Markdown report; JSON next to it (%(default)s)")
+
+    e = sub.add_parser("stand-in", help="export a finished fine-tune as a released model: official layout + registry entry",
+                       description="Write RUN's weights in the official fine-tuned layout ({\"module\": state_dict}) "
+                                   "and a registry file with one `kind: finetuned` entry whose published numbers are "
+                                   "RUN's own multi-view test (test/metrics.json): `far data check --registry` then "
+                                   "tests it like a released model. The embedded default's data check uses this.")
+    e.add_argument("run", help="a finished run folder (model.pth, run.yaml, test/metrics.json)")
+    e.add_argument("--name", required=True, help="the registry name")
+    e.add_argument("--method", required=True, choices=["videomae", "mvd"], help="its pre-training")
+    e.add_argument("--backbone", required=True, choices=["vit_s", "vit_b"], help="the paper size it stands for")
+    e.add_argument("--pretrain-dataset", required=True, choices=["ssv2", "k400"])
+    e.add_argument("--checkpoint", required=True, help="where the weights go")
+    e.add_argument("--registry", required=True, help="where the registry file goes")
     return parser
 
 
@@ -122,6 +139,31 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "check":
         return _check(args)
+    if args.command == "check-report":
+        from far.engine.data_check import read_records, write_report
+
+        try:
+            md, js = write_report(read_records(args.records), args.report)
+        except ValueError as err:
+            print(f"far data check-report: {err}", file=sys.stderr)
+            return 2
+        print(f"far data check-report: wrote {md} and {js}")
+        return 0
+    if args.command == "stand-in":
+        from far.checkpoints import CheckpointError
+        from far.engine.data_check import export_stand_in
+        from far.fetch import RegistryError
+
+        try:
+            entry = export_stand_in(args.run, args.name, method=args.method, backbone=args.backbone,
+                                    pretrain_dataset=args.pretrain_dataset, checkpoint=args.checkpoint,
+                                    registry=args.registry)
+        except (OSError, KeyError, ValueError, CheckpointError, RegistryError) as err:
+            print(f"far data stand-in: {args.run}: {err}", file=sys.stderr)
+            return 2
+        print(f"far data stand-in: {args.name}: {args.checkpoint} (published top-1 {entry['published']['top1']:.2f}), "
+              f"registry {args.registry}")
+        return 0
     if args.command == "synth":
         from far.data.encode import EncoderUnavailable
         from far.data.synth import generate

@@ -240,9 +240,7 @@ def run_check(target: Target, prepared_dir: str | Path, out: str | Path, *, data
               progress: bool | None = None) -> dict[str, Any]:
     """Test ``target`` on the prepared val list (``far test``'s code path, outputs in
     ``out/test``) and return the check's record (see :func:`write_report`)."""
-    from far.checkpoints import load_checkpoint
     from far.engine.evaluate import run_test
-    from far.models import build_model
 
     prepared = read_prepared(prepared_dir)
     if prepared["dataset"] != target.dataset:
@@ -250,11 +248,10 @@ def run_check(target: Target, prepared_dir: str | Path, out: str | Path, *, data
                          f"{prepared['dataset']}")
     run = build_run(target, prepared, data=data, eval_micro=eval_micro, num_workers=num_workers)
     t0 = time.perf_counter()
-    # far test loads what fits; a released model must be complete (its own head), so check that first.
-    report = load_checkpoint(build_model(run.model_config()), target.path, fmt=target.fmt, trust=trust,
-                             complete=True)
+    # far test loads what fits; a released model must be complete (its own head).
     metrics = run_test(run, target.path, Path(out) / "test", progress=progress, max_videos=max_videos,
-                       trust_checkpoint=trust)
+                       trust_checkpoint=trust, complete=True, fmt=target.fmt)
+    loaded = metrics["load_report"]
     counts = prepared["counts"]
     # The whole list's size, also when --max-videos tested only its head.
     listed = int(counts.get("listed", metrics["expected_videos"]))
@@ -266,8 +263,8 @@ def run_check(target: Target, prepared_dir: str | Path, out: str | Path, *, data
                     unreadable=len(unreadable), missing=missing, unusable=unusable)
     diff5 = None if target.top5 is None else metrics["top5"] - target.top5
     return {
-        "checkpoint": {"name": target.name, "path": str(target.path), "format": report.format,
-                       "published_in": target.source, "loaded_tensors": len(report.loaded)},
+        "checkpoint": {"name": target.name, "path": str(target.path), "format": loaded["format"],
+                       "published_in": target.source, "loaded_tensors": loaded["loaded_tensors"]},
         "dataset": target.dataset,
         "prepared": str(prepared_dir),
         "views": f"{target.clips}x{target.crops}",
@@ -284,6 +281,59 @@ def run_check(target: Target, prepared_dir: str | Path, out: str | Path, *, data
         "max_videos": max_videos,
         "wall_s": time.perf_counter() - t0,
     }
+
+
+# ---- a stand-in release ---------------------------------------------------------------------
+def export_stand_in(run_dir: str | Path, name: str, *, method: str, backbone: str, pretrain_dataset: str,
+                    checkpoint: str | Path, registry: str | Path) -> dict[str, Any]:
+    """Export a finished fine-tune as if it were a released model: its weights in the official
+    fine-tuned layout (``{"module": state_dict}``, as VideoMAE released them) at ``checkpoint``,
+    and a registry file (the schema of ``params/checkpoints.yaml``) at ``registry`` with one
+    ``kind: finetuned`` entry whose published numbers are the run's own multi-view test and
+    whose source is the exported file. The embedded default checks this stand-in the way
+    paper mode checks VideoMAE's releases (nothing was released for synthetic data).
+    Returns the entry."""
+    import hashlib
+
+    import yaml
+
+    from far.checkpoints import atomic_save, safe_torch_load
+    from far.fetch import load_registry
+    from far.layout import RunFiles
+
+    files = RunFiles(str(run_dir))
+    metrics = json.loads(Path(files.test_metrics).read_text())
+    saved = safe_torch_load(files.model)
+    state = saved.get("model") if isinstance(saved, dict) else None
+    if not isinstance(state, dict):
+        raise ValueError(f"{files.model}: not a far train model file (no 'model' state dict)")
+    checkpoint, registry = Path(checkpoint), Path(registry)
+    atomic_save({"module": state}, checkpoint)
+    data = checkpoint.read_bytes()
+    top5 = metrics.get("top5")
+    entry = {
+        "name": name, "kind": "finetuned", "method": method, "backbone": backbone,
+        "pretrain_dataset": pretrain_dataset, "format": "finetuned", "filename": checkpoint.name,
+        "sources": [{"kind": "file", "path": str(checkpoint)}],
+        "sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
+        "description": f"a stand-in: far's own fine-tune {Path(run_dir).name}, exported by far data stand-in",
+        "published": {"dataset": _dataset_of(files), "top1": float(metrics["top1"]),
+                      "top5": None if top5 is None else float(top5), "clips": int(metrics["clips"]),
+                      "crops": int(metrics["crops"]), "source": f"its own test, {files.test_metrics}"},
+    }
+    registry.parent.mkdir(parents=True, exist_ok=True)
+    tmp = registry.with_name(f".{registry.name}.tmp")
+    tmp.write_text(yaml.safe_dump({"version": 1, "checkpoints": [entry]}, sort_keys=False))
+    load_registry(tmp)  # what is written is a valid registry
+    tmp.replace(registry)
+    return entry
+
+
+def _dataset_of(files: Any) -> str:
+    """The dataset of a run folder, from its resolved config."""
+    import yaml
+
+    return yaml.safe_load(Path(files.run_config).read_text())["data"]["dataset"]
 
 
 # ---- the report ----------------------------------------------------------------------------------
@@ -322,6 +372,18 @@ def render_markdown(records: list[Mapping[str, Any]]) -> str:
             lines += ["", "Likely causes, most likely first:", ""] + [f"{i}. {c}" for i, c in enumerate(v["causes"], 1)]
         lines.append("")
     return "\n".join(lines)
+
+
+def read_records(paths: list[str | Path]) -> list[dict[str, Any]]:
+    """Every check of the JSON files ``far data check`` wrote (``{"checks": [...]}``), in order."""
+    out = []
+    for path in paths:
+        try:
+            checks = json.loads(Path(path).read_text())["checks"]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{path}: not a far data check record ({type(err).__name__}: {err})") from None
+        out.extend(checks)
+    return out
 
 
 def write_report(records: list[Mapping[str, Any]], report: str | Path) -> tuple[Path, Path]:

@@ -138,10 +138,13 @@ def write_predictions(path: Path, merged: Merged, samples: list[tuple[str, int]]
 # ---- far test --------------------------------------------------------------------------------
 def run_test(run: Any, checkpoint: str | Path, out: str | Path, *, progress: bool | None = None,
              mlflow_run_id: str | None = None, max_videos: int | None = None,
-             trust_checkpoint: bool = False) -> dict[str, Any]:
+             trust_checkpoint: bool = False, complete: bool = False, fmt: str | None = None) -> dict[str, Any]:
     """Multi-view test of ``checkpoint`` with ``run``'s data and test views; writes
-    ``out/predictions.csv`` and ``out/metrics.json`` (rank 0) and returns the metrics.
-    ``trust_checkpoint``: allow the full unpickler (``--trust-checkpoint``)."""
+    ``out/predictions.csv`` and ``out/metrics.json`` (rank 0) and returns the metrics
+    (``load_report``: what the load found). ``trust_checkpoint``: allow the full unpickler
+    (``--trust-checkpoint``); ``complete``: refuse a checkpoint that lacks any weight of
+    the model (a released model must bring its own head); ``fmt``: its key layout (None:
+    detected)."""
     from far.checkpoints import load_checkpoint
     from far.engine import deepspeed_setup as dss
     from far.engine.data import eval_dataset
@@ -156,14 +159,15 @@ def run_test(run: Any, checkpoint: str | Path, out: str | Path, *, progress: boo
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     dtype = dss.compute_dtype(dss.resolve_precision(run.deepspeed.precision))
     model = build_model(run.model_config())
-    load_checkpoint(model, checkpoint, trust=trust_checkpoint)  # logs its own one-line report
+    report = load_checkpoint(model, checkpoint, fmt=fmt, trust=trust_checkpoint, complete=complete)  # logs a one-line report
     model.to(device)
     dataset = eval_dataset(run, clips=run.test.clips, crops=run.test.crops, max_videos=max_videos)
     merged, bad = evaluate(model, dataset, rank=d.rank, world_size=d.world_size, batch=run.batch.eval_micro,
                            num_workers=run.batch.num_workers, device=device, dtype=dtype, progress=progress,
                            desc=f"test {run.test.clips}x{run.test.crops}")
     metrics = summarise(merged, bad, expected_videos=len(dataset.samples), clips=run.test.clips, crops=run.test.crops)
-    metrics |= {"checkpoint": str(checkpoint), "world_size": d.world_size, "wall_s": time.perf_counter() - t0}
+    metrics |= {"checkpoint": str(checkpoint), "world_size": d.world_size, "wall_s": time.perf_counter() - t0,
+                "load_report": {"format": report.format, "loaded_tensors": len(report.loaded)}}
     if d.is_main:
         out.mkdir(parents=True, exist_ok=True)
         write_predictions(out / TEST_PREDICTIONS, merged, dataset.samples)

@@ -160,11 +160,12 @@ def check_claims(claims: list[Claim], tables: dict[str, Table], results: Results
         if ca is None or cb is None:
             res.note = "a row is not in this grid"
             continue
-        by_seed_b = {r.run.seed: r for r in cb.runs}
+        # Pairs within seeds; a released model's one test pairs with every seed of the other row.
+        seeds = sorted({r.run.seed for r in ca.runs + cb.runs if not r.run.released}) or [-1]
         pairs = []
-        for ra in ca.runs:
-            rb = by_seed_b.get(ra.run.seed)
-            if rb is None:
+        for seed in seeds:
+            ra, rb = ca.run_for_seed(seed), cb.run_for_seed(seed)
+            if ra is None or rb is None:
                 continue
             a, b = _correct(results_dir, ra.run_id), _correct(results_dir, rb.run_id)
             if a is None or b is None:

@@ -8,6 +8,10 @@ Every fine-tuning run of the grid leaves, under ``RESULTS/runs/<run_id>/``:
 - ``test/metrics.json``: the multi-view test (top-1/top-5 in percent, views, unreadable
   videos, MLflow run id).
 
+A released model's data check (``data_check.baselines_from_released``) leaves only
+``test/`` in ``RESULTS/runs/released-<name>/``: its cells take their accuracy from there, one
+test for every seed.
+
 A table cell is one row of one table over the seeds' runs. A run whose files are
 absent (or unreadable) is *missing*: the cell is computed from the seeds that are there
 and says so, or is ``missing`` when none is; the caller decides whether that is fatal
@@ -101,6 +105,11 @@ def load_run(results_dir: str | Path, run: Run) -> RunResult:
     """Read one run's outputs; never raises for absent or malformed files."""
     files = run_files(results_dir, run.run_id)
     res = RunResult(run)
+    res.test, why_test = _read_json(files["test"], ACCURACY_METRICS)
+    if run.released:  # tested, never trained here
+        if why_test:
+            res.missing.append(f"{files['test']} ({why_test})")
+        return res
     res.train, why_train = _read_json(files["train"], ("epochs", "train_loss"))
     res.history, why_hist = _read_history(files["history"])
     if files["steps"].is_file():
@@ -108,7 +117,6 @@ def load_run(results_dir: str | Path, run: Run) -> RunResult:
             res.steps = pd.read_csv(files["steps"])
         except (OSError, ValueError):
             res.steps = None
-    res.test, why_test = _read_json(files["test"], ACCURACY_METRICS)
     for role, why in (("train", why_train), ("history", why_hist), ("test", why_test)):
         if why:
             res.missing.append(f"{files[role]} ({why})")
@@ -163,6 +171,10 @@ class CellResult:
     def mlflow_run_ids(self) -> list[str]:
         return list(dict.fromkeys(i for r in self.runs for i in r.mlflow_run_ids))
 
+    def run_for_seed(self, seed: int) -> RunResult | None:
+        """The run of ``seed``; a released model's test serves every seed."""
+        return next((r for r in self.runs if r.run.seed == seed or r.run.released), None)
+
     @property
     def missing_runs(self) -> list[str]:
         return [r.run_id for r in self.runs if not r.has_accuracy]
@@ -204,7 +216,7 @@ class Results:
 
 def collect(grid: Grid, results_dir: str | Path) -> Results:
     """Read every run of ``grid`` under ``results_dir`` and group them into cells."""
-    runs = {rid: load_run(results_dir, run) for rid, run in grid.runs.items()}
+    runs = {rid: load_run(results_dir, run) for rid, run in (grid.runs | grid.released_runs).items()}
     cells = [CellResult(c, [runs[i] for i in c.run_ids]) for c in grid.cells]
     return Results(runs, cells)
 

@@ -238,8 +238,11 @@ def accuracy_table(table: Table, cells: list[CellResult], complexity: Mapping[tu
         if cell is None:  # the grid did not expand this row (not in the params' tables)
             continue
         method, bb = _method_name(trow) if main else (trow.row, "")
+        if cell.cell.released:
+            method += f" (released weights `{cell.cell.released}`, tested here)"
         shown = [method] + ([bb, ", ".join(cell.views()) or "–", paper_views or "–"] if main else [])
-        rec: dict[str, Any] = {"table": table.number, "row": trow.row, "status": cell.status,
+        rec: dict[str, Any] = {"table": table.number, "row": trow.row, "released": cell.cell.released or "",
+                               "status": cell.status,
                                "seeds_found": sum(r.has_accuracy for r in cell.runs), "seeds_expected": len(cell.runs)}
         if main:
             rec |= {"views": ";".join(cell.views()), "views_paper": paper_views}
@@ -269,6 +272,12 @@ def accuracy_table(table: Table, cells: list[CellResult], complexity: Mapping[tu
     notes = [f"Accuracy: {SPREAD_TEXT}" + ("" if label else "; Δ = reproduced mean − paper")
              + ". \"missing\": no seed's test metrics found; \"(k/n seeds)\": only k of the n seeds' runs were found."]
     notes += _chance_note(cells, num_classes, "top5" in table.columns and "top5" not in columns)
+    released = [c.cell.released for c in cells if c.cell.released]
+    if released:
+        notes.append(f"Released weights, tested here: {', '.join(f'`{r}`' for r in released)} "
+                     "(params/checkpoints.yaml) were not fine-tuned by this pipeline; `far data check` tested "
+                     "them on the prepared validation list with the views shown (data_check.baselines_from_released; "
+                     "reports/data_check.md). One test serves both seeds, so these cells have no spread.")
     if any(m in table.columns for m in ("gflops", "params_m")):
         notes.append("GFLOPs (per view, fvcore: one multiply-add = one FLOP) and parameters are counted by "
                      "`far complexity` on the paper-size model (16×224×224); ✓/✗: within the paper's printed "

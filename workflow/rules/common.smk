@@ -130,8 +130,10 @@ def train_inputs(w):
     """What a fine-tune reads: its run config, the pre-trained checkpoint, the lists."""
     run = GRID.runs[w.run]
     lists = LAYOUT.prepared(run.dataset)
+    # data_check.stop_before_training: the released models' checks of the dataset first.
+    checks = [LAYOUT.run(c.run_id).data_check for c in GRID.stop_before_training(run.dataset)]
     return {"config": LAYOUT.run(w.run).run_config, "init": GRID.init_checkpoint(run),
-            "train": lists.train, "val": lists.val, "mlflow": MLFLOW_INIT}
+            "train": lists.train, "val": lists.val, "mlflow": MLFLOW_INIT, "checks": checks}
 
 
 def pretrain_inputs(w):
@@ -189,3 +191,50 @@ def gradcam_inputs(w):
     return {"configs": [f.run_config for f in files], "models": [f.model for f in files],
             "predictions": [f.test_predictions for f in files], "val": lists.val, "classes": lists.classes,
             "raw": [LAYOUT.synthetic_raw(dataset)] if dataset in SYNTH else []}
+
+
+# The data checks (workflow/rules/data_check.smk, far/grid.py DataCheck).
+CHECKS = GRID.data_checks  # registry name -> far.grid.DataCheck
+CHECK_IDS = {c.run_id: c for c in CHECKS.values()}  # its folder under results/runs/
+CHECK_SETTINGS = dict(config.get("data_check") or {})
+
+
+def stand_in_inputs(w):
+    run = LAYOUT.run(CHECKS[w.stand_in].stand_in)
+    return {"model": run.model, "metrics": run.test_metrics, "config": run.run_config}
+
+
+def data_check_inputs(w):
+    """The prepared list and its report, the registry and the model's file."""
+    c = CHECK_IDS[w.check]
+    lists = LAYOUT.prepared(c.dataset)
+    if c.stand_in:
+        run = LAYOUT.run(c.stand_in)
+        files = {"registry": c.registry, "checkpoint": run.release(c.name, "pth")}
+    else:
+        files = {"registry": c.registry, "checkpoint": LAYOUT.fetched(FETCH[c.name])}
+    return {"val": lists.val, "report": lists.report} | files
+
+
+def data_check_flags(w):
+    """far data check's settings for one model, every value quoted."""
+    c = CHECK_IDS[w.check]
+    ds = config["datasets"][c.dataset]
+    batch = GRID.recipe_batch(c.dataset)
+    flags = [
+        "--checkpoint", c.name,
+        "--dest", c.dest,
+        "--prepared", LAYOUT.prepared(c.dataset).dir,
+        "--model", json.dumps(GRID.backbone_spec(c.backbone)),
+        "--data", json.dumps(ds["data"]),
+        "--tolerance", str(CHECK_SETTINGS.get("tolerance", 1.0)),
+        "--fail-below", str(CHECK_SETTINGS.get("fail_below", 3.0)),
+        "--eval-micro", str(batch.get("eval_micro", 8)),
+        "--workers", str(batch.get("num_workers", 2)),
+    ]
+    for n in c.known_sizes:
+        flags += ["--known-size", str(n)]
+    # A stand-in that misses its own number is a bug of the pipeline: it always fails the job.
+    if not (c.stand_in or CHECK_SETTINGS.get("stop_before_training")):
+        flags.append("--report-only")
+    return " ".join(shlex.quote(f) for f in flags)

@@ -12,6 +12,8 @@ rule report:
         complexity=LAYOUT.complexity,
         recipes=config["recipes_file"],
         gradcam=GRADCAM_DIRS,  # Figures 6/7 and their localisation.json (the localisation table)
+        # The data checks' verdicts (README) and released models' tests (cells filled from them).
+        checks=[LAYOUT.run(c.run_id).data_check for c in CHECKS.values()],
     output:
         readme=LAYOUT.reports_readme,
         md=[LAYOUT.table(t) for t in TABLES],
