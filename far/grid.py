@@ -191,6 +191,8 @@ class Grid:
                 dataset, pretraining = ab["dataset"], ab["pretraining"]
             else:
                 dataset, pretraining = table.dataset, row.pretraining
+            if not row.in_paper and pretraining not in self.params["pretraining"]:
+                continue  # a supplementary row whose pre-training these params do not configure
             paper_backbone = row.model["backbone"]
             model = {k: v for k, v in row.model.items() if k not in ("num_classes", "backbone")}
             model = self.backbone_spec(paper_backbone) | model
@@ -357,10 +359,13 @@ class Grid:
         """Which dataset the weights of ``pretraining`` for fine-tuning on ``dataset`` come from."""
         return self.params["pretraining"][pretraining]["datasets"][dataset]
 
-    def init_checkpoint(self, run: Run) -> str:
-        """Path of the pre-trained checkpoint a run starts from (under data/checkpoints/)."""
-        src = self.pretraining_source(run.pretraining, run.dataset)
+    def init_checkpoint(self, run: Run) -> str | None:
+        """Path of the pre-trained checkpoint a run starts from (under data/checkpoints/);
+        None from scratch (``kind: none``)."""
         p = self.params["pretraining"][run.pretraining]
+        if p["kind"] == "none":
+            return None
+        src = self.pretraining_source(run.pretraining, run.dataset)
         if p["kind"] == "offline":
             return self.layout.offline_checkpoint(pretrain_name(run.pretraining, src, run.backbone))
         return self.layout.fetched(self.fetch_filename(p["checkpoints"][src][run.backbone]))
@@ -444,7 +449,9 @@ class Grid:
     # ---- run configs ---------------------------------------------------------------
     def recipe(self, run: Run) -> dict[str, Any]:
         """Table 1's recipe for the run's cell, then the params file's overrides."""
-        r = copy.deepcopy(self.params["recipes"][run.pretraining][run.dataset][run.backbone])
+        # From scratch: the recipe of the pre-training it is compared with (`recipe`).
+        source = self.params["pretraining"][run.pretraining].get("recipe", run.pretraining)
+        r = copy.deepcopy(self.params["recipes"][source][run.dataset][run.backbone])
         table_lr = r.get("optim", {}).get("base_lr")
         for section, values in recipe_overrides(self.params, run.dataset).items():
             r.setdefault(section, {}).update(values)

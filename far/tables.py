@@ -28,6 +28,9 @@ class Row:
     pretraining: str | None = None
     complexity_row: str | None = None
     params_m_tolerance: float | None = None
+    # False: a supplementary row (e.g. a fine-tune from scratch), run only where the params
+    # configure its pre-training and shown as not the paper's.
+    in_paper: bool = True
 
     def model_config(self, **overrides: Any) -> ModelConfig:
         """The paper-size model of this row (overrides e.g. for the CPU-sized default)."""
@@ -63,12 +66,13 @@ def load_tables(path: str | Path = DEFAULT_TABLES) -> dict[str, Table]:
                 model_config(model)
             except ValueError as err:
                 raise ValueError(f"{where}.rows[{i}] ({r.get('row')}): {err}") from err
-            unknown = set(r) - {"row", "model", "paper", "pretraining", "complexity_row", "params_m_tolerance"}
+            unknown = set(r) - {"row", "model", "paper", "pretraining", "complexity_row", "params_m_tolerance",
+                                "in_paper"}
             if unknown:
                 raise ValueError(f"{where}.rows[{i}]: unknown field {sorted(unknown)[0]!r}")
             rows.append(Row(table=str(number), row=r["row"], model=model, paper=dict(r.get("paper", {})),
                             pretraining=r.get("pretraining"), complexity_row=r.get("complexity_row"),
-                            params_m_tolerance=r.get("params_m_tolerance")))
+                            params_m_tolerance=r.get("params_m_tolerance"), in_paper=bool(r.get("in_paper", True))))
         out[str(number)] = Table(number=str(number), title=t["title"], kind=t["kind"], columns=list(t["columns"]),
                                  rows=rows, dataset=t.get("dataset"))
     return out
@@ -92,10 +96,11 @@ class Claim:
     margin: float = 1.0
     strong: bool = False
 
-    def paper_diff(self, tables: dict[str, Table], metric: str = "top1") -> float:
-        """The paper's difference, a - b (points)."""
+    def paper_diff(self, tables: dict[str, Table], metric: str = "top1") -> float | None:
+        """The paper's difference, a - b (points); None when a row is not the paper's."""
         rows = {r.row: r for r in tables[self.table].rows}
-        return round(rows[self.a].paper[metric] - rows[self.b].paper[metric], 4)
+        a, b = rows[self.a].paper.get(metric), rows[self.b].paper.get(metric)
+        return None if a is None or b is None else round(a - b, 4)
 
 
 def load_claims(path: str | Path = DEFAULT_TABLES) -> list[Claim]:
@@ -116,7 +121,10 @@ def load_claims(path: str | Path = DEFAULT_TABLES) -> list[Claim]:
         for side in (c["a"], c["b"]):
             if side not in rows:
                 raise ValueError(f"{where} ({c['id']}): table {table} has no row {side!r}")
-        expect = c.get("expect") or (">" if rows[c["a"]].paper["top1"] >= rows[c["b"]].paper["top1"] else "<")
+        paper = [rows[c[side]].paper.get("top1") for side in ("a", "b")]
+        if "expect" not in c and None in paper:
+            raise ValueError(f"{where} ({c['id']}): a row has no paper top-1; give `expect`")
+        expect = c.get("expect") or (">" if paper[0] >= paper[1] else "<")
         if expect not in EXPECTS:
             raise ValueError(f"{where} ({c['id']}): expect must be one of {EXPECTS}, got {expect!r}")
         out.append(Claim(id=str(c["id"]), table=table, a=str(c["a"]), b=str(c["b"]), text=str(c["text"]),

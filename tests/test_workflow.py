@@ -108,7 +108,8 @@ def test_run_config_error_refused_before_any_job(workdir):
 def test_grid_shares_identical_configs():
     from far.grid import Grid
 
-    for name, per_seed in (("default.yaml", 27), ("paper.yaml", 27)):
+    # The default also runs Table 7's supplementary Scratch ViT-S (pretraining.scratch).
+    for name, per_seed in (("default.yaml", 28), ("paper.yaml", 27)):
         params = load(name)
         grid = Grid(params)
         # 5+3+2+3+3 ablation rows and 16 main rows are 27 distinct models per seed:
@@ -155,7 +156,8 @@ def test_base_lr_scale_keeps_table_1s_ratios():
     lrs = {(r.dataset, r.backbone, r.pretraining): grid.run_config(i)["optim"]["base_lr"] for i, r in grid.runs.items()}
     recipes = grid.params["recipes"]
     for (ds, bb, pt), lr in lrs.items():
-        assert lr == pytest.approx(64 * recipes[pt][ds][bb]["optim"]["base_lr"])
+        source = "videomae" if pt == "scratch" else pt  # pretraining.scratch.recipe
+        assert lr == pytest.approx(64 * recipes[source][ds][bb]["optim"]["base_lr"])
     assert lrs[("ssv2", "vit_b", "mvd")] == pytest.approx(lrs[("ssv2", "vit_s", "mvd")] / 2)  # Table 1: 5e-4 vs 1e-3
     params["recipe_overrides"]["optim"] = {"base_lr_scale": 64, "base_lr": 0.1}
     with pytest.raises(ConfigError, match="base_lr_scale"):
@@ -229,7 +231,7 @@ def test_default_dry_run(workdir):
     assert res.returncode == 0, res.stderr[-3000:]
     counts = job_counts(res.stdout)
     seeds = len(load("default.yaml")["seeds"])
-    assert counts["train"] == counts["test"] == counts["run_config"] == 27 * seeds
+    assert counts["train"] == counts["test"] == counts["run_config"] == 28 * seeds  # 27 + Scratch ViT-S
     assert counts["pretrain"] == 8 and counts["synth_dataset"] == 2
     assert counts["gradcam"] == 2 * seeds  # Figures 6 and 7
     # The stand-ins for released models (T7/T8 VideoMAE ViT-S), exported and checked.
@@ -367,7 +369,7 @@ def test_far_grid_runs_from_outside_the_repository(tmp_path):
     r = subprocess.run([sys.executable, "-m", "far.cli", "grid", "--params", str(ROOT / "params" / "default.yaml"),
                         "list"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert len(r.stdout.splitlines()) == 27  # one seed of 27 distinct models
+    assert len(r.stdout.splitlines()) == 28  # one seed of 27 distinct models and Scratch ViT-S
     out = tmp_path / "run.yaml"
     rid = r.stdout.split(" |")[0]
     r = subprocess.run([sys.executable, "-m", "far.cli", "grid", "--params", str(ROOT / "params" / "paper.yaml"),
@@ -394,3 +396,17 @@ def test_lint_reports_only_the_conda_environment_lint(workdir):
     r = subprocess.run([SNAKEMAKE, "--lint"], cwd=workdir, capture_output=True, text=True, timeout=300)
     lints = [line.strip() for line in (r.stdout + r.stderr).splitlines() if line.strip().startswith("* ")]
     assert lints and all(line.startswith("* Specify a conda environment or container") for line in lints), lints
+
+
+def test_scratch_row_runs_from_random_weights_only_where_configured():
+    """Table 7's supplementary Scratch ViT-S: the default configures it (VideoMAE's recipe, no
+    init); the paper grid has no `scratch` pre-training, so the row is not run there."""
+    from far.grid import Grid
+
+    grid = Grid(load("default.yaml"))
+    run = next(r for r in grid.runs.values() if r.pretraining == "scratch")
+    twin = next(r for r in grid.runs.values() if r.rows == [("7", "VideoMAE ViT-S")])
+    cfg, ref = grid.run_config(run.run_id), grid.run_config(twin.run_id)
+    assert run.rows == [("7", "Scratch ViT-S")] and cfg["init"] is None and ref["init"]
+    assert cfg["optim"] == ref["optim"] and cfg["model"] == ref["model"]  # only the start differs
+    assert not any(r.pretraining == "scratch" for r in Grid(load("paper.yaml")).runs.values())

@@ -240,6 +240,8 @@ def accuracy_table(table: Table, cells: list[CellResult], complexity: Mapping[tu
         method, bb = _method_name(trow) if main else (trow.row, "")
         if cell.cell.released:
             method += f" (released weights `{cell.cell.released}`, tested here)"
+        if not trow.in_paper:
+            method += " (not in the paper)"
         shown = [method] + ([bb, ", ".join(cell.views()) or "–", paper_views or "–"] if main else [])
         rec: dict[str, Any] = {"table": table.number, "row": trow.row, "released": cell.cell.released or "",
                                "status": cell.status,
@@ -272,6 +274,11 @@ def accuracy_table(table: Table, cells: list[CellResult], complexity: Mapping[tu
     notes = [f"Accuracy: {SPREAD_TEXT}" + ("" if label else "; Δ = reproduced mean − paper")
              + ". \"missing\": no seed's test metrics found; \"(k/n seeds)\": only k of the n seeds' runs were found."]
     notes += _chance_note(cells, num_classes, "top5" in table.columns and "top5" not in columns)
+    extra = [r.row for r in table.rows if not r.in_paper and r.row in by_row]
+    if extra:
+        notes.append(f"Not in the paper: {', '.join(extra)}, a supplementary row (the same model from random "
+                     "weights, the recipe of the pre-training named in the params), so that the claims check "
+                     "can test that pre-training helps at all; it has no paper value.")
     released = [c.cell.released for c in cells if c.cell.released]
     if released:
         notes.append(f"Released weights, tested here: {', '.join(f'`{r}`' for r in released)} "

@@ -50,4 +50,4 @@ rule fetch_checkpoint:
 rule checkpoints:
     """Every pre-trained checkpoint the fine-tunes start from (DVC's `checkpoints` stage)."""
     input:
-        sorted({GRID.init_checkpoint(r) for r in GRID.runs.values()}),
+        sorted({GRID.init_checkpoint(r) for r in GRID.runs.values()} - {None}),

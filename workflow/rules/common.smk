@@ -132,7 +132,8 @@ def train_inputs(w):
     lists = LAYOUT.prepared(run.dataset)
     # data_check.stop_before_training: the released models' checks of the dataset first.
     checks = [LAYOUT.run(c.run_id).data_check for c in GRID.stop_before_training(run.dataset)]
-    return {"config": LAYOUT.run(w.run).run_config, "init": GRID.init_checkpoint(run),
+    init = GRID.init_checkpoint(run)  # None: from scratch
+    return {"config": LAYOUT.run(w.run).run_config, "init": [init] if init else [],
             "train": lists.train, "val": lists.val, "mlflow": MLFLOW_INIT, "checks": checks}
 
 

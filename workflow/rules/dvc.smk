@@ -3,7 +3,7 @@
 # `dvc status` is clean and `dvc push` can store them; its output is that status.
 
 DVC_DATA = [p for d in DATASETS for p in (LAYOUT.prepared(d).train, LAYOUT.prepared(d).val, LAYOUT.prepared(d).report)]
-DVC_DATA += sorted({GRID.init_checkpoint(r) for r in GRID.runs.values()})
+DVC_DATA += sorted({GRID.init_checkpoint(r) for r in GRID.runs.values()} - {None})
 DVC_DATA += sorted(LAYOUT.fetched(FETCH[c.name]) for c in CHECKS.values() if not c.stand_in)  # released models
 
 
