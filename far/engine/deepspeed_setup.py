@@ -30,6 +30,7 @@ Choices, and why:
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 from pathlib import Path
@@ -134,7 +135,16 @@ def init_distributed(dist_env: DistEnv | None = None) -> DistEnv:
         torch.cuda.set_device(d.local_rank % max(1, torch.cuda.device_count()))
     if not torch.distributed.is_initialized():
         deepspeed.init_distributed(auto_mpi_discovery=False, verbose=False, distributed_port=d.master_port)
+        # Torn down when the process ends, not after each command: tests run several in one
+        # process and DeepSpeed keeps its communication backend global.
+        atexit.register(_destroy_process_group)
     return d
+
+
+def _destroy_process_group() -> None:
+    """The process group's orderly end (torch warns at exit without it)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def initialize(
