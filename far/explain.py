@@ -227,7 +227,7 @@ class Explainer:
             if length != len(masks):
                 raise ValueError(f"{mask_file}: {len(masks)} frames of masks, but the video has {length}")
             # The frames the dataset sampled for this view (its own test sampling, clip 0 of 1).
-            indices = self.dataset._indices(length, None, 0)
+            indices = self.dataset.frame_indices(length, None, 0)
             mask = view_mask(masks, indices, tuple(item["frames"].shape[1:3]), cfg.short_side, s)
             score = energy_in_mask(heat, mask)
         return Explained(path, label, tgt, float(probs[tgt]), pred, cam[0].cpu().numpy(), heat, frames, mask, score)

@@ -728,12 +728,12 @@ def test_train_items_repeated_augmentation(ssv2):
 
 def test_segment_and_dense_indices_used_by_dataset(ssv2, k400):
     ds = VideoDataset(small_cfg("ssv2", ssv2[1], ssv2[2], num_frames=16), "train")
-    idx = ds._indices(24, random.Random(0))
+    idx = ds.frame_indices(24, random.Random(0))
     assert len(idx) == 16 and np.all(np.diff(idx) == 1)  # 24 // 16 = 1 frame per segment
     dk = VideoDataset(small_cfg("k400", k400[1], k400[2], num_frames=16), "train")
-    idx = dk._indices(72, random.Random(0))
+    idx = dk.frame_indices(72, random.Random(0))
     assert len(idx) == 16 and idx[-1] - idx[0] == 63  # 16 frames over a 64-frame window
-    assert dk._indices(72, None, clip=4).tolist() == list(range(8, 72, 4))  # last test clip
+    assert dk.frame_indices(72, None, clip=4).tolist() == list(range(8, 72, 4))  # last test clip
 
 
 def test_test_views_clips_times_crops(k400, ssv2):

@@ -113,7 +113,9 @@ class VideoDataset(Dataset):
         gen = None if get_worker_info() is not None else self._main_rng
         return int(torch.randint(0, 2**62, (1,), generator=gen).item())
 
-    def _indices(self, length: int, rng: random.Random | None, clip: int = 0) -> np.ndarray:
+    def frame_indices(self, length: int, rng: random.Random | None = None, clip: int = 0) -> np.ndarray:
+        """The frames this dataset samples from a video of ``length`` frames: a training
+        draw from ``rng``, or test clip ``clip`` (of ``test_clips``) with ``rng`` None."""
         cfg = self.cfg
         if cfg.sampling == "segment":
             if rng is not None:
@@ -126,7 +128,7 @@ class VideoDataset(Dataset):
     def _decode(self, path: str, rng: random.Random | None, clip: int) -> np.ndarray:
         if not self.cfg.decoded_cache_mb or path in self._too_large:
             video = Video(path)
-            return video.frames(self._indices(len(video), rng, clip))
+            return video.frames(self.frame_indices(len(video), rng, clip))
         frames = self._decoded.get(path)
         if frames is None:
             video = Video(path)
@@ -134,7 +136,7 @@ class VideoDataset(Dataset):
             self._remember(path, frames)
         else:
             self._decoded.move_to_end(path)
-        return frames[self._indices(len(frames), rng, clip)]
+        return frames[self.frame_indices(len(frames), rng, clip)]
 
     def _remember(self, path: str, frames: np.ndarray) -> None:
         """Keep ``frames`` (a whole decoded video) within ``decoded_cache_mb``, least recently
