@@ -242,7 +242,7 @@ def worker_costs(data: dict[str, Any], n: int = 24) -> dict[str, Any]:
 
     def decode_only(i: int) -> None:
         video = Video(samples[i][0])
-        video.frames(ds._indices(len(video), random.Random(i), 0))
+        video.frames(ds.frame_indices(len(video), random.Random(i), 0))
 
     decode = timed(decode_only)
     item = timed(lambda i: ds[i])
