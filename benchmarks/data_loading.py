@@ -48,7 +48,7 @@ class NaiveVideoDataset(VideoDataset):
     def _decode(self, path: str, rng: Any, clip: int) -> np.ndarray:
         video = Video(path)
         everything = video.frames(range(len(video)))
-        return everything[self._indices(len(video), rng, clip)]
+        return everything[self.frame_indices(len(video), rng, clip)]
 
 
 def timed(fn: Callable[[], Any], repeats: int) -> dict[str, float]:
@@ -92,7 +92,7 @@ def bench_decode(clips: dict[str, Path], repeats: int) -> list[dict[str, Any]]:
         length = len(Video(path))
         for pattern, cfg in (("segment test view", DataConfig.preset("ssv2")), ("dense test view", DataConfig.preset("k400"))):
             ds = VideoDataset(cfg, "test", samples=[(str(path), 0)])
-            idx = ds._indices(length, None, 0)
+            idx = ds.frame_indices(length, None, 0)
             sampled = timed(lambda: Video(path).frames(idx), repeats)
             naive = timed(lambda: Video(path).frames(range(length))[idx], max(2, repeats // 3))
             rows.append({"bench": "decode", "codec": codec, "what": f"open + 16 frames ({pattern})",
