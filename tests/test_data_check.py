@@ -392,3 +392,29 @@ def test_data_check_settings_are_validated() -> None:
     params["data_check"]["released"]["k400"] = ["videomae_vit_s_k400_ft"]
     with pytest.raises(ConfigError, match=r"needs a released vit_b model of k400"):
         Grid(params, root=REPO)
+
+
+def test_released_baselines_drop_figure_7_and_the_paper_dry_run_still_plans(tmp_path: Path) -> None:
+    """Figure 7 explains T8's VideoMAE ViT-S baseline: from released weights there is no run
+    to explain, so only Figure 6 is drawn; the workflow plans the rest (8 fine-tunes fewer)."""
+    import shutil
+
+    from far.grid import Grid
+    from far.reports.gradcam import figure_jobs
+
+    assert {f for f, _ in figure_jobs(Grid(_paper_params(True), root=REPO))} == {"6"}
+    for name in ("Snakefile", "dvc.yaml"):
+        shutil.copy(REPO / name, tmp_path / name)
+    for name in ("workflow", "params"):
+        shutil.copytree(REPO / name, tmp_path / name)
+    (tmp_path / "profiles").symlink_to("workflow/profiles")
+    text = (tmp_path / "params" / "paper.yaml").read_text()
+    (tmp_path / "params" / "paper.yaml").write_text(
+        text.replace("baselines_from_released: false", "baselines_from_released: true"))
+    snakemake = str(Path(sys.executable).with_name("snakemake"))
+    r = subprocess.run([snakemake, "-n", "--quiet", "rules", "--configfile", "params/paper.yaml"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    counts = {m[0]: int(m[1]) for m in (line.split() for line in r.stdout.splitlines()) if len(m) == 2
+              and m[1].isdigit()}
+    assert counts["train"] == counts["test"] == 46 and counts["data_check"] == 4 and counts["gradcam"] == 2
