@@ -416,7 +416,9 @@ def write_localisation(out: Path, rows: Sequence[dict[str, Any]], models: Sequen
     masks) and ``out/localisation.json`` (per model: the mean score, videos, its config and
     checkpoint)."""
     fields = ["model", "video", "label", "pred", "target", "prob", "score"]
-    with (out / "localisation.csv").open("w", newline="") as f:
+    from far.layout import GRADCAM_SCORES
+
+    with (out / GRADCAM_SCORES).open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)

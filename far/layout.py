@@ -100,6 +100,7 @@ STEP_COLUMNS = ("epoch", "step", "loss", "lr", "clips_per_s", "data_wait_share")
 #: What ``far gradcam`` leaves in a figure's folder besides the PNGs and ``maps/``: the videos it
 #: chose and why, and ``far explain --score``'s summary (on data with object masks only).
 GRADCAM_CHOICE, GRADCAM_LOCALISATION = "choice.json", "localisation.json"
+GRADCAM_SCORES = "localisation.csv"  # far explain --score: one row per model x video (the claims' pairs)
 #: What an offline pre-training job leaves in its folder.
 PRETRAIN_CHECKPOINT, PRETRAIN_CONFIG, PRETRAIN_METRICS = "checkpoint.pth", "config.yaml", "metrics.json"
 

@@ -95,9 +95,15 @@ class Claim:
     expect: str
     margin: float = 1.0
     strong: bool = False
+    # A GradCAM figure (6 or 7): the claim is on the share of heat inside the object
+    # (far explain --score, per video), not on top-1; the paper shows it, it prints no number.
+    figure: str | None = None
 
     def paper_diff(self, tables: dict[str, Table], metric: str = "top1") -> float | None:
-        """The paper's difference, a - b (points); None when a row is not the paper's."""
+        """The paper's difference, a - b (points); None when a row is not the paper's or the
+        claim is on a figure."""
+        if self.figure:
+            return None
         rows = {r.row: r for r in tables[self.table].rows}
         a, b = rows[self.a].paper.get(metric), rows[self.b].paper.get(metric)
         return None if a is None or b is None else round(a - b, 4)
@@ -111,7 +117,7 @@ def load_claims(path: str | Path = DEFAULT_TABLES) -> list[Claim]:
     out = []
     for i, c in enumerate(raw.get("claims", [])):
         where = f"{path}: claims[{i}]"
-        unknown = set(c) - {"id", "table", "a", "b", "text", "strong", "expect", "margin"}
+        unknown = set(c) - {"id", "table", "a", "b", "text", "strong", "expect", "margin", "figure"}
         if unknown:
             raise ValueError(f"{where}: unknown field {sorted(unknown)[0]!r}")
         table = str(c["table"])
@@ -122,13 +128,15 @@ def load_claims(path: str | Path = DEFAULT_TABLES) -> list[Claim]:
             if side not in rows:
                 raise ValueError(f"{where} ({c['id']}): table {table} has no row {side!r}")
         paper = [rows[c[side]].paper.get("top1") for side in ("a", "b")]
-        if "expect" not in c and None in paper:
-            raise ValueError(f"{where} ({c['id']}): a row has no paper top-1; give `expect`")
+        if "expect" not in c and (None in paper or "figure" in c):
+            raise ValueError(f"{where} ({c['id']}): a row has no paper top-1 or the claim is on a figure; "
+                             "give `expect`")
         expect = c.get("expect") or (">" if paper[0] >= paper[1] else "<")
         if expect not in EXPECTS:
             raise ValueError(f"{where} ({c['id']}): expect must be one of {EXPECTS}, got {expect!r}")
         out.append(Claim(id=str(c["id"]), table=table, a=str(c["a"]), b=str(c["b"]), text=str(c["text"]),
-                         expect=expect, margin=float(c.get("margin", 1.0)), strong=bool(c.get("strong", False))))
+                         expect=expect, margin=float(c.get("margin", 1.0)), strong=bool(c.get("strong", False)),
+                         figure=str(c["figure"]) if "figure" in c else None))
     ids = [c.id for c in out]
     if len(set(ids)) != len(ids):
         raise ValueError(f"{path}: claims: duplicate id")

@@ -5,6 +5,7 @@ leave open particular claims."""
 from __future__ import annotations
 
 import json
+import shutil
 import zlib
 from pathlib import Path
 
@@ -120,6 +121,16 @@ def report(tmp_path_factory):
                 d / "predictions.csv", index=False)
             (d / "metrics.json").write_text(json.dumps({"top1": 100 * correct.mean(), "top5": 100.0}))
     out = base / "reports"
+    # Figure 6's per-video heat on the object: FAR 0.6 against the baseline's 0.4, on every video
+    # with a mask (one video without: nan, left out).
+    from far.layout import GRADCAM_SCORES, Layout
+
+    for seed in PARAMS["seeds"]:
+        d = Path(Layout.gradcam("6", seed, out))
+        d.mkdir(parents=True)
+        rows = [{"model": m, "video": f"v{i:03d}.webm", "score": (v + 0.01 * (i % 7)) if i else float("nan")}
+                for m, v in (("MVD ViT-S", 0.4), ("FAR (MVD) ViT-S", 0.6)) for i in range(40)]
+        pd.DataFrame(rows).to_csv(d / GRADCAM_SCORES, index=False)
     build_report(PARAMS, results, out)
     return out
 
@@ -143,6 +154,11 @@ def test_claims_report_verdicts(report):
     assert df.loc["T7-far-vs-mvd-b", "seeds"] == 1 and df.loc["T7-mvd-vs-videomae-s", "seeds"] == 2
     assert "one seed" in df.loc["T7-far-vs-mvd-b", "note"]
     assert df.loc["T7-mvd-vs-videomae-s", "paper_diff"] == 4.0
+    # Figure 6's claim on the GradCAM scores: +20 points on each of 39 videos with masks, both seeds;
+    # Figure 7's table is not in this grid.
+    f6 = df.loc["F6-far-heat-on-object"]
+    assert f6["verdict"] == "reproduced" and f6["diff"] == pytest.approx(20.0) and f6["videos_per_seed"] == 39
+    assert f6["seeds"] == 2 and pd.isna(f6["paper_diff"]) and "F7-far-heat-on-object" not in df.index
     # The supplementary scratch row: no paper difference, still a verdict (MVD 90 % vs 30 %).
     assert df.loc["T7-mvd-vs-scratch", "verdict"] == "reproduced" and pd.isna(df.loc["T7-mvd-vs-scratch", "paper_diff"])
 
@@ -158,5 +174,6 @@ def test_readme_opens_with_the_claims_summary(report):
 
 def test_claims_report_is_byte_identical_on_the_same_results(report, tmp_path):
     again = tmp_path / "again"
+    shutil.copytree(report / "gradcam", again / "gradcam")  # far gradcam's outputs, which far report reads
     build_report(PARAMS, report.parent / "results", again)
     assert (again / "claims.csv").read_bytes() == (report / "claims.csv").read_bytes()

@@ -68,7 +68,7 @@ def build_report(params: Mapping[str, Any], results_dir: str | Path, out: str | 
     label = data_label(grid.params)
     numbers = [str(t) for t in grid.params["tables"]]
     claims = check_claims(load_claims(tables_path), grid.tables, results, results_dir, numbers,
-                          chance=_chance(grid))
+                          chance=_chance(grid), reports_dir=out)
     write_claims(claims, out, label)
     figures = build_figures(grid.tables, numbers, results, complexity, out / "figures", label)
     localisation = localisation_table(grid, out, label)

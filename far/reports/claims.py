@@ -28,6 +28,10 @@ Method (also written into ``claims.md``):
   approximation): both rows for ``~`` and ``>=``, the row that came out higher for ``>``
   and ``<``. Otherwise the claim is inconclusive, with the row named.
 
+A claim on a GradCAM figure (``figure: 6|7``) compares the two models' per-video share of
+heat inside the object mask (``reports/gradcam/figure<N>/s<seed>/localisation.csv``) the
+same way; it needs data with object masks (the synthetic sets) and has no chance test.
+
 The bootstrap's generator is seeded from the claim's id, so the same results give the
 same report byte for byte.
 """
@@ -56,7 +60,9 @@ METHOD = (f"Reproduced difference: mean over seeds of top-1(a) − top-1(b), the
           "videos for a and b). Verdicts: `>` reproduced when the interval is above 0, contradicted when below; "
           "`<` the mirror image; `>=` reproduced when the interval's low end is above −margin, contradicted when "
           "its high end is below −margin; `~` reproduced when the interval lies inside ±margin, contradicted when "
-          "wholly outside; otherwise inconclusive.")
+          "wholly outside; otherwise inconclusive. Claims on Figures 6/7: the same on each test video's share of "
+          "GradCAM heat inside the object mask (`far explain --score`, in points), where the data have masks; "
+          "no chance test.")
 
 
 @dataclass
@@ -75,7 +81,7 @@ class ClaimResult:
 
     def row(self) -> dict[str, Any]:
         c = self.claim
-        return {"id": c.id, "table": c.table, "claim": c.text, "a": c.a, "b": c.b, "expect": c.expect,
+        return {"id": c.id, "table": c.table, "figure": c.figure, "claim": c.text, "a": c.a, "b": c.b, "expect": c.expect,
                 "margin": c.margin if c.expect in (">=", "~") else None, "strong": c.strong,
                 "paper_diff": self.paper_diff, "diff": _r(self.diff), "ci_low": _r(self.low),
                 "ci_high": _r(self.high), "seeds": self.seeds, "videos_per_seed": self.videos,
@@ -144,11 +150,28 @@ def _correct(results_dir: str | Path, run_id: str) -> pd.Series | None:
     return df.set_index("video")["correct1"] if len(df) else None
 
 
+def _heat_on_object(reports_dir: str | Path | None, figure: str, seed: int, model: str) -> pd.Series | None:
+    """Per-video share of GradCAM heat inside the object (0-1) of ``model`` in figure
+    ``figure``'s seed ``seed`` (``far explain --score``'s per-video file); None without it.
+    Videos without masks (score nan) are left out."""
+    from far.layout import GRADCAM_SCORES
+
+    if reports_dir is None:
+        return None
+    path = Path(Layout.gradcam(figure, seed, reports_dir)) / GRADCAM_SCORES
+    if not path.is_file():
+        return None
+    df = pd.read_csv(path)
+    df = df[(df["model"] == model) & df["score"].notna()]
+    return df.set_index("video")["score"] if len(df) else None
+
+
 def check_claims(claims: list[Claim], tables: dict[str, Table], results: Results, results_dir: str | Path,
-                 table_numbers: list[str], chance: dict[str, float] | None = None) -> list[ClaimResult]:
-    """Every claim of the tables in ``table_numbers``, from the runs' predictions.
-    ``chance``: each table's chance top-1 (a fraction); without it no row is tested
-    against chance."""
+                 table_numbers: list[str], chance: dict[str, float] | None = None,
+                 reports_dir: str | Path | None = None) -> list[ClaimResult]:
+    """Every claim of the tables in ``table_numbers``, from the runs' predictions (a figure's
+    claims: from the GradCAM scores under ``reports_dir``). ``chance``: each table's chance
+    top-1 (a fraction); without it no row is tested against chance."""
     cells = {(c.cell.table, c.cell.row): c for c in results.cells}
     out = []
     for claim in claims:
@@ -167,21 +190,27 @@ def check_claims(claims: list[Claim], tables: dict[str, Table], results: Results
             ra, rb = ca.run_for_seed(seed), cb.run_for_seed(seed)
             if ra is None or rb is None:
                 continue
-            a, b = _correct(results_dir, ra.run_id), _correct(results_dir, rb.run_id)
+            if claim.figure:
+                a, b = (_heat_on_object(reports_dir, claim.figure, seed, row) for row in (claim.a, claim.b))
+            else:
+                a, b = _correct(results_dir, ra.run_id), _correct(results_dir, rb.run_id)
             if a is None or b is None:
                 continue
             common = a.index.intersection(b.index)
             if len(common):
                 pairs.append((a.loc[common].to_numpy(), b.loc[common].to_numpy()))
         if not pairs:
-            res.note = "no seed with both runs' predictions"
+            res.note = ("no seed with both models' scores on object masks (the data have none, or the figure "
+                        "was not drawn)" if claim.figure else "no seed with both runs' predictions")
             continue
         seed = int(hashlib.sha256(claim.id.encode()).hexdigest()[:8], 16)
         res.diff, res.low, res.high = paired_bootstrap(pairs, seed)
         res.seeds, res.videos = len(pairs), min(len(p[0]) for p in pairs)
         res.verdict = verdict(claim.expect, res.low, res.high, claim.margin)
         notes = ["one seed: the interval covers test-set sampling only"] if len(pairs) == 1 else []
-        p = (chance or {}).get(claim.table)
+        if claim.figure:
+            notes.append("share of GradCAM heat on the object, per video (far explain --score)")
+        p = None if claim.figure else (chance or {}).get(claim.table)
         if p is not None:
             sides = {"a": (claim.a, [x for x, _ in pairs]), "b": (claim.b, [y for _, y in pairs])}
             for side in _learned_rows(claim.expect, res.diff):
