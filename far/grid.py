@@ -79,7 +79,12 @@ class DataCheck:
     @property
     def run_id(self) -> str:
         """Its folder under results/runs/: test/ and data_check.json."""
-        return f"released-{self.name}"
+        return released_run_id(self.name)
+
+
+def released_run_id(name: str) -> str:
+    """The results/runs/ folder of released model ``name``'s data check."""
+    return f"released-{name}"
 
 
 def _slug(model: Mapping[str, Any]) -> str:
@@ -254,7 +259,8 @@ class Grid:
 
     def _released_baseline(self, table: Table, row: Any, dataset: str, backbone: str) -> DataCheck | None:
         """The released model that fills this cell (``data_check.baselines_from_released``:
-        Tables 7/8's VideoMAE baselines), or None."""
+        Tables 7/8's VideoMAE baselines; the first one listed of that dataset and backbone),
+        or None."""
         if not (self._data_check_settings().get("baselines_from_released") and table.kind != "ablation"
                 and row.pretraining == "videomae" and row.model.get("variant") == "baseline"):
             return None
@@ -281,7 +287,7 @@ class Grid:
             run = self.runs[cell.run_ids[0]]
             name = f"stand_in_{run.dataset}_{run.pretraining}_{run.backbone}"
             out.append(DataCheck(name, run.dataset, run.backbone, self.layout.run(run.run_id).release(name, "yaml"),
-                                 self.layout.run(f"released-{name}").dir, stand_in=run.run_id,
+                                 self.layout.run(released_run_id(name)).dir, stand_in=run.run_id,
                                  known_sizes=self._known_sizes(run.dataset)))
         return out
 
