@@ -287,8 +287,9 @@ def seeded_normal(seeds: Sequence[int], counts: Sequence[int], device: torch.dev
     (uniform, symmetric, exact in float32), and the value is sqrt(2) erfinv(v): the normal
     quantile of a 24-bit uniform (tails to 5.4 sigma, as float32 Box-Muller's). The per-seed
     keys and offsets travel in one small tensor, copied from pinned memory without making
-    the host wait; a seeded CUDA generator per clip made one synchronising copy each
-    (check 12, benchmarks/results/train_pace.md)."""
+    the host wait. Unlike a seeded generator per clip, the values are the same on the CPU
+    and the GPU (the gpu test compares the erased boxes); check 12 had suspected such
+    generators of synchronising, which check 13 refuted (benchmarks/results/train_pace.md)."""
     device = torch.device(device)
     total = sum(counts)
     if total == 0:
