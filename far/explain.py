@@ -44,6 +44,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from far.layout import GRADCAM_LOCALISATION, GRADCAM_SCORES, gradcam_figure
+
 log = logging.getLogger(__name__)
 
 WEIGHTS = ("token", "channel")
@@ -398,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
             np.save(out / "maps" / m.name / f"{stem}.npy", ex.heat.astype(np.float32))
             np.save(out / "maps" / m.name / f"{stem}.tokens.npy", ex.tokens.astype(np.float32))
             rows.append((m.name, ex))
-        fig = plot_explanations(rows, out / f"{Path(path).stem}.png", class_names=names_of, max_frames=args.frames,
+        fig = plot_explanations(rows, out / gradcam_figure(path), class_names=names_of, max_frames=args.frames,
                                 label=args.title)
         log.info("wrote %s (%s)", fig, ", ".join(f"{n}: P={e.prob:.2f}" for n, e in rows))
     if args.score:
@@ -416,8 +418,6 @@ def write_localisation(out: Path, rows: Sequence[dict[str, Any]], models: Sequen
     masks) and ``out/localisation.json`` (per model: the mean score, videos, its config and
     checkpoint)."""
     fields = ["model", "video", "label", "pred", "target", "prob", "score"]
-    from far.layout import GRADCAM_SCORES
-
     with (out / GRADCAM_SCORES).open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
@@ -428,8 +428,6 @@ def write_localisation(out: Path, rows: Sequence[dict[str, Any]], models: Sequen
     doc = {"metric": "energy-based pointing game: share of GradCAM heat inside the object mask, "
                      "mean over the val videos with masks (centre view)",
            "target": args.target, "weights": args.weights, "models": summary}
-    from far.layout import GRADCAM_LOCALISATION
-
     (out / GRADCAM_LOCALISATION).write_text(json.dumps(doc, indent=2) + "\n")
     for name, s in summary.items():
         if s["score"] is None:

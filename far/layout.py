@@ -101,6 +101,12 @@ STEP_COLUMNS = ("epoch", "step", "loss", "lr", "clips_per_s", "data_wait_share")
 #: chose and why, and ``far explain --score``'s summary (on data with object masks only).
 GRADCAM_CHOICE, GRADCAM_LOCALISATION = "choice.json", "localisation.json"
 GRADCAM_SCORES = "localisation.csv"  # far explain --score: one row per model x video (the claims' pairs)
+
+
+def gradcam_figure(video: str | Path) -> str:
+    """File name of ``far explain``'s figure of one video. Prefixed: video ids may start with
+    "_" (K400's YouTube ids), which Snakemake's HTML report reads as a malformed RST target."""
+    return f"video_{Path(video).stem}.png"
 #: What an offline pre-training job leaves in its folder.
 PRETRAIN_CHECKPOINT, PRETRAIN_CONFIG, PRETRAIN_METRICS = "checkpoint.pth", "config.yaml", "metrics.json"
 

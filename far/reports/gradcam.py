@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from far.grid import Grid, Run
-from far.layout import GRADCAM_CHOICE, GRADCAM_LOCALISATION, RESULTS, Layout
+from far.layout import GRADCAM_CHOICE, GRADCAM_LOCALISATION, RESULTS, Layout, gradcam_figure
 
 if TYPE_CHECKING:  # pandas and the report's formats are imported where used: the Snakefile imports this module
     import pandas as pd
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = {"figure": spec.number, "table": spec.table, "dataset": base.dataset, "seed": args.seed,
            "rule": CHOICE_RULE,
            "runs": {spec.baseline: base.run_id, spec.far: far_run.run_id},
-           "videos": [asdict(c) | {"class": names.get(c.label, f"class {c.label}"), "figure": f"{Path(c.video).stem}.png"}
+           "videos": [asdict(c) | {"class": names.get(c.label, f"class {c.label}"), "figure": gradcam_figure(c.video)}
                       for c in chosen]}
     (out / GRADCAM_CHOICE).write_text(json.dumps(doc, indent=2) + "\n")
 
