@@ -73,6 +73,7 @@ class DataCheck:
     backbone: str  # the paper's size name
     registry: str  # the registry file that has ``name``
     dest: str  # where far data check fetches it to
+    checkpoint: str  # the file the job reads: the fetched release, or the stand-in's export
     stand_in: str | None = None  # the run exported as the model
     known_sizes: tuple[int, ...] = ()  # validation-set sizes to accept (synthetic data), else the known copies'
 
@@ -254,7 +255,7 @@ class Grid:
                 if spec.published.dataset != dataset:
                     raise ConfigError(where, f"{name!r} was fine-tuned on {spec.published.dataset}, not {dataset}")
                 out[name] = DataCheck(name, dataset, spec.backbone, registry_path, self.layout.checkpoints,
-                                      known_sizes=self._known_sizes(dataset))
+                                      self.layout.fetched(spec.filename), known_sizes=self._known_sizes(dataset))
         return out
 
     def _released_baseline(self, table: Table, row: Any, dataset: str, backbone: str) -> DataCheck | None:
@@ -286,10 +287,32 @@ class Grid:
                 raise ConfigError(f"data_check.stand_ins[{i}]", "that cell is filled from a released model")
             run = self.runs[cell.run_ids[0]]
             name = f"stand_in_{run.dataset}_{run.pretraining}_{run.backbone}"
-            out.append(DataCheck(name, run.dataset, run.backbone, self.layout.run(run.run_id).release(name, "yaml"),
-                                 self.layout.run(released_run_id(name)).dir, stand_in=run.run_id,
-                                 known_sizes=self._known_sizes(run.dataset)))
+            files = self.layout.run(run.run_id)
+            out.append(DataCheck(name, run.dataset, run.backbone, files.release(name, "yaml"),
+                                 self.layout.run(released_run_id(name)).dir, files.release(name, "pth"),
+                                 stand_in=run.run_id, known_sizes=self._known_sizes(run.dataset)))
         return out
+
+    def data_check_args(self, check: DataCheck) -> list[str]:
+        """``far data check``'s arguments for one check (the rule quotes them): the dataset's
+        data settings and the params' backbone, the params' thresholds and test batch where
+        set (else the command's defaults), ``--report-only`` unless a failed check should stop
+        the pipeline. A stand-in that misses its own number is a bug of the pipeline: it
+        always fails the job."""
+        settings, batch = self._data_check_settings(), self.recipe_batch(check.dataset)
+        args = ["--checkpoint", check.name, "--registry", check.registry, "--dest", check.dest,
+                "--prepared", self.layout.prepared(check.dataset).dir,
+                "--model", json.dumps(self.backbone_spec(check.backbone)),
+                "--data", json.dumps(self.params["datasets"][check.dataset]["data"])]
+        for source, key, flag in ((settings, "tolerance", "--tolerance"), (settings, "fail_below", "--fail-below"),
+                                  (batch, "eval_micro", "--eval-micro"), (batch, "num_workers", "--workers")):
+            if key in source:
+                args += [flag, str(source[key])]
+        for n in check.known_sizes:
+            args += ["--known-size", str(n)]
+        if not (check.stand_in or settings.get("stop_before_training")):
+            args.append("--report-only")
+        return args
 
     def data_checks_of(self, dataset: str) -> list[DataCheck]:
         return [c for c in self.data_checks.values() if c.dataset == dataset]

@@ -418,3 +418,27 @@ def test_released_baselines_drop_figure_7_and_the_paper_dry_run_still_plans(tmp_
     counts = {m[0]: int(m[1]) for m in (line.split() for line in r.stdout.splitlines()) if len(m) == 2
               and m[1].isdigit()}
     assert counts["train"] == counts["test"] == 46 and counts["data_check"] == 4 and counts["gradcam"] == 2
+
+
+def test_data_check_arguments_come_from_the_params() -> None:
+    """far/grid.py assembles far data check's arguments (the rule only quotes them): the
+    dataset's data, the params' backbone, thresholds and test batch, --report-only unless a
+    failed check should stop the pipeline (a stand-in always fails its job)."""
+    from far.grid import Grid
+    from far.layout import load_params
+
+    default = Grid(load_params(REPO / "params" / "default.yaml"), root=REPO)
+    args = default.data_check_args(default.data_checks["stand_in_ssv2_videomae_vit_s"])
+    pairs = dict(zip(args[::2], args[1::2]))
+    assert json.loads(pairs["--model"]) == {"backbone": "vit_tiny_cpu"} and pairs["--known-size"] == "160"
+    assert (pairs["--tolerance"], pairs["--fail-below"], pairs["--eval-micro"], pairs["--workers"]) == \
+        ("1.0", "3.0", "30", "0")
+    assert json.loads(pairs["--data"])["sampling"] == "segment" and "--report-only" not in args
+    paper = _paper_params(False)
+    paper["data_check"]["stop_before_training"] = False
+    del paper["data_check"]["tolerance"]
+    grid = Grid(paper, root=REPO)
+    args = grid.data_check_args(grid.data_checks["videomae_vit_b_k400_1600ep_ft"])
+    assert args[-1] == "--report-only" and "--tolerance" not in args and "--known-size" not in args
+    assert grid.data_checks["videomae_vit_b_k400_1600ep_ft"].checkpoint == \
+        "data/checkpoints/videomae_vit_b_k400_finetuned_1600ep.pth"

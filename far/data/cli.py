@@ -5,25 +5,25 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Any
+from typing import Any, Callable
 
 from far.data.synth import DEFAULT_FRAMES, SynthSpec
 
 
-def _size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected HxW, e.g. 96x128 (got {text!r})") from err
-    return h, w
+def _pair(form: str, example: str) -> Callable[[str], tuple[int, int]]:
+    """An argparse type for two integers written ``AxB`` (``form`` and ``example`` name them
+    in the error)."""
+    def parse(text: str) -> tuple[int, int]:
+        try:
+            a, b = (int(v) for v in text.lower().split("x"))
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(f"expected {form}, e.g. {example} (got {text!r})") from err
+        return a, b
+    return parse
 
 
-def _views(text: str) -> tuple[int, int]:
-    try:
-        clips, crops = (int(v) for v in text.lower().split("x"))
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected CLIPSxCROPS, e.g. 2x3 (got {text!r})") from err
-    return clips, crops
+_size = _pair("HxW", "96x128")
+_views = _pair("CLIPSxCROPS", "2x3")
 
 
 def _mapping(text: str) -> dict[str, Any]:

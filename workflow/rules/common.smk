@@ -197,7 +197,6 @@ def gradcam_inputs(w):
 # The data checks (workflow/rules/data_check.smk, far/grid.py DataCheck).
 CHECKS = GRID.data_checks  # registry name -> far.grid.DataCheck
 CHECK_IDS = {c.run_id: c for c in CHECKS.values()}  # its folder under results/runs/
-CHECK_SETTINGS = dict(config.get("data_check") or {})
 
 
 def stand_in_inputs(w):
@@ -209,33 +208,9 @@ def data_check_inputs(w):
     """The prepared list and its report, the registry and the model's file."""
     c = CHECK_IDS[w.check]
     lists = LAYOUT.prepared(c.dataset)
-    if c.stand_in:
-        run = LAYOUT.run(c.stand_in)
-        files = {"registry": c.registry, "checkpoint": run.release(c.name, "pth")}
-    else:
-        files = {"registry": c.registry, "checkpoint": LAYOUT.fetched(FETCH[c.name])}
-    return {"val": lists.val, "report": lists.report} | files
+    return {"val": lists.val, "report": lists.report, "registry": c.registry, "checkpoint": c.checkpoint}
 
 
 def data_check_flags(w):
-    """far data check's settings for one model, every value quoted."""
-    c = CHECK_IDS[w.check]
-    ds = config["datasets"][c.dataset]
-    batch = GRID.recipe_batch(c.dataset)
-    flags = [
-        "--checkpoint", c.name,
-        "--dest", c.dest,
-        "--prepared", LAYOUT.prepared(c.dataset).dir,
-        "--model", json.dumps(GRID.backbone_spec(c.backbone)),
-        "--data", json.dumps(ds["data"]),
-        "--tolerance", str(CHECK_SETTINGS.get("tolerance", 1.0)),
-        "--fail-below", str(CHECK_SETTINGS.get("fail_below", 3.0)),
-        "--eval-micro", str(batch.get("eval_micro", 8)),
-        "--workers", str(batch.get("num_workers", 2)),
-    ]
-    for n in c.known_sizes:
-        flags += ["--known-size", str(n)]
-    # A stand-in that misses its own number is a bug of the pipeline: it always fails the job.
-    if not (c.stand_in or CHECK_SETTINGS.get("stop_before_training")):
-        flags.append("--report-only")
-    return " ".join(shlex.quote(f) for f in flags)
+    """far data check's arguments for one model (far/grid.py), every value quoted."""
+    return " ".join(shlex.quote(a) for a in GRID.data_check_args(CHECK_IDS[w.check]))

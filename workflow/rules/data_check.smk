@@ -50,7 +50,7 @@ rule data_check:
     resources:
         **res("data_check"),
     shell:
-        ENV + "far data check {params.flags} --registry {input.registry:q} --out {params.out} "
+        ENV + "far data check {params.flags} --out {params.out} "
         "--report {params.report} --no-progress > {log} 2>&1"
 
 

@@ -4,7 +4,7 @@
 
 DVC_DATA = [p for d in DATASETS for p in (LAYOUT.prepared(d).train, LAYOUT.prepared(d).val, LAYOUT.prepared(d).report)]
 DVC_DATA += sorted({GRID.init_checkpoint(r) for r in GRID.runs.values()} - {None})
-DVC_DATA += sorted(LAYOUT.fetched(FETCH[c.name]) for c in CHECKS.values() if not c.stand_in)  # released models
+DVC_DATA += sorted(c.checkpoint for c in CHECKS.values() if not c.stand_in)  # released models, fetched
 
 
 rule dvc_commit:
