@@ -9,7 +9,8 @@ the SSv2 recipe's RandAugment and erasing) is augmented behind 20 queued large G
 training step leaves them: a synchronising copy inside the augmentation then makes the
 host wait for them, which the profile's counts and the host time show.
 
-It then runs one call under ``torch.cuda.set_sync_debug_mode("warn")`` and prints where
+It also prints the call's device time with nothing queued and its kernels by name
+(``--device-time-only`` stops there). It then runs one call under ``torch.cuda.set_sync_debug_mode("warn")`` and prints where
 (file:line, innermost frames of far and torchvision) each synchronising operation left
 Python, and counts what the former erasing noise (a CUDA generator seeded per erased clip,
 ``--no-probe`` skips it) did on its own.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import statistics
 import time
 import traceback
 import warnings
@@ -94,9 +96,35 @@ def probe_old_noise(n: int = 11) -> None:
         print(f"probe, {n} clips, {name}: {counts(fn)}; sync sites: {dict(sync_sites(fn))}", flush=True)
 
 
+def device_time(fn, calls: int = 10) -> None:
+    """Print the device time of ``fn`` with nothing queued before it (CUDA events, median of
+    ``calls``) and its kernels' summed time by name (one profiled call)."""
+    times = []
+    for _ in range(calls):
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    print(f"device time of one call, nothing queued: median {statistics.median(times):.2f} ms "
+          f"(min {min(times):.2f})", flush=True)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    total = sum(e.self_device_time_total for e in kernels) / 1e3
+    launches = sum(e.count for e in kernels)
+    print(f"kernels: {launches} launches, {total:.2f} ms summed; the largest:")
+    for e in sorted(kernels, key=lambda e: -e.self_device_time_total)[:12]:
+        print(f"  {e.self_device_time_total / 1e3:7.2f} ms {e.count:5d} x {e.key[:90]}")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--no-probe", action="store_true", help="skip the former erasing noise's probe")
+    p.add_argument("--device-time-only", action="store_true", help="only the call's device time and kernels")
     args = p.parse_args(argv)
     cfg = DataConfig.preset("ssv2", input_size=224, short_side=240)
     draw = TrainDraw(cfg)
@@ -114,6 +142,9 @@ def main(argv: list[str] | None = None) -> None:
     for _ in range(3):
         augment(batch, "cuda")
     torch.cuda.synchronize()
+    device_time(lambda: augment(batch, "cuda"))
+    if args.device_time_only:
+        return
     a = torch.randn(8192, 8192, device="cuda")
 
     def step() -> float:

@@ -8,9 +8,10 @@ and on the CPU, so the CPU default uses it too.
 Per clip, with that clip's parameters on all of its frames at once (the frames are the
 batch dimension of each op):
 
-1. RandAugment on the decoded frames at their full size: torchvision's
-   ``transforms.v2.functional`` ops on uint8 (T, 3, H, W), parameterised exactly like
-   timm's PIL ops (:data:`OPS`);
+1. RandAugment on the decoded frames at their full size, parameterised exactly like timm's
+   PIL ops (:data:`OPS`, built on torchvision's ``transforms.v2.functional`` where it has
+   the op; each op takes several clips with their own arguments, and a geometric op
+   resamples all frames of a clip in one ``grid_sample``);
 2. the random resized crop, resized to the input size (bilinear on floats, no
    antialiasing for fine-tuning as the reference; with antialiasing for pre-training, as
    PIL's resize in VideoMAE's pre-training crop).
@@ -110,100 +111,146 @@ def inverse_affine(angle: float, translate: Sequence[float], shear: Sequence[flo
     return m
 
 
-def warp(x: torch.Tensor, matrix: Sequence[float]) -> torch.Tensor:
-    """uint8 frames (..., 3, H, W) resampled through ``matrix`` (:func:`inverse_affine`):
-    bilinear, the reference's fill colour outside. Equals torchvision's tensor affine and
-    rotate for the same matrix (tested), without its synchronising host-to-device copies."""
-    h, w = x.shape[-2:]
-    theta = torch.tensor(matrix, dtype=torch.float32).view(1, 2, 3)
+def _per_clip(values: Sequence[float], x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """One value per clip of ``x`` (m, T, 3, H, W), as an (m, 1, 1, 1, 1) tensor on its device."""
+    if len(values) == 1:  # one clip (how ClipAugment calls the ops): a fill kernel, no copy to pin
+        return torch.full((1, 1, 1, 1, 1), values[0], dtype=dtype, device=x.device)
+    return _device_tensor(torch.tensor(values, dtype=dtype), x.device).view(-1, 1, 1, 1, 1)
+
+
+def warp(x: torch.Tensor, matrices: Sequence[Sequence[float]]) -> torch.Tensor:
+    """uint8 clips (m, T, 3, H, W), clip i resampled through ``matrices[i]``
+    (:func:`inverse_affine`): bilinear, the reference's fill colour outside. Equals
+    torchvision's tensor affine and rotate for the same matrix (tested), without its
+    synchronising host-to-device copies, and for all m clips in one grid_sample."""
+    m, t, c, h, w = x.shape
+    theta = torch.tensor(matrices, dtype=torch.float32).view(m, 2, 3)
     theta = theta.transpose(1, 2).div_(torch.tensor([0.5 * w, 0.5 * h], dtype=torch.float32))  # on the host
-    grid = _base_grid(h, w, x.device).bmm(_device_tensor(theta, x.device)).view(1, h, w, 2)
-    img = x.reshape(-1, 3, h, w).float()
-    n = img.shape[0]
-    # A channel of ones marks what comes from inside the image; the rest takes the fill.
-    img = torch.cat((img, torch.ones((n, 1, h, w), dtype=img.dtype, device=img.device)), dim=1)
-    out = F.grid_sample(img, grid.expand(n, -1, -1, -1), mode="bilinear", padding_mode="zeros", align_corners=False)
-    out, mask = torch.tensor_split(out, indices=(-1,), dim=-3)
-    fill = _constant(_FILL, x.device).view(1, -1, 1, 1)
-    out = out.sub_(fill).mul_(mask.expand_as(out)).add_(fill)
-    return out.round_().to(x.dtype).reshape(x.shape)
+    grid = _base_grid(h, w, x.device).matmul(_device_tensor(theta, x.device)).view(m, h, w, 2)
+    # A clip's frames share its grid: they are channels of one image to grid_sample.
+    img = F.grid_sample(x.reshape(m, t * c, h, w).float(), grid, mode="bilinear", padding_mode="zeros",
+                        align_corners=False)
+    # Where the sample comes from inside the image (a bilinear share): the rest takes the fill.
+    inside = F.grid_sample(torch.ones((m, 1, h, w), device=x.device), grid, mode="bilinear", padding_mode="zeros",
+                           align_corners=False)
+    fill = _constant(_FILL, x.device).view(1, 1, c, 1, 1)
+    out = img.view(m, t, c, h, w).sub_(fill).mul_(inside.view(m, 1, 1, h, w)).add_(fill)
+    return out.round_().to(x.dtype)
 
 
-def _affine(x: torch.Tensor, *, translate: Sequence[float] = (0.0, 0.0), shear: Sequence[float] = (0.0, 0.0)
-            ) -> torch.Tensor:
+def _affine(x: torch.Tensor, translate: Sequence[Sequence[float]] | None = None,
+            shear: Sequence[Sequence[float]] | None = None) -> torch.Tensor:
     # timm's shears and translations are PIL affine maps about the top-left corner
     # (output (x, y) <- input (x + f y, y) for ShearX); torchvision's convention with the
     # centre at the top-left pixel corner is the same map.
     h, w = x.shape[-2:]
-    return warp(x, inverse_affine(0.0, translate, shear, center=(-0.5 * w, -0.5 * h)))
+    n = x.shape[0]
+    translate = translate or [(0.0, 0.0)] * n
+    shear = shear or [(0.0, 0.0)] * n
+    return warp(x, [inverse_affine(0.0, tr, sh, center=(-0.5 * w, -0.5 * h)) for tr, sh in zip(translate, shear)])
 
 
-def _shear_x(x: torch.Tensor, factor: float) -> torch.Tensor:
-    return _affine(x, shear=(math.degrees(math.atan(factor)), 0.0))
+def _shear_x(x: torch.Tensor, args: Sequence[tuple[float, ...]]) -> torch.Tensor:
+    return _affine(x, shear=[(math.degrees(math.atan(a[0])), 0.0) for a in args])
 
 
-def _shear_y(x: torch.Tensor, factor: float) -> torch.Tensor:
-    return _affine(x, shear=(0.0, math.degrees(math.atan(factor))))
+def _shear_y(x: torch.Tensor, args: Sequence[tuple[float, ...]]) -> torch.Tensor:
+    return _affine(x, shear=[(0.0, math.degrees(math.atan(a[0]))) for a in args])
 
 
-def _translate_x_rel(x: torch.Tensor, pct: float) -> torch.Tensor:
+def _translate_x_rel(x: torch.Tensor, args: Sequence[tuple[float, ...]]) -> torch.Tensor:
     # PIL's (1, 0, p, 0, 1, 0) samples input x + p: the content moves left by p pixels.
-    return _affine(x, translate=(-pct * x.shape[-1], 0.0))
+    return _affine(x, translate=[(-a[0] * x.shape[-1], 0.0) for a in args])
 
 
-def _translate_y_rel(x: torch.Tensor, pct: float) -> torch.Tensor:
-    return _affine(x, translate=(0.0, -pct * x.shape[-2]))
+def _translate_y_rel(x: torch.Tensor, args: Sequence[tuple[float, ...]]) -> torch.Tensor:
+    return _affine(x, translate=[(0.0, -a[0] * x.shape[-2]) for a in args])
 
 
-def _rotate(x: torch.Tensor, degrees: float) -> torch.Tensor:
+def _rotate(x: torch.Tensor, args: Sequence[tuple[float, ...]]) -> torch.Tensor:
     # About the image centre, counter-clockwise for positive degrees as PIL's rotate.
-    if degrees % 360 == 0:
-        return x.clone()
-    return warp(x, inverse_affine(-degrees, (0.0, 0.0), (0.0, 0.0), center=(0.0, 0.0)))
+    return warp(x, [inverse_affine(-a[0], (0.0, 0.0), (0.0, 0.0), center=(0.0, 0.0)) for a in args])
 
 
-def _posterize(x: torch.Tensor, bits: float) -> torch.Tensor:
-    bits = int(bits)
-    return x if bits >= 8 else _tv().posterize(x, max(bits, 0))  # 0 bits: black, as the reference's Pillow
+def _posterize(x: torch.Tensor, args: Sequence[tuple[float, ...]]) -> torch.Tensor:
+    # Keep the top `bits` bits: 0 bits is black, as the reference's Pillow; 8 or more, unchanged.
+    masks = [(0xFF << (8 - min(max(int(a[0]), 0), 8))) & 0xFF for a in args]
+    return x.bitwise_and(_per_clip(masks, x, torch.uint8))
 
 
-def _solarize(x: torch.Tensor, threshold: float) -> torch.Tensor:
+def _solarize(x: torch.Tensor, args: Sequence[tuple[float, ...]]) -> torch.Tensor:
     # PIL inverts pixels >= threshold; timm's threshold 256 (magnitude 0) inverts none.
-    return x if threshold > 255 else _tv().solarize(x, threshold)
+    return torch.where(x >= _per_clip([a[0] for a in args], x), 255 - x, x)
 
 
-def _solarize_add(x: torch.Tensor, add: float, threshold: int = 128) -> torch.Tensor:
+def _solarize_add(x: torch.Tensor, args: Sequence[tuple[float, ...]], threshold: int = 128) -> torch.Tensor:
     # timm's lookup table: i + add (at most 255) below the threshold, unchanged above.
-    return torch.where(x < threshold, (x.to(torch.int16) + int(add)).clamp_(max=255).to(x.dtype), x)
+    add = _per_clip([int(a[0]) for a in args], x, torch.int16)
+    return torch.where(x < threshold, (x.to(torch.int16) + add).clamp_(max=255).to(x.dtype), x)
+
+
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    """torchvision's luma of uint8 frames, floored as its colour ops do: float (..., 1, H, W)."""
+    r, g, b = x.unbind(dim=-3)
+    return r.mul(0.2989).add_(g, alpha=0.587).add_(b, alpha=0.114).floor_().unsqueeze(-3)
+
+
+def _blend(x: torch.Tensor, other: torch.Tensor, ratios: Sequence[float]) -> torch.Tensor:
+    """torchvision's blend of uint8 ``x`` with ``other`` (ratio r: r x + (1 - r) other,
+    truncated), with one ratio per clip. ``addcmul`` rounds as torchvision's
+    ``add_(alpha=)`` does (one fused multiply-add; tested bit for bit)."""
+    keep = _per_clip(ratios, x)
+    rest = _per_clip([1.0 - r for r in ratios], x)
+    return torch.addcmul(x.mul(keep), other, rest).clamp_(0, 255).to(x.dtype)
+
+
+def _brightness(x: torch.Tensor, args: Sequence[tuple[float, ...]]) -> torch.Tensor:
+    return x.mul(_per_clip([a[0] for a in args], x)).clamp_(0, 255).to(x.dtype)
+
+
+def _color(x: torch.Tensor, args: Sequence[tuple[float, ...]]) -> torch.Tensor:
+    return _blend(x, _gray(x), [a[0] for a in args])
+
+
+def _contrast(x: torch.Tensor, args: Sequence[tuple[float, ...]]) -> torch.Tensor:
+    # The mean grey of each frame, as torchvision (and PIL per image) computes it.
+    return _blend(x, _gray(x).mean(dim=(-3, -2, -1), keepdim=True), [a[0] for a in args])
 
 
 _SHARPEN = (1.0 / 13.0,) * 4 + (5.0 / 13.0,) + (1.0 / 13.0,) * 4  # torchvision's smoothing kernel, row-major
 
 
-def _sharpness(x: torch.Tensor, factor: float) -> torch.Tensor:
-    """torchvision's ``adjust_sharpness`` of uint8 frames (..., 3, H, W), step for step, with
-    its 3 x 3 kernel made once per device: torchvision makes it with ``torch.tensor(...,
+def _sharpness(x: torch.Tensor, args: Sequence[tuple[float, ...]]) -> torch.Tensor:
+    """torchvision's ``adjust_sharpness`` of uint8 clips (m, T, 3, H, W), one factor per clip,
+    with its 3 x 3 kernel made once per device: torchvision makes it with ``torch.tensor(...,
     device=cuda)`` at every call, a synchronising copy from pageable memory (the 11 left in
     a paper batch, benchmarks/results/train_pace.md, check 13)."""
-    if factor < 0:
-        raise ValueError(f"sharpness_factor ({factor}) is not non-negative.")
-    c, h, w = x.shape[-3:]
+    factors = [a[0] for a in args]
+    if min(factors) < 0:
+        raise ValueError(f"sharpness factors ({factors}) must not be negative.")
+    m, t, c, h, w = x.shape
     if x.numel() == 0 or h <= 2 or w <= 2:
         return x
-    out = x.reshape(-1, c, h, w).to(torch.float32, copy=True)
+    out = x.reshape(m * t, c, h, w).to(torch.float32, copy=True)
     kernel = _constant(_SHARPEN, x.device).view(1, 1, 3, 3).expand(c, 1, 3, 3)
-    blurred = F.conv2d(out, kernel, groups=c).round_()
-    inner = out[..., 1:-1, 1:-1]
-    inner.add_(blurred.sub_(inner), alpha=1.0 - factor)
-    return out.clamp_(0, 255).to(x.dtype).reshape(x.shape)
+    blurred = F.conv2d(out, kernel, groups=c).round_().view(m, t, c, h - 2, w - 2)
+    inner = out.view(m, t, c, h, w)[..., 1:-1, 1:-1]
+    inner.addcmul_(blurred.sub_(inner), _per_clip([1.0 - f for f in factors], x))
+    return out.clamp_(0, 255).to(x.dtype).view(m, t, c, h, w)
 
 
-# timm's RandAugment ops (timm.data.auto_augment.NAME_TO_OP), by name, on uint8
-# (..., 3, H, W); each takes the arguments timm's level function returns for it.
+def _per_image(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """An op without arguments that torchvision applies to each image of a batch."""
+    return lambda x, args: fn(x.reshape(-1, *x.shape[-3:])).reshape(x.shape)
+
+
+# timm's RandAugment ops (timm.data.auto_augment.NAME_TO_OP), by name. Each takes uint8
+# clips (m, T, 3, H, W) and one tuple of arguments per clip (what timm's level function
+# returns for it), and applies clip i's arguments to every frame of clip i.
 OPS: dict[str, Callable[..., torch.Tensor]] = {
-    "AutoContrast": lambda x: _tv().autocontrast(x),
-    "Equalize": lambda x: _tv().equalize(x),
-    "Invert": lambda x: _tv().invert(x),
+    "AutoContrast": _per_image(lambda x: _tv().autocontrast(x)),
+    "Equalize": _per_image(lambda x: _tv().equalize(x)),
+    "Invert": lambda x, args: 255 - x,
     "Rotate": _rotate,
     "Posterize": _posterize,
     "PosterizeIncreasing": _posterize,
@@ -211,12 +258,12 @@ OPS: dict[str, Callable[..., torch.Tensor]] = {
     "Solarize": _solarize,
     "SolarizeIncreasing": _solarize,
     "SolarizeAdd": _solarize_add,
-    "Color": lambda x, f: _tv().adjust_saturation(x, f),
-    "ColorIncreasing": lambda x, f: _tv().adjust_saturation(x, f),
-    "Contrast": lambda x, f: _tv().adjust_contrast(x, f),
-    "ContrastIncreasing": lambda x, f: _tv().adjust_contrast(x, f),
-    "Brightness": lambda x, f: _tv().adjust_brightness(x, f),
-    "BrightnessIncreasing": lambda x, f: _tv().adjust_brightness(x, f),
+    "Color": _color,
+    "ColorIncreasing": _color,
+    "Contrast": _contrast,
+    "ContrastIncreasing": _contrast,
+    "Brightness": _brightness,
+    "BrightnessIncreasing": _brightness,
     "Sharpness": _sharpness,
     "SharpnessIncreasing": _sharpness,
     "ShearX": _shear_x,
@@ -226,16 +273,28 @@ OPS: dict[str, Callable[..., torch.Tensor]] = {
 }
 
 
+def _identity(name: str, args: tuple[float, ...]) -> bool:
+    """Ops that leave the frames as they are for these arguments (not worth a kernel)."""
+    return name == "Rotate" and args[0] % 360 == 0
+
+
 def apply_ops(x: torch.Tensor, ops: Sequence[tuple[str, tuple[float, ...]]]) -> torch.Tensor:
-    """RandAugment ``ops`` (from :func:`far.data.transforms.draw_randaug`) on uint8 frames
-    (T, 3, H, W): every frame gets the same ops and arguments."""
+    """RandAugment ``ops`` (from :func:`far.data.transforms.draw_randaug`) on the uint8 frames
+    (T, 3, H, W) of one clip: every frame gets the same ops and arguments.
+
+    One clip at a time, although :data:`OPS` take several: grouping a batch's clips by op
+    (gather, op, scatter back) cut the launches by a third but added more device time in the
+    gathers and copies than it saved (H200, benchmarks/results/train_pace.md, run 16)."""
+    x = x.unsqueeze(0)
     for name, args in ops:
+        if _identity(name, args):
+            continue
         try:
             op = OPS[name]
         except KeyError:
             raise ValueError(f"RandAugment op {name!r} has no tensor version (known: {sorted(OPS)})") from None
-        x = op(x, *args)
-    return x
+        x = op(x, [args])
+    return x[0]
 
 
 def crop_resize(x: torch.Tensor, box: tuple[int, int, int, int], size: int, antialias: bool) -> torch.Tensor:
