@@ -17,6 +17,10 @@ files carry a real clip's bitrate (far's synthetic datasets compress far better)
 video is read once with the training sampler of its dataset (K400: 16 frames at stride 4
 from a random start; SSv2: 16 segments) and the same indices are used on both decoders.
 
+With ``--loader``, far's own training DataLoader over the VP9 files is timed as well, with
+``data.decoder`` cpu (decord in forked workers) and nvdec (far.data.nvdec in spawned
+workers): videos/s that W workers hand to the training step.
+
 Reported per kind: CPU milliseconds per video in one process and videos/s with W worker
 processes (what W DataLoader workers can feed); NVDEC videos/s with K decoding threads
 (one SimpleDecoder each, reconfigured per file, RGB frames left on the GPU), and how far
@@ -32,6 +36,8 @@ import multiprocessing as mp
 import platform
 import random
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -209,6 +215,42 @@ def _nvdec_phase(paths: list[str], kind: str, threads: list[int], refs: list[np.
     return {"pace": nvdec_pace(paths, kind, threads), "agreement": agreement(paths, kind, refs)}
 
 
+def loader_pace(paths: list[str], decoder: str, workers: int, batch: int = 24, epochs: int = 2) -> float:
+    """Videos/s of far's training DataLoader (SSv2 recipe's sampling and clip draws, 2
+    copies a video; no augmentation, which runs on the GPU afterwards) with ``decoder``,
+    over ``epochs`` epochs after a first one that starts the workers."""
+    from far.data.config import DataConfig
+    from far.data.dataset import VideoDataset
+    from far.data.loader import build_loader
+
+    cfg = DataConfig.preset("ssv2", num_classes=1, decoder=decoder)
+    loader = build_loader(VideoDataset(cfg, "train", samples=[(p, 0) for p in paths]), batch, train=True, seed=0,
+                          num_workers=workers, pin_memory=True)
+    for _ in loader:  # workers started, CUDA contexts made
+        pass
+    t0 = time.perf_counter()
+    n = 0
+    for _ in range(epochs):
+        for b in loader:
+            n += b["frames"].shape[0]
+    return n / (time.perf_counter() - t0)
+
+
+def loader_in_subprocess(paths: list[str], decoder: str, workers: list[int]) -> dict[str, float]:
+    """:func:`loader_pace` for each worker count, in a fresh interpreter (not a
+    multiprocessing child: the DataLoader's shared-memory batches failed to allocate from
+    one) that loads neither decord nor PyAV before its workers start."""
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import decode_pace as d; "
+            "paths = json.loads(sys.argv[2]); "
+            "print(json.dumps({f'videos_per_s_{w}_workers': d.loader_pace(paths, sys.argv[3], w) "
+            "for w in json.loads(sys.argv[4])}))")
+    done = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent), json.dumps(paths), decoder,
+                           json.dumps(workers)], capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"loader with decoder {decoder} failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def in_fresh_process(fn, *args):  # noqa: ANN001, ANN201
     """``fn(*args)`` in a spawned process: decord's and PyAV's bundled FFmpeg must not share a
     process with PyNvVideoCodec's (loaded together, the NVDEC decoder crashed on the H200)."""
@@ -225,6 +267,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=int, nargs="+", default=[8, 14], help="CPU decoding processes")
     p.add_argument("--threads", type=int, nargs="+", default=[1, 4, 8, 16, 32], help="NVDEC decoding threads")
     p.add_argument("--no-nvdec", action="store_true")
+    p.add_argument("--loader", action="store_true",
+                   help="also far's training DataLoader with data.decoder cpu and nvdec (VP9 files)")
     args = p.parse_args(argv)
     out = Path(args.out)
     result: dict[str, Any] = {"date": date.today().isoformat(), "host": platform.node(),
@@ -243,6 +287,11 @@ def main(argv: list[str] | None = None) -> None:
             row["nvdec"], row["agreement"] = nv["pace"], nv["agreement"]
             print(f"[{kind}] nvdec {row['nvdec']}", flush=True)
             print(f"[{kind}] agreement {row['agreement']}", flush=True)
+        if args.loader and kind == "vp9":
+            row["loader"] = {"cpu": loader_in_subprocess(paths, "cpu", args.workers)}
+            if not args.no_nvdec:
+                row["loader"]["nvdec"] = loader_in_subprocess(paths, "nvdec", args.workers)
+            print(f"[{kind}] loader {row['loader']}", flush=True)
         result["kinds"][kind] = row
     out.mkdir(parents=True, exist_ok=True)
     (out / "decode_pace.json").write_text(json.dumps(result, indent=2))

@@ -18,6 +18,7 @@ from far.config import check_choice, fail, from_mapping
 DATASETS = ("ssv2", "k400")
 SAMPLINGS = ("segment", "dense")
 SHORT_VIDEO_MODES = ("clamp", "loop")
+DECODERS = ("cpu", "nvdec")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -65,6 +66,9 @@ class DataConfig:
     # from them: a small dataset trained for many epochs (the synthetic default) is decoded
     # once instead of every epoch. 0 = off (decode the sampled frames each time).
     decoded_cache_mb: int = 0
+    # "cpu": decord in the loader workers; "nvdec": the GPU's video decoder (far.data.nvdec:
+    # wins on VP9 such as SSv2's, loses on long-GOP H.264 such as K400's).
+    decoder: str = "cpu"
     seed: int = 0  # per-item augmentation seeds when loading in the main process
 
     def __post_init__(self) -> None:
@@ -101,6 +105,7 @@ def _validate(cfg: DataConfig) -> None:
     check_choice("dataset", cfg.dataset, DATASETS)
     check_choice("sampling", cfg.sampling, SAMPLINGS)
     check_choice("short_video", cfg.short_video, SHORT_VIDEO_MODES)
+    check_choice("decoder", cfg.decoder, DECODERS)
     for name, low in (("num_classes", 1), ("num_frames", 1), ("stride", 1), ("input_size", 8),
                       ("short_side", 8), ("test_clips", 1), ("test_crops", 1), ("num_sample", 1),
                       ("randaug_magnitude", 0), ("randaug_num_ops", 0), ("max_replace_tries", 1), ("seed", 0),

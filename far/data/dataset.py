@@ -37,7 +37,7 @@ from torch.utils.data import Dataset, get_worker_info
 from far.data import sampling
 from far.data.config import DataConfig
 from far.data.transforms import draw_for
-from far.data.video import CorruptVideo, Video
+from far.data.video import CorruptVideo, open_video
 
 log = logging.getLogger(__name__)
 
@@ -90,12 +90,29 @@ class VideoDataset(Dataset):
         bad = [lab for _, lab in self.samples if not 0 <= lab < cfg.num_classes]
         if bad:
             raise ValueError(f"DataConfig.num_classes: {cfg.num_classes} but labels include {bad[0]}")
+        if cfg.decoder == "nvdec":
+            from far.data.nvdec import check_available
+
+            check_available()  # before any work: a missing library or GPU is a config error
         self.draw = draw_for(cfg, mode) if mode != "test" else None
         self._main_rng = torch.Generator().manual_seed(cfg.seed)
         self._warned: set[str] = set()  # corrupt videos already logged by this process
         self._decoded: OrderedDict[str, np.ndarray] = OrderedDict()  # decoded_cache_mb (LRU)
         self._decoded_bytes = 0
         self._too_large: set[str] = set()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Spawned loader workers (data.decoder nvdec) receive the dataset pickled by torch's
+        # multiprocessing, which would move the generator's state tensor to shared memory
+        # (and fails doing so); plain bytes travel as they are.
+        state = dict(self.__dict__)
+        state["_main_rng"] = bytes(self._main_rng.get_state().numpy())
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        rng = torch.Generator()
+        rng.set_state(torch.frombuffer(bytearray(state["_main_rng"]), dtype=torch.uint8))
+        self.__dict__.update(state, _main_rng=rng)
 
     def reseed(self, seed: int) -> None:
         """Reset the item-seed stream used when loading in the main process (num_workers=0)."""
@@ -127,11 +144,11 @@ class VideoDataset(Dataset):
 
     def _decode(self, path: str, rng: random.Random | None, clip: int) -> np.ndarray:
         if not self.cfg.decoded_cache_mb or path in self._too_large:
-            video = Video(path)
+            video = open_video(path, self.cfg.decoder)
             return video.frames(self.frame_indices(len(video), rng, clip))
         frames = self._decoded.get(path)
         if frames is None:
-            video = Video(path)
+            video = open_video(path, self.cfg.decoder)
             frames = video.frames(range(len(video)))
             self._remember(path, frames)
         else:

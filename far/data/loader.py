@@ -35,7 +35,8 @@ def build_loader(dataset: Dataset, batch_size: int, *, train: bool, seed: int, n
 
     ``train``: shuffle (unless a ``sampler``, e.g. ``DistributedSampler``, is given --
     then call its ``set_epoch`` each epoch) and drop the last incomplete batch.
-    ``persistent_workers`` defaults to True when there are workers.
+    ``persistent_workers`` defaults to True when there are workers. Workers of a dataset
+    decoding on NVDEC (``cfg.decoder == "nvdec"``) are spawned, not forked.
     ``batch_size`` counts videos; train batches hold ``batch_size * num_sample`` clips.
     """
     if batch_size < 1:
@@ -46,6 +47,8 @@ def build_loader(dataset: Dataset, batch_size: int, *, train: bool, seed: int, n
         dataset.reseed(seed)  # main-process item seeds (num_workers=0) follow the loader seed
     generator = torch.Generator().manual_seed(seed)
     kwargs: dict[str, Any] = {}
+    if num_workers > 0 and getattr(getattr(dataset, "cfg", None), "decoder", "cpu") == "nvdec":
+        kwargs["multiprocessing_context"] = "spawn"  # CUDA (NVDEC) cannot run in a forked worker
     if num_workers > 0:
         kwargs["persistent_workers"] = True if persistent_workers is None else persistent_workers
         if prefetch_factor is not None:

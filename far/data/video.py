@@ -32,6 +32,7 @@ import re
 import struct
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -158,6 +159,16 @@ class Video:
             raise CorruptVideo(self.path, _failure("cannot decode frames", err, self.path), "undecodable") from err
         pos = {f: k for k, f in enumerate(unique)}
         return batch[[pos[i] for i in idx]]
+
+
+def open_video(path: str | Path, decoder: str = "cpu") -> Any:  # noqa: ANN401 - Video or NvdecVideo
+    """``path`` opened by ``decoder`` (``DataConfig.decoder``): :class:`Video` (decord) or
+    :class:`far.data.nvdec.NvdecVideo`, which have the same interface."""
+    if decoder == "nvdec":
+        from far.data.nvdec import NvdecVideo
+
+        return NvdecVideo(path)
+    return Video(path)
 
 
 # decord prefixes messages with the time of day and the C++ source line, e.g.
