@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from far.bench.timing import cuda_event_times
 from far.data.batch_augment import ClipAugment
 from far.data.config import DataConfig
 from far.data.dataset import collate
@@ -99,15 +100,8 @@ def probe_old_noise(n: int = 11) -> None:
 def device_time(fn, calls: int = 10) -> None:
     """Print the device time of ``fn`` with nothing queued before it (CUDA events, median of
     ``calls``) and its kernels' summed time by name (one profiled call)."""
-    times = []
-    for _ in range(calls):
-        torch.cuda.synchronize()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
+    torch.cuda.synchronize()
+    times = cuda_event_times(fn, calls)
     print(f"device time of one call, nothing queued: median {statistics.median(times):.2f} ms "
           f"(min {min(times):.2f})", flush=True)
     with profile(activities=[ProfilerActivity.CUDA]) as prof:

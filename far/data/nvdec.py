@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from far.config import fail
-from far.data.video import CorruptVideo, check_size
+from far.data.video import CorruptVideo, check_size, frames_at
 
 _SESSION: dict[str, Any] = {}  # this process's decoder, reconfigured per file
 
@@ -93,17 +93,14 @@ class NvdecVideo:
         """RGB uint8 frames (T, H, W, 3) at ``indices`` (any order, repeats allowed)."""
         import torch
 
-        idx = [int(i) for i in indices]
-        if any(i < 0 or i >= self._len for i in idx):
-            raise IndexError(f"{self.path}: frame index out of range 0..{self._len - 1}: {idx}")
-        unique = sorted(set(idx))
-        try:
-            decoded = self._decoder.get_batch_frames_by_index(unique)
-            if len(decoded) != len(unique):
-                raise RuntimeError(f"{len(decoded)} of {len(unique)} frames decoded")
-            batch = torch.stack([torch.from_dlpack(f) for f in decoded]).cpu().numpy()
-        except Exception as err:
-            _SESSION.pop("decoder", None)
-            raise CorruptVideo(self.path, f"cannot decode frames on NVDEC: {err}", "undecodable") from err
-        pos = {f: k for k, f in enumerate(unique)}
-        return batch[[pos[i] for i in idx]]
+        def decode(unique: list[int]) -> np.ndarray:
+            try:
+                decoded = self._decoder.get_batch_frames_by_index(unique)
+                if len(decoded) != len(unique):
+                    raise RuntimeError(f"{len(decoded)} of {len(unique)} frames decoded")
+                return torch.stack([torch.from_dlpack(f) for f in decoded]).cpu().numpy()
+            except Exception as err:
+                _SESSION.pop("decoder", None)
+                raise CorruptVideo(self.path, f"cannot decode frames on NVDEC: {err}", "undecodable") from err
+
+        return frames_at(self.path, self._len, indices, decode)

@@ -30,7 +30,7 @@ from __future__ import annotations
 import os
 import re
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -148,17 +148,28 @@ class Video:
 
     def frames(self, indices: Sequence[int]) -> np.ndarray:
         """RGB uint8 frames (T, H, W, 3) at ``indices`` (any order, repeats allowed)."""
-        idx = [int(i) for i in indices]
-        if any(i < 0 or i >= self._len for i in idx):
-            raise IndexError(f"{self.path}: frame index out of range 0..{self._len - 1}: {idx}")
-        # decord decodes each distinct frame once; repeated indices are copied here.
-        unique = sorted(set(idx))
-        try:
-            batch = self._reader.get_batch(unique).asnumpy()
-        except Exception as err:
-            raise CorruptVideo(self.path, _failure("cannot decode frames", err, self.path), "undecodable") from err
-        pos = {f: k for k, f in enumerate(unique)}
-        return batch[[pos[i] for i in idx]]
+        def decode(unique: list[int]) -> np.ndarray:
+            try:
+                return self._reader.get_batch(unique).asnumpy()
+            except Exception as err:
+                raise CorruptVideo(self.path, _failure("cannot decode frames", err, self.path),
+                                   "undecodable") from err
+
+        return frames_at(self.path, self._len, indices, decode)
+
+
+def frames_at(path: str, length: int, indices: Sequence[int],
+              decode: Callable[[list[int]], np.ndarray]) -> np.ndarray:
+    """The frames at ``indices`` (any order, repeats allowed) of a ``length``-frame video,
+    from ``decode`` (frames (U, H, W, 3) of the distinct indices, ascending): each frame is
+    decoded once, repeats are copied here. Shared by the CPU and the NVDEC reader."""
+    idx = [int(i) for i in indices]
+    if any(i < 0 or i >= length for i in idx):
+        raise IndexError(f"{path}: frame index out of range 0..{length - 1}: {idx}")
+    unique = sorted(set(idx))
+    batch = decode(unique)
+    pos = {f: k for k, f in enumerate(unique)}
+    return batch[[pos[i] for i in idx]]
 
 
 def open_video(path: str | Path, decoder: str = "cpu") -> Any:  # noqa: ANN401 - Video or NvdecVideo
