@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 from urllib.parse import urlencode, urljoin, urlsplit
 
-import yaml
+from far.config import ConfigError, check_choice, fail, from_mapping, read_yaml
 
 try:  # POSIX advisory locks; parallel Snakemake jobs update the lock file together.
     import fcntl
@@ -84,9 +84,6 @@ KINDS = ("pretrained", "finetuned")
 # The test protocol of each dataset (clips x crops), as VideoMAE's MODEL_ZOO.md states it.
 PROTOCOL_VIEWS = {"ssv2": (2, 3), "k400": (5, 3)}
 
-_REQUIRED = ("name", "method", "backbone", "pretrain_dataset", "format", "filename", "sources", "sha256", "size")
-_OPTIONAL = ("epochs", "teacher", "alternatives", "description", "kind", "published")
-_PUBLISHED_REQUIRED = ("dataset", "top1", "top5", "clips", "crops", "source")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
@@ -101,8 +98,8 @@ class FetchError(Exception):
     """Base class of everything ``far fetch`` reports to the user."""
 
 
-class RegistryError(FetchError, ValueError):
-    """The registry YAML is malformed; the message names file and field."""
+class RegistryError(FetchError, ConfigError):
+    """The registry YAML is malformed: far.config's error (``<file>: <field>: <problem>``)."""
 
 
 class VerificationError(FetchError):
@@ -134,6 +131,23 @@ class Source:
     file: str | None = None  # huggingface file in that repo
     path: str | None = None  # file: a path on this machine (relative: to the working directory)
 
+    def __post_init__(self) -> None:
+        check_choice("kind", self.kind, SOURCE_KINDS)
+        allowed = {"gdrive": ("id",), "huggingface": ("repo", "file"), "file": ("path",)}[self.kind]
+        for name in ("id", "repo", "file", "path"):
+            if name not in allowed and getattr(self, name) is not None:
+                fail(name, f"not a field of a {self.kind} source (its fields: kind, {', '.join(allowed)})")
+        # A Drive id may be null: an unknown id is recorded honestly rather than invented.
+        if self.id is not None and not re.fullmatch(r"[A-Za-z0-9_-]{10,}", self.id):
+            fail("id", f"not a Google Drive file id: {self.id!r}")
+        if self.kind == "file" and not (self.path or "").strip():
+            fail("path", "must be a file path")
+        if self.kind == "huggingface":
+            if not re.fullmatch(r"[\w.-]+/[\w.-]+", self.repo or ""):
+                fail("repo", f"must be OWNER/NAME, got {self.repo!r}")
+            if not self.file or self.file.startswith("/") or ".." in self.file:
+                fail("file", f"must be a file path inside the repo, got {self.file!r}")
+
     def describe(self) -> str:
         """Short label used in progress lines and error messages."""
         if self.kind == "gdrive":
@@ -153,19 +167,34 @@ class Source:
 
 @dataclass(frozen=True)
 class Published:
-    """The test result published with a released fine-tuned model, and where it was read."""
+    """The test result published with a released fine-tuned model, and where it was read.
+    Every field is required (``top5: null`` where the source gives none)."""
 
     dataset: str  # k400 | ssv2: the data it was fine-tuned and tested on
     top1: float  # percent
-    top5: float | None  # percent; None where the source gives none
+    top5: float | None  # percent
     clips: int  # temporal views
     crops: int  # spatial views
     source: str  # where the numbers were published (a page, a table row)
 
+    def __post_init__(self) -> None:
+        check_choice("dataset", self.dataset, DATASETS)
+        if not 0 <= self.top1 <= 100:
+            fail("top1", f"must be a percentage in [0, 100], got {self.top1!r}")
+        if self.top5 is not None and not self.top1 <= self.top5 <= 100:
+            fail("top5", f"must be null or a percentage in [top1, 100], got {self.top5!r}")
+        if self.clips < 1:
+            fail("clips", f"must be a positive integer, got {self.clips!r}")
+        if self.crops not in (1, 3):
+            fail("crops", f"must be 1 or 3 (what far test cuts), got {self.crops!r}")
+        if not self.source.strip():
+            fail("source", "must say where the numbers were published")
+
 
 @dataclass(frozen=True)
 class CheckpointSpec:
-    """One validated registry entry."""
+    """One registry entry (params/checkpoints.yaml documents the fields), validated when
+    built: ``sha256`` and ``size`` are required but may be null (not yet known)."""
 
     name: str
     method: str
@@ -174,201 +203,89 @@ class CheckpointSpec:
     format: str
     filename: str
     sources: tuple[Source, ...]
-    sha256: str | None = None
-    size: int | None = None
+    sha256: str | None
+    size: int | None
     epochs: int | None = None
     teacher: str | None = None
-    alternatives: tuple[str, ...] = ()
+    alternatives: tuple[str, ...] | None = None  # other entries holding the same weights
     description: str | None = None
     kind: str = "pretrained"
     published: Published | None = None
+
+    def __post_init__(self) -> None:
+        if not _NAME_RE.match(self.name):
+            fail("name", f"must match {_NAME_RE.pattern}, got {self.name!r}")
+        for key, choices in (("method", METHODS), ("backbone", BACKBONES), ("pretrain_dataset", DATASETS),
+                             ("format", FORMATS), ("kind", KINDS)):
+            check_choice(key, getattr(self, key), choices)
+        if self.format not in METHOD_FORMATS[self.method]:
+            fail("format", f"{self.format!r} is not a {self.method} format "
+                           f"(expected one of {', '.join(METHOD_FORMATS[self.method])})")
+        f = self.filename
+        if not f or Path(f).name != f or f.startswith("."):
+            fail("filename", f"must be a plain file name (no folder, no leading dot), got {f!r}")
+        if f == LOCK_FILENAME:
+            fail("filename", f"{LOCK_FILENAME} is reserved for the lock file")
+        if self.sha256 is not None and not _SHA_RE.match(self.sha256):
+            fail("sha256", f"must be null or 64 lowercase hex digits, got {self.sha256!r}")
+        if self.size is not None and self.size <= 0:
+            fail("size", f"must be null or a positive integer (bytes), got {self.size!r}")
+        if self.epochs is not None and self.epochs <= 0:
+            fail("epochs", f"must be a positive integer, got {self.epochs!r}")
+        if self.teacher is not None:
+            check_choice("teacher", self.teacher, ("vit_b", "vit_l", "vit_h"))
+        for j, src in enumerate(self.sources):
+            # One entry = one byte stream = one hash; an HF file has other keys than the Drive file.
+            if src.kind != "file" and (src.kind == "huggingface") != (self.format == "hf_videomae"):
+                fail(f"sources[{j}]", f"a {src.kind} source cannot deliver format {self.format!r}; "
+                                      "Hugging Face files are format hf_videomae and belong in their own entry")
+        # A fine-tuned entry is only useful with the number to compare against; a pre-training has none.
+        if (self.kind == "finetuned") != (self.published is not None):
+            fail("published", f"required for kind finetuned and only there (kind is {self.kind})")
+        if self.kind == "pretrained" and self.format == "finetuned":
+            fail("format", "'finetuned' needs kind: finetuned")
+        if self.kind == "finetuned" and self.format not in ("finetuned", "hf_videomae"):
+            fail("format", f"a fine-tuned entry is format finetuned or hf_videomae, got {self.format!r}")
 
 
 Registry = dict[str, CheckpointSpec]
 
 
-def _check_source(raw: Any, where: str) -> Source:
-    if not isinstance(raw, dict):
-        raise RegistryError(f"{where}: must be a mapping like {{kind: gdrive, id: ...}}, got {raw!r}")
-    kind = raw.get("kind")
-    if kind not in SOURCE_KINDS:
-        raise RegistryError(f"{where}.kind: must be one of {', '.join(SOURCE_KINDS)}, got {kind!r}")
-    allowed = {"gdrive": {"kind", "id"}, "huggingface": {"kind", "repo", "file"}, "file": {"kind", "path"}}[kind]
-    extra = set(raw) - allowed
-    if extra:
-        raise RegistryError(f"{where}: unknown field(s) {sorted(extra)} for kind {kind}")
-    if kind == "gdrive":
-        # id may be null: an unknown id is recorded honestly rather than invented.
-        gid = raw.get("id")
-        if gid is not None and not (isinstance(gid, str) and re.fullmatch(r"[A-Za-z0-9_-]{10,}", gid)):
-            raise RegistryError(f"{where}.id: not a Google Drive file id: {gid!r}")
-        return Source(kind, id=gid)
-    if kind == "file":
-        path = raw.get("path")
-        if not (isinstance(path, str) and path.strip()):
-            raise RegistryError(f"{where}.path: must be a file path, got {path!r}")
-        return Source(kind, path=path)
-    repo, file = raw.get("repo"), raw.get("file")
-    if not (isinstance(repo, str) and re.fullmatch(r"[\w.-]+/[\w.-]+", repo)):
-        raise RegistryError(f"{where}.repo: must be OWNER/NAME, got {repo!r}")
-    if not (isinstance(file, str) and file and not file.startswith("/") and ".." not in file):
-        raise RegistryError(f"{where}.file: must be a file path inside the repo, got {file!r}")
-    return Source(kind, repo=repo, file=file)
+@dataclass(frozen=True)
+class _RegistryFile:
+    """The registry file's top level."""
 
+    checkpoints: tuple[CheckpointSpec, ...]
+    version: int = 1
 
-def _number(value: Any, low: float, high: float) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
-
-
-def _check_published(raw: Any, where: str) -> Published:
-    """``published: {dataset, top1, top5, clips, crops, source}`` of a fine-tuned entry."""
-    if not isinstance(raw, dict):
-        raise RegistryError(f"{where}: must be a mapping {{dataset, top1, top5, clips, crops, source}}, got {raw!r}")
-    missing = [k for k in _PUBLISHED_REQUIRED if k not in raw]
-    if missing:
-        raise RegistryError(f"{where}: missing field(s) {missing} (write `null` for an unpublished top5)")
-    unknown = set(raw) - set(_PUBLISHED_REQUIRED)
-    if unknown:
-        raise RegistryError(f"{where}: unknown field(s) {sorted(unknown)}; allowed: {list(_PUBLISHED_REQUIRED)}")
-    if raw["dataset"] not in DATASETS:
-        raise RegistryError(f"{where}.dataset: must be one of {', '.join(DATASETS)}, got {raw['dataset']!r}")
-    if not _number(raw["top1"], 0, 100):
-        raise RegistryError(f"{where}.top1: must be a percentage in [0, 100], got {raw['top1']!r}")
-    if raw["top5"] is not None and not (_number(raw["top5"], 0, 100) and raw["top5"] >= raw["top1"]):
-        raise RegistryError(f"{where}.top5: must be null or a percentage in [top1, 100], got {raw['top5']!r}")
-    for key in ("clips", "crops"):
-        if not (isinstance(raw[key], int) and not isinstance(raw[key], bool) and raw[key] >= 1):
-            raise RegistryError(f"{where}.{key}: must be a positive integer, got {raw[key]!r}")
-    if raw["crops"] not in (1, 3):
-        raise RegistryError(f"{where}.crops: must be 1 or 3 (what far test cuts), got {raw['crops']!r}")
-    if not (isinstance(raw["source"], str) and raw["source"].strip()):
-        raise RegistryError(f"{where}.source: must say where the numbers were published")
-    return Published(dataset=raw["dataset"], top1=float(raw["top1"]),
-                     top5=None if raw["top5"] is None else float(raw["top5"]),
-                     clips=raw["clips"], crops=raw["crops"], source=raw["source"].strip())
-
-
-def _check_entry(raw: Any, where: str) -> CheckpointSpec:
-    if not isinstance(raw, dict):
-        raise RegistryError(f"{where}: must be a mapping, got {type(raw).__name__}")
-    missing = [k for k in _REQUIRED if k not in raw]
-    if missing:
-        raise RegistryError(f"{where}: missing field(s) {missing} (write `null` for unknown sha256/size)")
-    unknown = set(raw) - set(_REQUIRED) - set(_OPTIONAL)
-    if unknown:
-        raise RegistryError(f"{where}: unknown field(s) {sorted(unknown)}; allowed: {list(_REQUIRED + _OPTIONAL)}")
-    name = raw["name"]
-    if not (isinstance(name, str) and _NAME_RE.match(name)):
-        raise RegistryError(f"{where}.name: must match {_NAME_RE.pattern}, got {name!r}")
-    where = f"{where} ({name})"
-    for key, choices in (("method", METHODS), ("backbone", BACKBONES), ("pretrain_dataset", DATASETS), ("format", FORMATS)):
-        if raw[key] not in choices:
-            raise RegistryError(f"{where}.{key}: must be one of {', '.join(choices)}, got {raw[key]!r}")
-    if raw["format"] not in METHOD_FORMATS[raw["method"]]:
-        raise RegistryError(
-            f"{where}.format: {raw['format']!r} is not a {raw['method']} format "
-            f"(expected one of {', '.join(METHOD_FORMATS[raw['method']])})"
-        )
-    filename = raw["filename"]
-    if not (isinstance(filename, str) and filename and Path(filename).name == filename and not filename.startswith(".")):
-        raise RegistryError(f"{where}.filename: must be a plain file name (no folder, no leading dot), got {filename!r}")
-    if filename == LOCK_FILENAME:
-        raise RegistryError(f"{where}.filename: {LOCK_FILENAME} is reserved for the lock file")
-    sha = raw["sha256"]
-    if sha is not None and not (isinstance(sha, str) and _SHA_RE.match(sha)):
-        raise RegistryError(f"{where}.sha256: must be null or 64 lowercase hex digits, got {sha!r}")
-    size = raw["size"]
-    if size is not None and not (isinstance(size, int) and not isinstance(size, bool) and size > 0):
-        raise RegistryError(f"{where}.size: must be null or a positive integer (bytes), got {size!r}")
-    epochs = raw.get("epochs")
-    if epochs is not None and not (isinstance(epochs, int) and epochs > 0):
-        raise RegistryError(f"{where}.epochs: must be a positive integer, got {epochs!r}")
-    teacher = raw.get("teacher")
-    if teacher is not None and teacher not in ("vit_b", "vit_l", "vit_h"):
-        raise RegistryError(f"{where}.teacher: must be vit_b, vit_l or vit_h, got {teacher!r}")
-    sources_raw = raw["sources"]
-    if not (isinstance(sources_raw, list) and sources_raw):
-        raise RegistryError(f"{where}.sources: must be a non-empty list")
-    sources = tuple(_check_source(s, f"{where}.sources[{j}]") for j, s in enumerate(sources_raw))
-    for j, src in enumerate(sources):
-        # One entry = one byte stream = one hash; an HF file has other keys than the Drive file.
-        if src.kind != "file" and (src.kind == "huggingface") != (raw["format"] == "hf_videomae"):
-            raise RegistryError(
-                f"{where}.sources[{j}]: a {src.kind} source cannot deliver format {raw['format']!r}; "
-                "Hugging Face files are format hf_videomae and belong in their own entry"
-            )
-    alternatives = raw.get("alternatives") or []
-    if not (isinstance(alternatives, list) and all(isinstance(a, str) for a in alternatives)):
-        raise RegistryError(f"{where}.alternatives: must be a list of checkpoint names")
-    kind = raw.get("kind", "pretrained")
-    if kind not in KINDS:
-        raise RegistryError(f"{where}.kind: must be one of {', '.join(KINDS)}, got {kind!r}")
-    # A fine-tuned entry is only useful with the number to compare against; a pre-training has none.
-    if (kind == "finetuned") != ("published" in raw):
-        raise RegistryError(f"{where}.published: required for kind finetuned and only there (kind is {kind})")
-    if kind == "pretrained" and raw["format"] == "finetuned":
-        raise RegistryError(f"{where}.format: 'finetuned' needs kind: finetuned")
-    if kind == "finetuned" and raw["format"] not in ("finetuned", "hf_videomae"):
-        raise RegistryError(f"{where}.format: a fine-tuned entry is format finetuned or hf_videomae, got {raw['format']!r}")
-    published = _check_published(raw["published"], f"{where}.published") if kind == "finetuned" else None
-    return CheckpointSpec(
-        name=name,
-        method=raw["method"],
-        backbone=raw["backbone"],
-        pretrain_dataset=raw["pretrain_dataset"],
-        format=raw["format"],
-        filename=filename,
-        sources=sources,
-        sha256=sha,
-        size=size,
-        epochs=epochs,
-        teacher=teacher,
-        alternatives=tuple(alternatives),
-        description=raw.get("description"),
-        kind=kind,
-        published=published,
-    )
+    def __post_init__(self) -> None:
+        if self.version != 1:
+            fail("version", f"only version 1 is understood, got {self.version!r}")
+        names: dict[str, int] = {}
+        filenames: dict[str, str] = {}
+        for i, spec in enumerate(self.checkpoints):
+            if spec.name in names:
+                fail(f"checkpoints[{i}].name", f"duplicate name {spec.name!r}")
+            if spec.filename in filenames:
+                fail(f"checkpoints[{i}].filename", f"{spec.filename!r} already used by {filenames[spec.filename]!r}")
+            names[spec.name] = i
+            filenames[spec.filename] = spec.name
+        for i, spec in enumerate(self.checkpoints):
+            for alt in spec.alternatives or ():
+                if alt not in names:
+                    fail(f"checkpoints[{i}].alternatives", f"unknown checkpoint {alt!r}")
 
 
 def load_registry(path: str | os.PathLike[str] = DEFAULT_REGISTRY) -> Registry:
     """Read and validate the checkpoint registry YAML; return ``{name: spec}`` in file order.
 
-    Raises ``RegistryError`` naming the file and the offending field.
+    Raises :class:`RegistryError` (far.config's error) naming the file and the field.
     """
-    path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RegistryError(f"{path}: registry file not found") from None
-    except yaml.YAMLError as exc:
-        raise RegistryError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict) or "checkpoints" not in data:
-        raise RegistryError(f"{path}: must be a mapping with a `checkpoints:` list")
-    if data.get("version", 1) != 1:
-        raise RegistryError(f"{path}: version: only version 1 is understood, got {data.get('version')!r}")
-    unknown = set(data) - {"version", "checkpoints"}
-    if unknown:
-        raise RegistryError(f"{path}: unknown top-level field(s) {sorted(unknown)}")
-    entries = data["checkpoints"]
-    if not isinstance(entries, list) or not entries:
-        raise RegistryError(f"{path}: checkpoints: must be a non-empty list")
-    registry: Registry = {}
-    filenames: dict[str, str] = {}
-    for i, raw in enumerate(entries):
-        spec = _check_entry(raw, f"{path}: checkpoints[{i}]")
-        if spec.name in registry:
-            raise RegistryError(f"{path}: checkpoints[{i}].name: duplicate name {spec.name!r}")
-        if spec.filename in filenames:
-            raise RegistryError(
-                f"{path}: checkpoints[{i}] ({spec.name}).filename: {spec.filename!r} already used by {filenames[spec.filename]!r}"
-            )
-        registry[spec.name] = spec
-        filenames[spec.filename] = spec.name
-    for spec in registry.values():
-        for alt in spec.alternatives:
-            if alt not in registry:
-                raise RegistryError(f"{path}: checkpoint {spec.name!r}.alternatives: unknown checkpoint {alt!r}")
-    return registry
+        entries = from_mapping(_RegistryFile, read_yaml(path)).checkpoints
+    except ConfigError as err:
+        raise RegistryError(err.field, err.problem, str(path)) from None
+    return {spec.name: spec for spec in entries}
 
 
 # ------------------------------------------------------------------------ lock file

@@ -63,14 +63,14 @@ def _ft_entry(**published: object) -> dict:
 
 
 @pytest.mark.parametrize(("mutate", "needle"), [
-    (lambda e: e.pop("published"), "(tiny_ft).published: required for kind finetuned"),
-    (lambda e: e.update(kind="pretrained"), "(tiny_ft).published: required for kind finetuned and only there"),
-    (lambda e: e["published"].update(top1=101), "(tiny_ft).published.top1: must be a percentage"),
-    (lambda e: e["published"].update(top5=40.0), "(tiny_ft).published.top5"),
-    (lambda e: e["published"].update(crops=2), "(tiny_ft).published.crops"),
-    (lambda e: e["published"].pop("source"), "missing field(s) ['source']"),
-    (lambda e: e.update(kind="best"), "(tiny_ft).kind: must be one of pretrained, finetuned"),
-    (lambda e: e.update(format="videomae_pretrain"), "(tiny_ft).format: a fine-tuned entry"),
+    (lambda e: e.pop("published"), "checkpoints[0].published: required for kind finetuned"),
+    (lambda e: e.update(kind="pretrained"), "checkpoints[0].published: required for kind finetuned and only there"),
+    (lambda e: e["published"].update(top1=101), "checkpoints[0].published.top1: must be a percentage"),
+    (lambda e: e["published"].update(top5=40.0), "checkpoints[0].published.top5"),
+    (lambda e: e["published"].update(crops=2), "checkpoints[0].published.crops"),
+    (lambda e: e["published"].pop("source"), "checkpoints[0].published.source: required"),
+    (lambda e: e.update(kind="best"), "checkpoints[0].kind: 'best' is not one of pretrained, finetuned"),
+    (lambda e: e.update(format="videomae_pretrain"), "checkpoints[0].format: a fine-tuned entry"),
 ])
 def test_registry_errors_name_the_field(tmp_path: Path, mutate, needle: str) -> None:
     entry = _ft_entry()

@@ -436,15 +436,19 @@ def test_project_registry_is_valid() -> None:
 @pytest.mark.parametrize(
     ("mutate", "needle"),
     [
-        (lambda e: e.update(method="mae"), "checkpoints[0] (x).method"),
-        (lambda e: e.update(sha256="abc"), "checkpoints[0] (x).sha256"),
-        (lambda e: e.update(size=-1), "checkpoints[0] (x).size"),
-        (lambda e: e.pop("sha256"), "missing field(s) ['sha256']"),
-        (lambda e: e.update(filename="../x.pth"), "checkpoints[0] (x).filename"),
-        (lambda e: e.update(sources=[{"kind": "s3", "id": "q"}]), "sources[0].kind"),
-        (lambda e: e.update(sources=[{"kind": "huggingface", "repo": "a/b", "file": "m.bin"}]), "hf_videomae"),
-        (lambda e: e.update(colour="red"), "unknown field(s) ['colour']"),
-        (lambda e: e.update(alternatives=["nope"]), "unknown checkpoint 'nope'"),
+        (lambda e: e.update(method="mae"), "checkpoints[0].method: 'mae' is not one of videomae, mvd"),
+        (lambda e: e.update(sha256="abc"), "checkpoints[0].sha256: must be null or 64"),
+        (lambda e: e.update(size=-1), "checkpoints[0].size: must be null or a positive integer"),
+        (lambda e: e.update(size=True), "checkpoints[0].size: expected an integer"),
+        (lambda e: e.pop("sha256"), "checkpoints[0].sha256: required"),
+        (lambda e: e.update(filename="../x.pth"), "checkpoints[0].filename: must be a plain file name"),
+        (lambda e: e.update(sources=[{"kind": "s3", "id": "q"}]), "checkpoints[0].sources[0].kind: 's3' is not one of"),
+        (lambda e: e.update(sources=[{"kind": "gdrive", "repo": "a/b"}]), "sources[0].repo: not a field of a gdrive"),
+        (lambda e: e.update(sources=[{"kind": "huggingface", "repo": "a/b", "file": "m.bin"}]),
+         "checkpoints[0].sources[0]: a huggingface source cannot deliver format 'videomae_pretrain'"),
+        (lambda e: e.update(sources=[]), "checkpoints[0].sources: expected a non-empty list"),
+        (lambda e: e.update(colour="red"), "checkpoints[0].colour: unknown key"),
+        (lambda e: e.update(alternatives=["nope"]), "checkpoints[0].alternatives: unknown checkpoint 'nope'"),
     ],
 )
 def test_registry_errors_name_file_and_field(tmp_path: Path, mutate, needle: str) -> None:

@@ -184,12 +184,12 @@ def registry_target(name: str, registry_path: str | Path, dest: str | Path, **fe
 
     registry = load_registry(registry_path)
     if name not in registry:
-        raise RegistryError(f"{registry_path}: unknown checkpoint {name!r} (see `far fetch --list`)")
+        raise RegistryError("checkpoints", f"unknown checkpoint {name!r} (see `far fetch --list`)", str(registry_path))
     spec = registry[name]
     if spec.kind != "finetuned" or spec.published is None:
         fine = ", ".join(n for n, s in registry.items() if s.kind == "finetuned")
-        raise RegistryError(f"{registry_path}: {name!r} is a {spec.kind} checkpoint with no published test "
-                            f"accuracy; give a fine-tuned entry ({fine})")
+        raise RegistryError("checkpoints", f"{name!r} is a {spec.kind} checkpoint with no published test "
+                            f"accuracy; give a fine-tuned entry ({fine})", str(registry_path))
     path = fetch_checkpoint(name, registry, dest, **fetch_kw)
     pub = spec.published
     return Target(name=name, path=Path(path), fmt=spec.format, dataset=pub.dataset, top1=pub.top1, top5=pub.top5,
