@@ -36,8 +36,6 @@ import multiprocessing as mp
 import platform
 import random
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -236,19 +234,8 @@ def loader_pace(paths: list[str], decoder: str, workers: int, batch: int = 24, e
     return n / (time.perf_counter() - t0)
 
 
-def loader_in_subprocess(paths: list[str], decoder: str, workers: list[int]) -> dict[str, float]:
-    """:func:`loader_pace` for each worker count, in a fresh interpreter (not a
-    multiprocessing child: the DataLoader's shared-memory batches failed to allocate from
-    one) that loads neither decord nor PyAV before its workers start."""
-    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import decode_pace as d; "
-            "paths = json.loads(sys.argv[2]); "
-            "print(json.dumps({f'videos_per_s_{w}_workers': d.loader_pace(paths, sys.argv[3], w) "
-            "for w in json.loads(sys.argv[4])}))")
-    done = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent), json.dumps(paths), decoder,
-                           json.dumps(workers)], capture_output=True, text=True)
-    if done.returncode:
-        raise RuntimeError(f"loader with decoder {decoder} failed: {done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+def _loader_phase(paths: list[str], decoder: str, workers: list[int]) -> dict[str, float]:
+    return {f"videos_per_s_{w}_workers": loader_pace(paths, decoder, w) for w in workers}
 
 
 def in_fresh_process(fn, *args):  # noqa: ANN001, ANN201
@@ -288,9 +275,9 @@ def main(argv: list[str] | None = None) -> None:
             print(f"[{kind}] nvdec {row['nvdec']}", flush=True)
             print(f"[{kind}] agreement {row['agreement']}", flush=True)
         if args.loader and kind == "vp9":
-            row["loader"] = {"cpu": loader_in_subprocess(paths, "cpu", args.workers)}
+            row["loader"] = {"cpu": in_fresh_process(_loader_phase, paths, "cpu", args.workers)}
             if not args.no_nvdec:
-                row["loader"]["nvdec"] = loader_in_subprocess(paths, "nvdec", args.workers)
+                row["loader"]["nvdec"] = in_fresh_process(_loader_phase, paths, "nvdec", args.workers)
             print(f"[{kind}] loader {row['loader']}", flush=True)
         result["kinds"][kind] = row
     out.mkdir(parents=True, exist_ok=True)
