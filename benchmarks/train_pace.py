@@ -26,7 +26,7 @@ augmentation of one batch on the GPU alone.
 
     python benchmarks/train_pace.py --out bench-out/train_pace [--backbones vit_b,vit_s]
         [--variants far] [--compile on,off] [--compile-mode reduce-overhead] [--micro 24]
-        [--workers 14] [--steps 150]
+        [--workers 14] [--decoder nvdec] [--steps 150]
 
 Results: benchmarks/results/train_pace.md (device, date and commands there).
 """
@@ -80,7 +80,7 @@ def make_data(folder: Path, classes: int, per_class: int, size: str, frames: int
 
 
 def run_config(data: dict[str, Any], backbone: str, variant: str, micro: int, workers: int, steps: int,
-               compile_on: bool, compile_mode: str | None = None) -> dict[str, Any]:
+               compile_on: bool, compile_mode: str | None = None, decoder: str = "cpu") -> dict[str, Any]:
     """The paper's SSv2 fine-tuning recipe (Table 1) for one GPU, ``steps`` steps, no tracking."""
     return {
         "seed": 0,
@@ -88,7 +88,7 @@ def run_config(data: dict[str, Any], backbone: str, variant: str, micro: int, wo
                   "num_frames": NUM_FRAMES, "img_size": SIZE},
         "data": {"dataset": "ssv2", "train_list": data["train_list"], "val_list": data["val_list"],
                  "root": data["root"], "num_classes": data["num_classes"], "num_frames": NUM_FRAMES,
-                 "input_size": SIZE, "short_side": SIZE, "num_sample": 2},
+                 "input_size": SIZE, "short_side": SIZE, "num_sample": 2, "decoder": decoder},
         "optim": {"epochs": 1, "warmup_epochs": 0.1, "base_lr": 5e-4,
                   "layer_decay": 0.75 if backbone == "vit_b" else 0.7},
         "batch": {"derive": "accumulation", "total": micro, "micro": micro, "num_workers": workers,
@@ -293,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
                         "far bench's step stays at the default mode")
     p.add_argument("--micro", type=int, default=24, help="videos per step (x 2 repeated-augmentation copies)")
     p.add_argument("--workers", type=int, default=14)
+    p.add_argument("--decoder", default="cpu", choices=["cpu", "nvdec"],
+                   help="far train's data.decoder (nvdec: the GPU's video decoder, far.data.nvdec)")
     p.add_argument("--steps", type=int, default=150)
     p.add_argument("--classes", type=int, default=10)
     p.add_argument("--per-class", type=int, default=40)
@@ -326,10 +328,12 @@ def main(argv: list[str] | None = None) -> int:
         for variant in args.variants.split(","):
             for compile_on in (c == "on" for c in args.compile.split(",")):
                 mode = args.compile_mode if compile_on else None
-                name = f"{backbone}-{variant}-{'compiled' if compile_on else 'eager'}" + (f"-{mode}" if mode else "")
-                cfg = run_config(data, backbone, variant, args.micro, args.workers, args.steps, compile_on, mode)
+                name = (f"{backbone}-{variant}-{'compiled' if compile_on else 'eager'}" + (f"-{mode}" if mode else "")
+                        + ("-nvdec" if args.decoder == "nvdec" else ""))
+                cfg = run_config(data, backbone, variant, args.micro, args.workers, args.steps, compile_on, mode,
+                                 args.decoder)
                 row = {"backbone": backbone, "variant": variant, "compiled": compile_on, "compile_mode": mode,
-                       "clips_per_step": args.micro * 2, "workers": args.workers}
+                       "clips_per_step": args.micro * 2, "workers": args.workers, "decoder": args.decoder}
                 row["train"] = train_once(cfg, out / name)
                 if not args.no_bench:
                     row["bench"] = bench_step(backbone, variant, args.micro * 2, compile_on)

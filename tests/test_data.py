@@ -754,6 +754,18 @@ def test_test_views_clips_times_crops(k400, ssv2):
     assert len(s) == 8 * 2 and s.cfg.num_views == 6
 
 
+def test_corrupt_video_error_survives_a_process_boundary():
+    """Raised in a loader worker (or a decoding pool), the error is pickled: it comes back
+    with its file, reason and category (a spawned NVDEC worker's error was lost before)."""
+    import pickle
+
+    from far.data.video import CorruptVideo
+
+    err = pickle.loads(pickle.dumps(CorruptVideo("/data/a.webm", "cannot open on NVDEC: too small", "undecodable")))
+    assert (err.path, err.reason, err.category) == ("/data/a.webm", "cannot open on NVDEC: too small", "undecodable")
+    assert str(err) == "/data/a.webm: cannot open on NVDEC: too small"
+
+
 def test_corrupt_video_at_run_time_is_reported_and_replaced(ssv2, tmp_path, caplog):
     raw, out, report = ssv2
     samples = read_list(out / "train.csv", report["video_root"])

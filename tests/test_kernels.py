@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from far.models import build_model
-from far.models.kernels.tgi_conv import HAVE_TRITON, neighbour_table, tgi_conv, tgi_conv_gather, tgi_conv_triton
+from far.models.kernels.tgi_conv import (HAVE_TRITON, neighbour_table, temporal_run, tgi_conv, tgi_conv_gather,
+                                        tgi_conv_triton)
 from far.models.layout import TokenLayout
 from reference_defs import SMALL, conv3d_definition
 
@@ -25,6 +26,26 @@ def test_neighbour_table(grid):
     # number of in-grid neighbours of a corner token is 8
     corner = lay.inv_perm[0]
     assert int((nbr[:, corner] >= 0).sum()) == 8
+
+
+@pytest.mark.parametrize("grid", [(8, 14, 14), (8, 3, 5), (4, 4, 4), (2, 3, 5), (3, 3, 3)])
+def test_temporal_run(grid):
+    """The run kernels' premise, checked on the table: in grouped order tap (dt, s) reads
+    the rows of tap (0, s) moved by dt inside runs of T tokens (T dividing 32); never in
+    natural order."""
+    lay = TokenLayout(*grid)
+    t, n = grid[0], lay.num_tokens
+    nbr = neighbour_table(lay.perm, lay.inv_perm, grid)
+    assert temporal_run(nbr, t) == (t if 32 % t == 0 else 0)
+    if temporal_run(nbr, t):  # spelled out for one tap pair: (dt=+1, dh=-1, dw=+1) vs (0, -1, +1)
+        pos = torch.arange(n)
+        moved = nbr[9 + 2][(pos + 1).clamp(max=n - 1)]
+        assert torch.equal(nbr[18 + 2], torch.where(pos % t < t - 1, moved, -1))
+    ident = torch.arange(n)
+    assert temporal_run(neighbour_table(ident, ident, grid), t) == 0
+    broken = nbr.clone()
+    broken[0, t] = -1 if broken[0, t] >= 0 else 0
+    assert temporal_run(broken, t) == 0
 
 
 @pytest.mark.parametrize("groups,grid", [(6, (4, 4, 4)), (1, (4, 4, 4)), (2, (2, 3, 5))])
@@ -87,12 +108,14 @@ def test_grad_checkpointing_same_gradients():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not (torch.cuda.is_available() and HAVE_TRITON), reason="needs CUDA and Triton")
+@pytest.mark.parametrize("run", [False, True], ids=["general", "run"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("c,groups", [(96, 6), (192, 12)], ids=["vit_s", "vit_b"])
-def test_triton_conv_equals_definition(dtype, c, groups, record_property):
+def test_triton_conv_equals_definition(dtype, c, groups, run, record_property):
     """The Triton conv (forward; input, weight and bias gradients) against a float64 Conv3d
     at the benchmarked models' shapes (16x224x224 clips: an 8x14x14 grid, D/4 channels in
-    as many groups as heads), float32 and bfloat16 inputs."""
+    as many groups as heads), float32 and bfloat16 inputs, the general kernels and the
+    grouped order's run kernels."""
     torch.manual_seed(0)
     lay = TokenLayout(8, 14, 14)
     dev = "cuda"
@@ -100,7 +123,7 @@ def test_triton_conv_equals_definition(dtype, c, groups, record_property):
     w = (torch.randn(c, c // groups, 3, 3, 3, device=dev) * 0.1).requires_grad_()
     b = torch.randn(c, device=dev, requires_grad=True)
     nbr = neighbour_table(lay.perm, lay.inv_perm, (8, 14, 14)).to(dev)
-    got = tgi_conv_triton(y, nbr, w, b, groups)
+    got = tgi_conv_triton(y, nbr, w, b, groups, temporal_run(nbr.cpu(), 8) if run else 0)
     g = torch.randn_like(got)
     grads = torch.autograd.grad(got, (y, w, b), g)
     y64, w64, b64 = (t.detach().double().requires_grad_() for t in (y, w, b))
@@ -132,7 +155,7 @@ def test_fused_down_conv_equals_composition_and_keeps_no_bottleneck(compiled):
     w = (torch.randn(c, c // groups, 3, 3, 3, device=dev) * 0.1).requires_grad_()
     b = torch.randn(c, device=dev, requires_grad=True)
     nbr = neighbour_table(lay.perm, lay.inv_perm, (8, 14, 14)).to(dev)
-    fused = lambda *a: tgi_down_conv_triton(*a[:3], nbr, *a[3:], groups)
+    fused = lambda *a: tgi_down_conv_triton(*a[:3], nbr, *a[3:], groups, 8)  # the run kernels, as in the model
     if compiled:
         torch._dynamo.reset()
         fused = torch.compile(fused, fullgraph=True)
@@ -150,3 +173,62 @@ def test_fused_down_conv_equals_composition_and_keeps_no_bottleneck(compiled):
         assert a.dtype == r.dtype and rel(a, r) < 2e-2
     assert (2, lay.num_tokens, c) not in saved and (2 * lay.num_tokens, c) not in saved, saved
     torch._dynamo.reset()
+
+
+_INTERPRETER_CHECK = r'''
+import importlib, sys
+import torch, triton
+K = importlib.import_module("far.models.kernels.tgi_conv")
+from far.models.layout import TokenLayout
+
+torch.manual_seed(0)
+for grid, G, dtype in [((8, 4, 4), 2, torch.float32), ((8, 3, 5), 3, torch.float32), ((4, 4, 4), 3, torch.float16)]:
+    lay, cg, b = TokenLayout(*grid), 16, 2
+    n, c = lay.num_tokens, G * 16
+    nbr = K.neighbour_table(lay.perm, lay.inv_perm, grid)
+    run = K.temporal_run(nbr, grid[0])
+    assert run == grid[0]
+    y, dout = torch.randn(b, n, c).to(dtype), torch.randn(b, n, c).to(dtype)
+    w, bias = torch.randn(c, cg, 3, 3, 3) * 0.1, torch.randn(c)
+    yy, ww, bb = (t.double().requires_grad_() for t in (y, w, bias))
+    ref = K.tgi_conv_gather(yy, nbr, ww, bb, G)
+    dy_ref, dw_ref, db_ref = torch.autograd.grad(ref, (yy, ww, bb), dout.double())
+    rel = lambda a, r: float((a.double() - r).norm() / r.norm())
+    tol, fp32, wk = (1e-5 if dtype == torch.float32 else 2e-3), dtype == torch.float32, K.pack_weight(w, G, dtype)
+    for cfg in K._RUN_FWD_CONFIGS:
+        g = (triton.cdiv(G, cfg.kwargs["GB"]), triton.cdiv(n, cfg.kwargs["BLOCK_N"]), b)
+        for trans, src, want in ((False, y, ref), (True, dout, dy_ref)):
+            out = torch.empty_like(y)
+            K._conv_run_kernel.fn[g](src, wk, wk if trans else bias, nbr, out, n, c, G, HAS_BIAS=not trans, FP32=fp32,
+                                     CG=cg, TRANS=trans, RUN=run, **cfg.kwargs)
+            assert rel(out, want.detach()) < tol, (grid, G, dtype, cfg, trans, rel(out, want.detach()))
+    rows = b * n
+    for cfg in K._RUN_WGRAD_CONFIGS:
+        per = triton.cdiv(triton.cdiv(rows, 2), 128) * 128
+        split = triton.cdiv(rows, per)
+        dw, db = torch.empty(split, c, cg, 27), torch.empty(split, c)
+        K._wgrad_run_kernel.fn[(G, split)](y, dout, nbr, dw, db, n, c, rows, per, FP32=fp32, CG=cg, RUN=run,
+                                           **cfg.kwargs)
+        assert rel(dw.sum(0).view(c, cg, 3, 3, 3), dw_ref) < 1e-5 and rel(db.sum(0), db_ref) < 1e-5, (grid, cfg)
+print("ok")
+'''
+
+
+@pytest.mark.slow
+def test_run_kernels_in_triton_interpreter():
+    """Every autotune configuration of the run kernels (forward, input gradient, weight and
+    bias gradients) equals the gather formula, on the CPU through Triton's interpreter:
+    whole and partial token blocks, G not a multiple of the group block, T = 8 and 4,
+    float32 and float16 (the interpreter mishandles bfloat16). Needs Triton on the CPU
+    (`pip install triton==3.6.0`); CI's CPU torch has none, so it is skipped there."""
+    pytest.importorskip("triton")
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(root))
+    done = subprocess.run([sys.executable, "-c", _INTERPRETER_CHECK], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]

@@ -166,7 +166,7 @@ def test_nvdec_frames_match_decord_within_two_levels(tmp_path):
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
     rng = np.random.default_rng(0)
-    base = rng.integers(0, 256, (1, 120, 160, 3)).astype(np.float32)
+    base = rng.integers(0, 256, (1, 144, 192, 3)).astype(np.float32)  # NVDEC's VP9 needs >= 128 rows
     frames = [np.clip(np.roll(base[0], 3 * t, axis=1) + rng.normal(0, 3, base.shape[1:]), 0, 255).astype(np.uint8)
               for t in range(40)]
     idx = [0, 7, 7, 39, 20, 3]

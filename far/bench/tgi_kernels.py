@@ -1,6 +1,7 @@
 """Kernel-level timings of the TGI convolution and of the attention backends (CUDA).
 
     python -m far.bench.tgi_kernels [--sizes vit_b,vit_s] [--out kernels.json]
+        [--step-ab eager,compiled --rounds 5]
 
 Per backbone, at the benchmark's batch: the Triton kernels alone (forward, input
 gradient, weight gradient; median of ``triton.testing.do_bench``), the chosen autotune
@@ -44,27 +45,36 @@ def conv_kernels(size: str, log, old=None) -> dict:
     dout = torch.randn_like(y)
     w = torch.randn(c, cg, 3, 3, 3, device="cuda") * 0.1
     bias = torch.randn(c, device="cuda")
-    res = {}
-    mods = {"new": K} | ({"v1": old} if old is not None else {})
-    for name, M in mods.items():
-        res[f"{name}_fwd_us"] = _bench(lambda: M._launch_conv(y, nbr, w, bias, transposed=False))
-        res[f"{name}_dgrad_us"] = _bench(lambda: M._launch_conv(dout, nbr, w, None, transposed=True))
-        res[f"{name}_wgrad_us"] = _bench(lambda: M._launch_wgrad(y, dout, nbr, cg))
-        log(f"{size} {name:4s} kernels (incl. packing / split sum): fwd {res[f'{name}_fwd_us']:.1f} us  "
+    run = K.temporal_run(nbr.cpu(), cfg.grid[0])
+    res = {"run": run}
+    # the general kernels (any table), the grouped order's run kernels (what the model uses)
+    kernels = {"general": (K, {}), "run": (K, {"run": run})} | ({"v1": (old, {})} if old is not None else {})
+    for name, (M, kw) in kernels.items():
+        res[f"{name}_fwd_us"] = _bench(lambda: M._launch_conv(y, nbr, w, bias, transposed=False, **kw))
+        res[f"{name}_dgrad_us"] = _bench(lambda: M._launch_conv(dout, nbr, w, None, transposed=True, **kw))
+        res[f"{name}_wgrad_us"] = _bench(lambda: M._launch_wgrad(y, dout, nbr, cg, **kw))
+        log(f"{size} {name:7s} kernels (incl. packing / split sum): fwd {res[f'{name}_fwd_us']:.1f} us  "
             f"dgrad {res[f'{name}_dgrad_us']:.1f} us  wgrad {res[f'{name}_wgrad_us']:.1f} us")
     res["best_fwd_config"] = str(K._conv_kernel.best_config)
     res["best_wgrad_config"] = str(K._wgrad_kernel.best_config)
-    log(f"{size} autotuned: fwd {res['best_fwd_config']}  wgrad {res['best_wgrad_config']}")
+    res["best_run_fwd_config"] = str(K._conv_run_kernel.best_config)
+    res["best_run_wgrad_config"] = str(K._wgrad_run_kernel.best_config)
+    log(f"{size} autotuned: fwd {res['best_fwd_config']}  wgrad {res['best_wgrad_config']}  "
+        f"run fwd {res['best_run_fwd_config']}  run wgrad {res['best_run_wgrad_config']}")
     # the kernel alone, without the weight packing: its bytes floor
     wk = K.pack_weight(w, g, y.dtype)
     out = torch.empty_like(y)
     bc = K._conv_kernel.best_config.kwargs
     grid = (triton_cdiv(g, bc["GB"]), triton_cdiv(lay.num_tokens, bc["BLOCK_N"]), b)
-    res["new_fwd_kernel_only_us"] = _bench(lambda: K._conv_kernel[grid](y, wk, bias, nbr, out, lay.num_tokens, c, g,
-                                                                        HAS_BIAS=True, FP32=False, CG=cg, TRANS=False))
+    res["general_fwd_kernel_only_us"] = _bench(lambda: K._conv_kernel[grid](
+        y, wk, bias, nbr, out, lay.num_tokens, c, g, HAS_BIAS=True, FP32=False, CG=cg, TRANS=False))
+    bc = K._conv_run_kernel.best_config.kwargs
+    grid = (triton_cdiv(g, bc["GB"]), triton_cdiv(lay.num_tokens, bc["BLOCK_N"]), b)
+    res["run_fwd_kernel_only_us"] = _bench(lambda: K._conv_run_kernel[grid](
+        y, wk, bias, nbr, out, lay.num_tokens, c, g, HAS_BIAS=True, FP32=False, CG=cg, TRANS=False, RUN=run))
     mb = y.numel() * 2 / 1e6
-    log(f"{size} new fwd kernel alone {res['new_fwd_kernel_only_us']:.1f} us; y is {mb:.1f} MB "
-        f"(read + write at 3 TB/s: {2 * mb / 3e6 * 1e6:.1f} us)")
+    log(f"{size} fwd kernel alone: general {res['general_fwd_kernel_only_us']:.1f} us, run "
+        f"{res['run_fwd_kernel_only_us']:.1f} us; y is {mb:.1f} MB (read + write at 3 TB/s: {2 * mb / 3e6 * 1e6:.1f} us)")
     # cuDNN grouped Conv3d forward on the grid, for scale
     grid_y = y.index_select(1, torch.as_tensor(lay.inv_perm, device="cuda")).reshape(b, *cfg.grid, c).permute(0, 4, 1, 2, 3)
     grid_c = grid_y.contiguous()
@@ -148,6 +158,7 @@ def microbench_tgi(size: str, log, reps: int = 50) -> dict:
         "conv3d_cudnn": lambda y: conv3d(y),
         "conv3d_cudnn_channels_last": lambda y: conv3d(y, True),
         "triton_neighbour_table": lambda y: tgi_conv_triton(y, tgi.nbr, w, bias, g),
+        "triton_runs": lambda y: tgi_conv_triton(y, tgi.nbr, w, bias, g, tgi.run),
     }
     gout = torch.randn_like(y)
     res = {}
@@ -162,6 +173,47 @@ def microbench_tgi(size: str, log, reps: int = 50) -> dict:
             torch.cuda.synchronize()
             res[f"{name}_{phase}_ms"] = statistics.median(cuda_event_times(run, reps))
         log(f"tgi conv {size} b={b}: {name:28s} fwd {res[f'{name}_fwd_ms']:.3f} ms  fwd+bwd {res[f'{name}_fwd_bwd_ms']:.3f} ms")
+    return res
+
+
+def step_ab(size: str, modes: list[str], rounds: int, log, steps: int = 10) -> dict:
+    """The whole fine-tuning step (far.bench.timing.TrainStep: forward, backward, AdamW,
+    bf16) of global attention, FAR with the general conv kernels and FAR with the run
+    kernels (as shipped), built side by side in one process and timed in turns: ``rounds``
+    x ``steps`` CUDA-event-timed steps each, after warm-up. Taking turns puts the three
+    under the same clocks and host, which a one-after-the-other bench does not."""
+    import torch
+
+    from far.bench.cases import BATCH, case_config
+    from far.bench.timing import TrainStep, cuda_event_times
+
+    res: dict = {}
+    for mode in modes:
+        compile_mode = None if mode == "eager" else ("default" if mode == "compiled" else mode)
+        cases = {}
+        for name, variant, run in (("global", "global", None), ("far_general", "far", 0), ("far_run", "far", None)):
+            step = TrainStep(case_config(size, variant), BATCH[size], None)
+            if run == 0:  # the general kernels: what FAR ran before the run kernels
+                for blk in step.model.blocks:
+                    blk.tgi.run = 0
+            if compile_mode:
+                step.fwd = torch.compile(step.model, mode=compile_mode)
+            for _ in range(4):
+                step()
+            cases[name] = step
+        torch.cuda.synchronize()
+        times: dict[str, list[float]] = {name: [] for name in cases}
+        for _ in range(rounds):
+            for name, step in cases.items():
+                times[name] += cuda_event_times(step, steps)
+        med = {name: statistics.median(t) for name, t in times.items()}
+        res[mode] = {name: {"median_ms": med[name], "min_ms": min(t)} for name, t in times.items()}
+        log(f"{size} {mode:15s} step ms (median of {rounds}x{steps}, min): "
+            + "  ".join(f"{n} {med[n]:.2f} ({min(times[n]):.2f})" for n in cases)
+            + f"  FAR run / global {med['global'] / med['far_run']:.3f}x, general / global "
+              f"{med['global'] / med['far_general']:.3f}x")
+        for step in cases.values():
+            step.close()
     return res
 
 
@@ -181,6 +233,10 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", default="vit_b,vit_s")
     ap.add_argument("--old", default="", help="module with an older kernel version to time alongside")
     ap.add_argument("--no-attention", action="store_true")
+    ap.add_argument("--no-kernels", action="store_true", help="skip the conv kernels' timings")
+    ap.add_argument("--step-ab", default="", help="also the whole step of global, FAR general and FAR run "
+                    "kernels taking turns, in these modes (eager, compiled, reduce-overhead)")
+    ap.add_argument("--rounds", type=int, default=5, help="turns of --step-ab")
     ap.add_argument("--out", default="bench-out/kernels.json")
     args = ap.parse_args(argv)
     import torch
@@ -195,7 +251,9 @@ def main(argv=None) -> int:
     old = importlib.import_module(args.old) if args.old else None
     result["copy"] = copy_bandwidth(log)
     for size in args.sizes.split(","):
-        result[size] = dict(conv=conv_kernels(size, log, old))
+        result[size] = {} if args.no_kernels else dict(conv=conv_kernels(size, log, old))
+        if args.step_ab:
+            result[size]["step_ab"] = step_ab(size, args.step_ab.split(","), args.rounds, log)
         if not args.no_attention:
             result[size]["attention"] = attention(size, log)
         torch.cuda.empty_cache()

@@ -60,6 +60,9 @@ class CorruptVideo(Exception):
         self.reason = reason
         self.category = category
 
+    def __reduce__(self):  # pickled by its fields: raised in a loader worker process, re-raised here
+        return type(self), (self.path, self.reason, self.category)
+
 
 def import_decord():  # noqa: ANN201 - returns the decord module
     """Import decord after PyAV (see the module docstring: shared-library clash)."""

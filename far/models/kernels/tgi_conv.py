@@ -65,6 +65,29 @@ def neighbour_table(perm: torch.Tensor, inv_perm: torch.Tensor, grid: tuple[int,
     return torch.stack(rows).to(torch.int32).contiguous()
 
 
+def temporal_run(nbr: torch.Tensor, t: int) -> int:
+    """``t`` if the table has the grouped order's temporal runs, else 0.
+
+    In grouped order a position's T tokens are consecutive and every group starts at a
+    multiple of T, so the taps (dt, dh, dw) with dt = -1 and +1 read the rows next to
+    those of the tap (0, dh, dw): ``nbr[(dt, s), n] = nbr[(0, s), n + dt]`` when ``n + dt``
+    is in n's run of T tokens, else -1. The run kernels gather the 9 spatial taps only
+    and take the temporal ones by shifting rows inside each run (a third of the gathers).
+    Also 0 unless T divides the kernels' smallest token block (32)."""
+    n = nbr.shape[1]
+    if t < 1 or n % t or 32 % t:
+        return 0
+    pos = torch.arange(n)
+    tt = pos % t
+    for kt, dt in enumerate((-1, 0, 1)):
+        inside = (tt + dt >= 0) & (tt + dt < t)
+        for s in range(9):
+            base = nbr[9 + s].long()[(pos + dt).clamp(0, n - 1)]
+            if not torch.equal(nbr[9 * kt + s].long(), torch.where(inside, base, torch.full_like(base, -1))):
+                return 0
+    return t
+
+
 def tap_weight(weight: torch.Tensor, groups: int) -> torch.Tensor:
     """Conv3d weight (C, Cg, 3, 3, 3) -> Wk (G, 27, Cg_in, Cg_out)."""
     c, cg = weight.shape[:2]
@@ -207,8 +230,132 @@ if HAVE_TRITON:
         if kc == 0:
             tl.store(db_ptr + s * C + g * CG + ci, bacc)
 
+    # ---- the run kernels (grouped order, temporal_run(nbr, T) = T): per spatial offset s
+    # one gather, the rows of the tap (0, s); the taps (-1, s) and (+1, s) are the same rows
+    # moved by one inside each run of T tokens (a token block holds whole runs). That is 9
+    # gathers from L2 instead of 27, for the same products.
+    _RUN_FWD_CONFIGS = [
+        triton.Config({"BLOCK_N": bn, "GB": gb}, num_warps=nw, num_stages=ns)
+        for bn, gb, nw, ns in [
+            (32, 1, 2, 3), (32, 2, 2, 3), (32, 2, 4, 3), (32, 4, 4, 3), (64, 1, 4, 3), (64, 2, 4, 3), (64, 2, 8, 3),
+            (128, 1, 8, 3),
+        ]
+    ]
+    _RUN_WGRAD_CONFIGS = [
+        triton.Config({"BLOCK_N": bn}, num_warps=nw, num_stages=ns)
+        for bn, nw, ns in [(32, 4, 3), (32, 8, 2), (64, 4, 3), (64, 8, 3), (128, 8, 2), (128, 8, 3)]
+    ]
+
+    @triton.jit
+    def _run_shift(v, axis: tl.constexpr, BLOCK_N: tl.constexpr, RUN: tl.constexpr, D: tl.constexpr):
+        """Row i of ``v`` along ``axis`` (the token axis, length BLOCK_N) replaced by row
+        i + D of the same run of RUN rows, or zeros where that leaves the run. A pure
+        gather (no arithmetic), so bitwise the moved values."""
+        i = tl.arange(0, BLOCK_N)
+        src = tl.minimum(tl.maximum(i + D, 0), BLOCK_N - 1)
+        ok = ((i % RUN) + D >= 0) & ((i % RUN) + D < RUN)
+        if axis == 0:
+            idx = tl.broadcast_to(src[:, None], v.shape)
+            keep = ok[:, None]
+        else:
+            idx = tl.broadcast_to(src[None, :, None], v.shape)
+            keep = ok[None, :, None]
+        return tl.where(keep, tl.gather(v, idx, axis), 0.0)
+
+    @triton.jit
+    def _tap_dot(acc, xt, w_ptr, w_tile, k, mask_g, FP32: tl.constexpr, CG: tl.constexpr, TRANS: tl.constexpr):
+        wk = 26 - k if TRANS else k
+        wt = tl.load(w_ptr + w_tile + wk * (CG * CG), mask=mask_g, other=0.0)  # (GB, CG, CG)
+        if FP32:
+            acc += tl.dot(xt, wt, input_precision="ieee")
+        else:
+            acc += tl.dot(xt, wt)
+        return acc
+
+    @triton.autotune(configs=_RUN_FWD_CONFIGS, key=["N", "C", "G"])
+    @triton.jit
+    def _conv_run_kernel(x_ptr, w_ptr, b_ptr, nbr_ptr, out_ptr, N, C, G,
+                         HAS_BIAS: tl.constexpr, FP32: tl.constexpr, CG: tl.constexpr, TRANS: tl.constexpr,
+                         RUN: tl.constexpr, BLOCK_N: tl.constexpr, GB: tl.constexpr):
+        # _conv_kernel's result. With Z_dt = sum_s x[nbr[(0, s), .]] @ W[(dt, s)]:
+        #   out[n] = bias + Z_0[n] + Z_-1[n - 1] + Z_+1[n + 1]   (shifts inside n's run)
+        pid_g = tl.program_id(0)
+        pid_n = tl.program_id(1)
+        bb = tl.program_id(2).to(tl.int64)
+        offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        mask_n = offs_n < N
+        offs_g = pid_g * GB + tl.arange(0, GB)
+        mask_g = (offs_g < G)[:, None, None]
+        offs_c = tl.arange(0, CG)
+        chan = (offs_g * CG)[:, None, None] + offs_c[None, None, :]
+        if TRANS:
+            w_tile = offs_g[:, None, None] * (27 * CG * CG) + offs_c[None, :, None] + offs_c[None, None, :] * CG
+        else:
+            w_tile = offs_g[:, None, None] * (27 * CG * CG) + offs_c[None, :, None] * CG + offs_c[None, None, :]
+        x_base = x_ptr + bb * N * C
+        z_m = tl.zeros((GB, BLOCK_N, CG), dtype=tl.float32)
+        z_0 = tl.zeros((GB, BLOCK_N, CG), dtype=tl.float32)
+        z_p = tl.zeros((GB, BLOCK_N, CG), dtype=tl.float32)
+        for s in range(9):
+            nb = tl.load(nbr_ptr + (9 + s) * N + offs_n, mask=mask_n, other=-1)
+            xt = tl.load(x_base + nb[None, :, None] * C + chan, mask=(nb >= 0)[None, :, None] & mask_g, other=0.0)
+            z_m = _tap_dot(z_m, xt, w_ptr, w_tile, s, mask_g, FP32, CG, TRANS)
+            z_0 = _tap_dot(z_0, xt, w_ptr, w_tile, 9 + s, mask_g, FP32, CG, TRANS)
+            z_p = _tap_dot(z_p, xt, w_ptr, w_tile, 18 + s, mask_g, FP32, CG, TRANS)
+        acc = z_0 + _run_shift(z_m, 1, BLOCK_N, RUN, -1) + _run_shift(z_p, 1, BLOCK_N, RUN, 1)
+        if HAS_BIAS:
+            acc += tl.load(b_ptr + chan, mask=mask_g, other=0.0).to(tl.float32)
+        out = out_ptr + bb * N * C + offs_n[None, :, None] * C + chan
+        tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=mask_n[None, :, None] & mask_g)
+
+    @triton.autotune(configs=_RUN_WGRAD_CONFIGS, key=["N", "C", "CG", "ROWS"])
+    @triton.jit
+    def _wgrad_run_kernel(x_ptr, dy_ptr, nbr_ptr, dw_ptr, db_ptr, N, C, ROWS, ROWS_PER_SPLIT: tl.constexpr,
+                          FP32: tl.constexpr, CG: tl.constexpr, RUN: tl.constexpr, BLOCK_N: tl.constexpr):
+        # _wgrad_kernel's result, grid = (G, SPLIT): with X_s the rows of tap (0, s),
+        #   dw[(dt, s)] = sum_r X_s[r] (x) dy[r - dt]   (r - dt in r's run),
+        # so dy is moved twice per row block and the 9 spatial gathers serve all 27 taps.
+        g = tl.program_id(0)
+        s = tl.program_id(1)
+        sp = tl.arange(0, 16)
+        msp = sp < 9
+        ci = tl.arange(0, CG)
+        acc_m = tl.zeros((16, CG, CG), dtype=tl.float32)
+        acc_0 = tl.zeros((16, CG, CG), dtype=tl.float32)
+        acc_p = tl.zeros((16, CG, CG), dtype=tl.float32)
+        bacc = tl.zeros((CG,), dtype=tl.float32)
+        start = s * ROWS_PER_SPLIT
+        for r0 in range(0, ROWS_PER_SPLIT, BLOCK_N):
+            rows = start + r0 + tl.arange(0, BLOCK_N)
+            mrow = rows < ROWS
+            bb = rows // N
+            n = rows - bb * N
+            nb = tl.load(nbr_ptr + (9 + sp)[:, None] * N + n[None, :], mask=msp[:, None] & mrow[None, :], other=-1)
+            src = (bb[None, :] * N + nb).to(tl.int64) * C  # (16, BLOCK_N)
+            xt = tl.load(x_ptr + src[:, None, :] + g * CG + ci[None, :, None],
+                         mask=(nb >= 0)[:, None, :], other=0.0)  # (16, CG, BLOCK_N)
+            dyt = tl.load(dy_ptr + rows.to(tl.int64)[:, None] * C + g * CG + ci[None, :],
+                          mask=mrow[:, None], other=0.0)  # (BLOCK_N, CG)
+            dy_m = _run_shift(dyt, 0, BLOCK_N, RUN, 1)   # tap dt = -1 pairs X_s[r] with dy[r + 1]
+            dy_p = _run_shift(dyt, 0, BLOCK_N, RUN, -1)  # dt = +1: dy[r - 1]
+            if FP32:
+                acc_m += tl.dot(xt, tl.broadcast_to(dy_m[None, :, :], (16, BLOCK_N, CG)), input_precision="ieee")
+                acc_0 += tl.dot(xt, tl.broadcast_to(dyt[None, :, :], (16, BLOCK_N, CG)), input_precision="ieee")
+                acc_p += tl.dot(xt, tl.broadcast_to(dy_p[None, :, :], (16, BLOCK_N, CG)), input_precision="ieee")
+            else:
+                acc_m += tl.dot(xt, tl.broadcast_to(dy_m[None, :, :].to(xt.dtype), (16, BLOCK_N, CG)))
+                acc_0 += tl.dot(xt, tl.broadcast_to(dyt[None, :, :], (16, BLOCK_N, CG)))
+                acc_p += tl.dot(xt, tl.broadcast_to(dy_p[None, :, :].to(xt.dtype), (16, BLOCK_N, CG)))
+            bacc += tl.sum(dyt.to(tl.float32), axis=0)
+        dw = dw_ptr + ((s * C + g * CG + ci[None, None, :]) * CG + ci[None, :, None]) * 27 + sp[:, None, None]
+        tl.store(dw, acc_m, mask=msp[:, None, None])
+        tl.store(dw + 9, acc_0, mask=msp[:, None, None])
+        tl.store(dw + 18, acc_p, mask=msp[:, None, None])
+        tl.store(db_ptr + s * C + g * CG + ci, bacc)
+
     def _launch_conv(y: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                     transposed: bool, wrap: bool = False, packed: torch.Tensor | None = None) -> torch.Tensor:
+                     transposed: bool, wrap: bool = False, packed: torch.Tensor | None = None, run: int = 0
+                     ) -> torch.Tensor:
         b, n, c = y.shape
         cg = weight.shape[1]
         groups = c // cg
@@ -218,9 +365,14 @@ if HAVE_TRITON:
         wk = packed if packed is not None and packed.dtype == y.dtype else pack_weight(weight, groups, y.dtype)
         out = torch.empty_like(y)
         grid = lambda meta: (triton.cdiv(groups, meta["GB"]), triton.cdiv(n, meta["BLOCK_N"]), b)
-        kernel = torch.library.wrap_triton(_conv_kernel) if wrap else _conv_kernel
-        kernel[grid](y, wk, bias if bias is not None else wk, nbr, out, n, c, groups,
-                     HAS_BIAS=bias is not None, FP32=y.dtype == torch.float32, CG=cg, TRANS=transposed)
+        args = (y, wk, bias if bias is not None else wk, nbr, out, n, c, groups)
+        flags = dict(HAS_BIAS=bias is not None, FP32=y.dtype == torch.float32, CG=cg, TRANS=transposed)
+        if run:  # temporal_run(nbr, T) == run: the run kernel (a third of the gathers)
+            kernel = torch.library.wrap_triton(_conv_run_kernel) if wrap else _conv_run_kernel
+            kernel[grid](*args, **flags, RUN=run)
+        else:
+            kernel = torch.library.wrap_triton(_conv_kernel) if wrap else _conv_kernel
+            kernel[grid](*args, **flags)
         return out
 
     @functools.lru_cache(maxsize=None)
@@ -236,61 +388,70 @@ if HAVE_TRITON:
         return triton.cdiv(rows, per), per
 
     def _launch_wgrad(y: torch.Tensor, dout: torch.Tensor, nbr: torch.Tensor, cg: int,
-                      wrap: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                      wrap: bool = False, run: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         b, n, c = y.shape
         groups = c // cg
         rows = b * n
         split, per = _wgrad_split(rows, groups, y.device)
         dw = torch.empty(split, c, cg, TAPS, device=y.device, dtype=torch.float32)
         db = torch.empty(split, c, device=y.device, dtype=torch.float32)
-        grid = lambda meta: (groups, triton.cdiv(TAPS, meta["TP"]), split)
-        kernel = torch.library.wrap_triton(_wgrad_kernel) if wrap else _wgrad_kernel
-        kernel[grid](y, dout, nbr, dw, db, n, c, rows, per, FP32=y.dtype == torch.float32, CG=cg)
+        if run:
+            kernel = torch.library.wrap_triton(_wgrad_run_kernel) if wrap else _wgrad_run_kernel
+            kernel[(groups, split)](y, dout, nbr, dw, db, n, c, rows, per, FP32=y.dtype == torch.float32, CG=cg,
+                                    RUN=run)
+        else:
+            grid = lambda meta: (groups, triton.cdiv(TAPS, meta["TP"]), split)
+            kernel = torch.library.wrap_triton(_wgrad_kernel) if wrap else _wgrad_kernel
+            kernel[grid](y, dout, nbr, dw, db, n, c, rows, per, FP32=y.dtype == torch.float32, CG=cg)
         return dw.sum(0).view(c, cg, 3, 3, 3), db.sum(0)
 
-    def _backward_impl(dout, y, nbr, weight, need_dy: bool, need_dw: bool, wrap: bool = False, packed=None):
+    def _backward_impl(dout, y, nbr, weight, need_dy: bool, need_dw: bool, wrap: bool = False, packed=None,
+                       run: int = 0):
         dout = dout.contiguous()
-        dy = _launch_conv(dout, nbr, weight, None, transposed=True, wrap=wrap, packed=packed) if need_dy else None
-        dw, db = _launch_wgrad(y, dout, nbr, weight.shape[1], wrap=wrap) if need_dw else (None, None)
+        dy = (_launch_conv(dout, nbr, weight, None, transposed=True, wrap=wrap, packed=packed, run=run)
+              if need_dy else None)
+        dw, db = _launch_wgrad(y, dout, nbr, weight.shape[1], wrap=wrap, run=run) if need_dw else (None, None)
         return dy, dw, db
 
     # ---- eager: a plain autograd.Function (the least Python between launches); it keeps
     # the forward's packed weight for the input gradient ---------------------------------
     class _TGIConvFn(torch.autograd.Function):
         @staticmethod
-        def forward(ctx, y, nbr, weight, bias):
+        def forward(ctx, y, nbr, weight, bias, run):
             packed = pack_weight(weight, y.shape[-1] // weight.shape[1], y.dtype)
             ctx.save_for_backward(y, nbr, weight, packed)
-            ctx.has_bias = bias is not None
-            return _launch_conv(y, nbr, weight, bias, transposed=False, packed=packed)
+            ctx.has_bias, ctx.run = bias is not None, run
+            return _launch_conv(y, nbr, weight, bias, transposed=False, packed=packed, run=run)
 
         @staticmethod
         def backward(ctx, dout):
             y, nbr, weight, packed = ctx.saved_tensors
             need_dw = ctx.needs_input_grad[2] or (ctx.has_bias and ctx.needs_input_grad[3])
-            dy, dw, db = _backward_impl(dout, y, nbr, weight, ctx.needs_input_grad[0], need_dw, packed=packed)
-            return dy, None, dw, db if ctx.has_bias else None
+            dy, dw, db = _backward_impl(dout, y, nbr, weight, ctx.needs_input_grad[0], need_dw, packed=packed,
+                                        run=ctx.run)
+            return dy, None, dw, db if ctx.has_bias else None, None
 
     def _setup(ctx, inputs, output):
-        y, nbr, weight, bias = inputs
+        y, nbr, weight, bias, run = inputs
         ctx.save_for_backward(y, nbr, weight)
-        ctx.has_bias = bias is not None
+        ctx.has_bias, ctx.run = bias is not None, run
 
     # ---- torch.compile: triton ops, which Inductor sees into: it launches the kernels
     # from its own wrapper and fuses the weight packing and the split reduction ----------
     @torch.library.triton_op("far::tgi_conv_t", mutates_args=())
-    def _tgi_conv_top(y: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        return _launch_conv(y, nbr, weight, bias, transposed=False, wrap=True)
+    def _tgi_conv_top(y: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                      run: int) -> torch.Tensor:
+        return _launch_conv(y, nbr, weight, bias, transposed=False, wrap=True, run=run)
 
     @torch.library.triton_op("far::tgi_conv_backward_t", mutates_args=())
     def _tgi_conv_bwd_top(dout: torch.Tensor, y: torch.Tensor, nbr: torch.Tensor,
-                          weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return _backward_impl(dout, y, nbr, weight, True, True, wrap=True)
+                          weight: torch.Tensor, run: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return _backward_impl(dout, y, nbr, weight, True, True, wrap=True, run=run)
 
     def _backward_t(ctx, dout):
         y, nbr, weight = ctx.saved_tensors
-        dy, dw, db = _tgi_conv_bwd_top(dout, y, nbr, weight)
-        return dy, None, dw.to(weight.dtype), db.to(weight.dtype) if ctx.has_bias else None
+        dy, dw, db = _tgi_conv_bwd_top(dout, y, nbr, weight, ctx.run)
+        return dy, None, dw.to(weight.dtype), db.to(weight.dtype) if ctx.has_bias else None, None
 
     _tgi_conv_top.register_autograd(_backward_t, setup_context=_setup)
 
@@ -312,72 +473,74 @@ if HAVE_TRITON:
 
     class _TGIDownConvFn(torch.autograd.Function):
         @staticmethod
-        def forward(ctx, x, wd, bd, nbr, weight, bias):
+        def forward(ctx, x, wd, bd, nbr, weight, bias, run):
             y = _down(x, wd, bd)
             packed = pack_weight(weight, y.shape[-1] // weight.shape[1], y.dtype)
             ctx.save_for_backward(x, wd, bd, nbr, weight, packed)
-            ctx.has_bias = bias is not None
-            return _launch_conv(y, nbr, weight, bias, transposed=False, packed=packed)
+            ctx.has_bias, ctx.run = bias is not None, run
+            return _launch_conv(y, nbr, weight, bias, transposed=False, packed=packed, run=run)
 
         @staticmethod
         def backward(ctx, dout):
             x, wd, bd, nbr, weight, packed = ctx.saved_tensors
             y = _down(x, wd, bd)  # eager: the same GEMM as the forward's, bitwise
-            dy, dw, db = _backward_impl(dout, y, nbr, weight, True, True, packed=packed)
+            dy, dw, db = _backward_impl(dout, y, nbr, weight, True, True, packed=packed, run=ctx.run)
             dx, dwd, dbd = _down_backward(dy, x, wd)
-            return dx, dwd, dbd, None, dw, db if ctx.has_bias else None
+            return dx, dwd, dbd, None, dw, db if ctx.has_bias else None, None
 
     @torch.library.triton_op("far::tgi_down_conv_t", mutates_args=())
     def _tgi_down_conv_top(x: torch.Tensor, wd: torch.Tensor, bd: torch.Tensor, nbr: torch.Tensor,
-                           weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        return _launch_conv(_down(x, wd, bd), nbr, weight, bias, transposed=False, wrap=True)
+                           weight: torch.Tensor, bias: torch.Tensor | None, run: int) -> torch.Tensor:
+        return _launch_conv(_down(x, wd, bd), nbr, weight, bias, transposed=False, wrap=True, run=run)
 
     @torch.library.triton_op("far::tgi_down_conv_backward_t", mutates_args=())
     def _tgi_down_conv_bwd_top(dout: torch.Tensor, x: torch.Tensor, wd: torch.Tensor, bd: torch.Tensor,
-                               nbr: torch.Tensor, weight: torch.Tensor
+                               nbr: torch.Tensor, weight: torch.Tensor, run: int
                                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         y = _down(x, wd, bd, again=True)
-        dy, dw, db = _backward_impl(dout, y, nbr, weight, True, True, wrap=True)
+        dy, dw, db = _backward_impl(dout, y, nbr, weight, True, True, wrap=True, run=run)
         dx, dwd, dbd = _down_backward(dy, x, wd)
         return dx, dwd, dbd, dw, db
 
     def _setup_down(ctx, inputs, output):
-        x, wd, bd, nbr, weight, bias = inputs
+        x, wd, bd, nbr, weight, bias, run = inputs
         ctx.save_for_backward(x, wd, bd, nbr, weight)
-        ctx.has_bias = bias is not None
+        ctx.has_bias, ctx.run = bias is not None, run
 
     def _backward_down_t(ctx, dout):
         x, wd, bd, nbr, weight = ctx.saved_tensors
-        dx, dwd, dbd, dw, db = _tgi_down_conv_bwd_top(dout, x, wd, bd, nbr, weight)
-        return dx, dwd, dbd, None, dw.to(weight.dtype), db.to(weight.dtype) if ctx.has_bias else None
+        dx, dwd, dbd, dw, db = _tgi_down_conv_bwd_top(dout, x, wd, bd, nbr, weight, ctx.run)
+        return dx, dwd, dbd, None, dw.to(weight.dtype), db.to(weight.dtype) if ctx.has_bias else None, None
 
     _tgi_down_conv_top.register_autograd(_backward_down_t, setup_context=_setup_down)
 
-def tgi_conv_triton(y: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, groups: int) -> torch.Tensor:
+def tgi_conv_triton(y: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, groups: int,
+                    run: int = 0) -> torch.Tensor:
     """The Triton path (CUDA tensors); differentiable w.r.t. y, weight and bias.
 
     The weight is packed once per forward into (G, 27, Cg, Cg) in y's dtype (as autocast
     would cast it; the input gradient reads the same copy), the bias is read as stored,
     and the weight and bias gradients come back in the Conv3d layout in float32. Eager
     calls go through a plain autograd.Function; under torch.compile the triton_op (an opaque
-    custom_op measured 0.8 ms slower per ViT-B step, docs/performance.md)."""
+    custom_op measured 0.8 ms slower per ViT-B step, docs/performance.md). ``run``: the
+    table's :func:`temporal_run` (0: the general kernels, any table)."""
     assert weight.shape[0] // weight.shape[1] == groups
     y = y.contiguous()
     weight = weight.contiguous()
     if torch.compiler.is_compiling():
-        return _tgi_conv_top(y, nbr, weight, bias)
-    return _TGIConvFn.apply(y, nbr, weight, bias)
+        return _tgi_conv_top(y, nbr, weight, bias, run)
+    return _TGIConvFn.apply(y, nbr, weight, bias, run)
 
 
 def tgi_down_conv_triton(x: torch.Tensor, down_weight: torch.Tensor, down_bias: torch.Tensor, nbr: torch.Tensor,
-                         weight: torch.Tensor, bias: torch.Tensor | None, groups: int) -> torch.Tensor:
+                         weight: torch.Tensor, bias: torch.Tensor | None, groups: int, run: int = 0) -> torch.Tensor:
     """conv(linear(x, down_weight, down_bias)) on CUDA: the TGI's bottleneck projection and
     grouped conv as one differentiable op that keeps x (which the projection's weight
     gradient needs anyway) instead of the bottleneck y, and recomputes y in the backward.
 
     Saves a (B, N, D/4) tensor per block (ViT-B batch 16: 9.6 MB) for one narrow GEMM.
     Under autocast the inputs are cast as F.linear would cast them; gradients flow back
-    through the casts as they would through F.linear's."""
+    through the casts as they would through F.linear's. ``run`` as for :func:`tgi_conv_triton`."""
     assert weight.shape[0] // weight.shape[1] == groups and down_bias is not None
     if torch.is_autocast_enabled("cuda"):
         dt = torch.get_autocast_dtype("cuda")
@@ -385,8 +548,8 @@ def tgi_down_conv_triton(x: torch.Tensor, down_weight: torch.Tensor, down_bias: 
     x = x.contiguous()
     weight = weight.contiguous()
     if torch.compiler.is_compiling():
-        return _tgi_down_conv_top(x, down_weight, down_bias, nbr, weight, bias)
-    return _TGIDownConvFn.apply(x, down_weight, down_bias, nbr, weight, bias)
+        return _tgi_down_conv_top(x, down_weight, down_bias, nbr, weight, bias, run)
+    return _TGIDownConvFn.apply(x, down_weight, down_bias, nbr, weight, bias, run)
 
 
 def triton_usable(t: torch.Tensor, channels: int, groups: int) -> bool:
@@ -396,8 +559,9 @@ def triton_usable(t: torch.Tensor, channels: int, groups: int) -> bool:
     return HAVE_TRITON and t.is_cuda and (channels // groups) % 16 == 0
 
 
-def tgi_conv(y: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, groups: int) -> torch.Tensor:
+def tgi_conv(y: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, groups: int,
+             run: int = 0) -> torch.Tensor:
     """Grouped 3x3x3 conv on the token order of ``nbr``: Triton on CUDA, PyTorch elsewhere."""
     if triton_usable(y, y.shape[-1], groups):
-        return tgi_conv_triton(y, nbr, weight, bias, groups)
+        return tgi_conv_triton(y, nbr, weight, bias, groups, run)
     return tgi_conv_gather(y, nbr, weight, bias, groups)
