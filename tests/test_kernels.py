@@ -195,29 +195,33 @@ for grid, G, dtype in [((8, 4, 4), 2, torch.float32), ((8, 3, 5), 3, torch.float
     dy_ref, dw_ref, db_ref = torch.autograd.grad(ref, (yy, ww, bb), dout.double())
     rel = lambda a, r: float((a.double() - r).norm() / r.norm())
     tol, fp32, wk = (1e-5 if dtype == torch.float32 else 2e-3), dtype == torch.float32, K.pack_weight(w, G, dtype)
-    for cfg in K._RUN_FWD_CONFIGS:
+    fwd = [(K._conv_run_kernel, {"RUN": run}, cfg) for cfg in K._RUN_FWD_CONFIGS] + \
+          [(K._conv_kernel, {}, cfg) for cfg in K._FWD_CONFIGS]
+    for kernel, extra, cfg in fwd:
         g = (triton.cdiv(G, cfg.kwargs["GB"]), triton.cdiv(n, cfg.kwargs["BLOCK_N"]), b)
         for trans, src, want in ((False, y, ref), (True, dout, dy_ref)):
             out = torch.empty_like(y)
-            K._conv_run_kernel.fn[g](src, wk, wk if trans else bias, nbr, out, n, c, G, HAS_BIAS=not trans, FP32=fp32,
-                                     CG=cg, TRANS=trans, RUN=run, **cfg.kwargs)
+            kernel.fn[g](src, wk, wk if trans else bias, nbr, out, n, c, G, HAS_BIAS=not trans, FP32=fp32,
+                         CG=cg, TRANS=trans, **extra, **cfg.kwargs)
             assert rel(out, want.detach()) < tol, (grid, G, dtype, cfg, trans, rel(out, want.detach()))
     rows = b * n
-    for cfg in K._RUN_WGRAD_CONFIGS:
-        per = triton.cdiv(triton.cdiv(rows, 2), 128) * 128
-        split = triton.cdiv(rows, per)
+    per = triton.cdiv(triton.cdiv(rows, 2), 128) * 128
+    split = triton.cdiv(rows, per)
+    wgrad = [(K._wgrad_run_kernel, (G, split), {"RUN": run}, cfg) for cfg in K._RUN_WGRAD_CONFIGS] + \
+            [(K._wgrad_kernel, (G, triton.cdiv(27, cfg.kwargs["TP"]), split), {}, cfg) for cfg in K._WGRAD_CONFIGS]
+    for kernel, g, extra, cfg in wgrad:
         dw, db = torch.empty(split, c, cg, 27), torch.empty(split, c)
-        K._wgrad_run_kernel.fn[(G, split)](y, dout, nbr, dw, db, n, c, rows, per, FP32=fp32, CG=cg, RUN=run,
-                                           **cfg.kwargs)
+        kernel.fn[g](y, dout, nbr, dw, db, n, c, rows, per, FP32=fp32, CG=cg, **extra, **cfg.kwargs)
         assert rel(dw.sum(0).view(c, cg, 3, 3, 3), dw_ref) < 1e-5 and rel(db.sum(0), db_ref) < 1e-5, (grid, cfg)
 print("ok")
 '''
 
 
 @pytest.mark.slow
-def test_run_kernels_in_triton_interpreter():
-    """Every autotune configuration of the run kernels (forward, input gradient, weight and
-    bias gradients) equals the gather formula, on the CPU through Triton's interpreter:
+def test_triton_kernels_in_interpreter():
+    """Every autotune configuration of both kernel sets, general and run (forward, input
+    gradient, weight and bias gradients), equals the gather formula, on the CPU through
+    Triton's interpreter:
     whole and partial token blocks, G not a multiple of the group block, T = 8 and 4,
     float32 and float16 (the interpreter mishandles bfloat16). Needs Triton on the CPU
     (`pip install triton==3.6.0`); CI's CPU torch has none, so it is skipped there."""

@@ -146,19 +146,46 @@ if HAVE_TRITON:
     ]
 
     @triton.jit
-    def _conv_tap(acc, k, x_base, w_ptr, nbr_ptr, offs_n, mask_n, mask_g, chan, w_tile, N, C,
-                  FP32: tl.constexpr, CG: tl.constexpr, TRANS: tl.constexpr):
-        """acc (GB, BLOCK_N, CG) += tap k's gathered rows @ its (GB, CG, CG) weights."""
-        nb = tl.load(nbr_ptr + k * N + offs_n, mask=mask_n, other=-1)  # (BLOCK_N,)
-        rows = nb[None, :, None] * C  # (1, BLOCK_N, 1)
-        xt = tl.load(x_base + rows + chan, mask=(nb >= 0)[None, :, None] & mask_g, other=0.0)  # (GB, BLOCK_N, CG)
-        wk = 26 - k if TRANS else k  # the input gradient: mirrored tap, transposed tile (w_tile)
-        wt = tl.load(w_ptr + w_tile + wk * (CG * CG), mask=mask_g, other=0.0)  # (GB, CG, CG)
+    def _block(N, G, CG: tl.constexpr, TRANS: tl.constexpr, BLOCK_N: tl.constexpr, GB: tl.constexpr):
+        """A forward / input-gradient program's share: its BLOCK_N tokens, its GB groups'
+        channels (GB, 1, CG) and their weight tiles in the packed W (G, 27, CG, CG); TRANS
+        (the input gradient) reads each tile transposed."""
+        offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+        offs_g = tl.program_id(0) * GB + tl.arange(0, GB)
+        mask_g = (offs_g < G)[:, None, None]  # (GB, 1, 1): groups past G (GB not dividing G) masked off
+        offs_c = tl.arange(0, CG)
+        chan = (offs_g * CG)[:, None, None] + offs_c[None, None, :]  # (GB, 1, CG)
+        if TRANS:  # element (i, o) of the tile at W[.., o, i]
+            w_tile = offs_g[:, None, None] * (27 * CG * CG) + offs_c[None, :, None] + offs_c[None, None, :] * CG
+        else:
+            w_tile = offs_g[:, None, None] * (27 * CG * CG) + offs_c[None, :, None] * CG + offs_c[None, None, :]
+        return offs_n, offs_n < N, mask_g, chan, w_tile
+
+    @triton.jit
+    def _tap_dot(acc, xt, w_ptr, w_tile, k, mask_g, FP32: tl.constexpr, CG: tl.constexpr, TRANS: tl.constexpr):
+        """acc (GB, BLOCK_N, CG) += the gathered rows xt @ tap k's (GB, CG, CG) weights
+        (the input gradient: the mirrored tap 26 - k)."""
+        wk = 26 - k if TRANS else k
+        wt = tl.load(w_ptr + w_tile + wk * (CG * CG), mask=mask_g, other=0.0)
         if FP32:
             acc += tl.dot(xt, wt, input_precision="ieee")
         else:
             acc += tl.dot(xt, wt)
         return acc
+
+    @triton.jit
+    def _gather(x_base, nbr_ptr, row, offs_n, mask_n, mask_g, chan, N, C):
+        """The (GB, BLOCK_N, CG) tile of the tokens' neighbours in table row ``row``, zeros
+        for padding: one table entry per token, contiguous CG-wide rows (16-byte loads)."""
+        nb = tl.load(nbr_ptr + row * N + offs_n, mask=mask_n, other=-1)  # (BLOCK_N,)
+        return tl.load(x_base + nb[None, :, None] * C + chan, mask=(nb >= 0)[None, :, None] & mask_g, other=0.0)
+
+    @triton.jit
+    def _store_block(acc, b_ptr, out_ptr, bb, offs_n, mask_n, mask_g, chan, N, C, HAS_BIAS: tl.constexpr):
+        if HAS_BIAS:
+            acc += tl.load(b_ptr + chan, mask=mask_g, other=0.0).to(tl.float32)
+        out = out_ptr + bb * N * C + offs_n[None, :, None] * C + chan
+        tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=mask_n[None, :, None] & mask_g)
 
     @triton.autotune(configs=_FWD_CONFIGS, key=["N", "C", "G"])
     @triton.jit
@@ -167,28 +194,49 @@ if HAVE_TRITON:
                      BLOCK_N: tl.constexpr, GB: tl.constexpr):
         # out[b, n, g*CG + o] = bias + sum_k sum_i x[b, nbr[k, n], g*CG + i] * W[g, k, i, o],
         # W packed (G, 27, CG, CG) in x's dtype (see pack_weight); TRANS: W[g, 26 - k, o, i]
-        # (the input gradient).
-        pid_g = tl.program_id(0)
-        pid_n = tl.program_id(1)
+        # (the input gradient). grid = (G / GB, N / BLOCK_N, B).
+        offs_n, mask_n, mask_g, chan, w_tile = _block(N, G, CG, TRANS, BLOCK_N, GB)
         bb = tl.program_id(2).to(tl.int64)
-        offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        mask_n = offs_n < N
-        offs_g = pid_g * GB + tl.arange(0, GB)
-        mask_g = (offs_g < G)[:, None, None]  # (GB, 1, 1)
-        offs_c = tl.arange(0, CG)
-        chan = (offs_g * CG)[:, None, None] + offs_c[None, None, :]  # (GB, 1, CG)
-        if TRANS:  # element (i, o) of the tile at W[.., o, i]
-            w_tile = offs_g[:, None, None] * (27 * CG * CG) + offs_c[None, :, None] + offs_c[None, None, :] * CG
-        else:
-            w_tile = offs_g[:, None, None] * (27 * CG * CG) + offs_c[None, :, None] * CG + offs_c[None, None, :]
         x_base = x_ptr + bb * N * C
         acc = tl.zeros((GB, BLOCK_N, CG), dtype=tl.float32)
         for k in range(27):
-            acc = _conv_tap(acc, k, x_base, w_ptr, nbr_ptr, offs_n, mask_n, mask_g, chan, w_tile, N, C, FP32, CG, TRANS)
-        if HAS_BIAS:
-            acc += tl.load(b_ptr + chan, mask=mask_g, other=0.0).to(tl.float32)
-        out = out_ptr + bb * N * C + offs_n[None, :, None] * C + chan
-        tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=mask_n[None, :, None] & mask_g)
+            xt = _gather(x_base, nbr_ptr, k, offs_n, mask_n, mask_g, chan, N, C)
+            acc = _tap_dot(acc, xt, w_ptr, w_tile, k, mask_g, FP32, CG, TRANS)
+        _store_block(acc, b_ptr, out_ptr, bb, offs_n, mask_n, mask_g, chan, N, C, HAS_BIAS)
+
+    @triton.jit
+    def _wgrad_rows(x_ptr, dy_ptr, nbr_ptr, tab, mtab, r_start, g, N, C, ROWS,
+                    CG: tl.constexpr, BLOCK_N: tl.constexpr):
+        """One row block of a weight-gradient program (rows r_start.. of all B*N): x of
+        group g gathered at the table rows ``tab`` (K, CG, BLOCK_N), zeros for padding and
+        masked rows, and dy (BLOCK_N, CG)."""
+        rows = r_start + tl.arange(0, BLOCK_N)
+        mrow = rows < ROWS
+        bb = rows // N
+        n = rows - bb * N
+        ci = tl.arange(0, CG)
+        nb = tl.load(nbr_ptr + tab[:, None] * N + n[None, :], mask=mtab[:, None] & mrow[None, :], other=-1)
+        src = (bb[None, :] * N + nb).to(tl.int64) * C  # (K, BLOCK_N)
+        xt = tl.load(x_ptr + src[:, None, :] + g * CG + ci[None, :, None], mask=(nb >= 0)[:, None, :], other=0.0)
+        dyt = tl.load(dy_ptr + rows.to(tl.int64)[:, None] * C + g * CG + ci[None, :], mask=mrow[:, None], other=0.0)
+        return xt, dyt
+
+    @triton.jit
+    def _outer_acc(acc, xt, dy, K: tl.constexpr, BLOCK_N: tl.constexpr, CG: tl.constexpr, FP32: tl.constexpr):
+        """acc (K, CG, CG) += xt (K, CG, BLOCK_N) @ dy (BLOCK_N, CG), one batched dot."""
+        dyb = tl.broadcast_to(dy.to(xt.dtype)[None, :, :], (K, BLOCK_N, CG))
+        if FP32:
+            acc += tl.dot(xt, dyb, input_precision="ieee")
+        else:
+            acc += tl.dot(xt, dyb)
+        return acc
+
+    @triton.jit
+    def _store_dw(dw_ptr, acc, taps, mtap, s, g, C, CG: tl.constexpr):
+        """acc[k, i, o] to dw[s, g*CG + o, i, taps[k]] (the Conv3d weight layout)."""
+        ci = tl.arange(0, CG)
+        dw = dw_ptr + ((s * C + g * CG + ci[None, None, :]) * CG + ci[None, :, None]) * 27 + taps[:, None, None]
+        tl.store(dw, acc, mask=mtap[:, None, None])
 
     @triton.autotune(configs=_WGRAD_CONFIGS, key=["N", "C", "CG", "ROWS"])
     @triton.jit
@@ -203,32 +251,17 @@ if HAVE_TRITON:
         s = tl.program_id(2)
         taps = kc * TP + tl.arange(0, TP)
         mtap = taps < 27
-        ci = tl.arange(0, CG)
         acc = tl.zeros((TP, CG, CG), dtype=tl.float32)
         bacc = tl.zeros((CG,), dtype=tl.float32)
-        start = s * ROWS_PER_SPLIT
         for r0 in range(0, ROWS_PER_SPLIT, BLOCK_N):
-            rows = start + r0 + tl.arange(0, BLOCK_N)
-            mrow = rows < ROWS
-            bb = rows // N
-            n = rows - bb * N
-            nb = tl.load(nbr_ptr + taps[:, None] * N + n[None, :], mask=mtap[:, None] & mrow[None, :], other=-1)
-            src = (bb[None, :] * N + nb).to(tl.int64) * C  # (TP, BLOCK_N)
-            xt = tl.load(x_ptr + src[:, None, :] + g * CG + ci[None, :, None],
-                         mask=(nb >= 0)[:, None, :], other=0.0)  # (TP, CG, BLOCK_N)
-            dyt = tl.load(dy_ptr + rows.to(tl.int64)[:, None] * C + g * CG + ci[None, :],
-                          mask=mrow[:, None], other=0.0)  # (BLOCK_N, CG)
-            dyb = tl.broadcast_to(dyt[None, :, :], (TP, BLOCK_N, CG))
-            if FP32:
-                acc += tl.dot(xt, dyb, input_precision="ieee")
-            else:
-                acc += tl.dot(xt, dyb)
+            xt, dyt = _wgrad_rows(x_ptr, dy_ptr, nbr_ptr, taps, mtap, s * ROWS_PER_SPLIT + r0, g, N, C, ROWS,
+                                  CG, BLOCK_N)
+            acc = _outer_acc(acc, xt, dyt, TP, BLOCK_N, CG, FP32)
             if kc == 0:
                 bacc += tl.sum(dyt.to(tl.float32), axis=0)
-        dw = dw_ptr + ((s * C + g * CG + ci[None, None, :]) * CG + ci[None, :, None]) * 27 + taps[:, None, None]
-        tl.store(dw, acc, mask=mtap[:, None, None])
+        _store_dw(dw_ptr, acc, taps, mtap, s, g, C, CG)
         if kc == 0:
-            tl.store(db_ptr + s * C + g * CG + ci, bacc)
+            tl.store(db_ptr + s * C + g * CG + tl.arange(0, CG), bacc)
 
     # ---- the run kernels (grouped order, temporal_run(nbr, T) = T): per spatial offset s
     # one gather, the rows of the tap (0, s); the taps (-1, s) and (+1, s) are the same rows
@@ -262,16 +295,6 @@ if HAVE_TRITON:
             keep = ok[None, :, None]
         return tl.where(keep, tl.gather(v, idx, axis), 0.0)
 
-    @triton.jit
-    def _tap_dot(acc, xt, w_ptr, w_tile, k, mask_g, FP32: tl.constexpr, CG: tl.constexpr, TRANS: tl.constexpr):
-        wk = 26 - k if TRANS else k
-        wt = tl.load(w_ptr + w_tile + wk * (CG * CG), mask=mask_g, other=0.0)  # (GB, CG, CG)
-        if FP32:
-            acc += tl.dot(xt, wt, input_precision="ieee")
-        else:
-            acc += tl.dot(xt, wt)
-        return acc
-
     @triton.autotune(configs=_RUN_FWD_CONFIGS, key=["N", "C", "G"])
     @triton.jit
     def _conv_run_kernel(x_ptr, w_ptr, b_ptr, nbr_ptr, out_ptr, N, C, G,
@@ -279,34 +302,19 @@ if HAVE_TRITON:
                          RUN: tl.constexpr, BLOCK_N: tl.constexpr, GB: tl.constexpr):
         # _conv_kernel's result. With Z_dt = sum_s x[nbr[(0, s), .]] @ W[(dt, s)]:
         #   out[n] = bias + Z_0[n] + Z_-1[n - 1] + Z_+1[n + 1]   (shifts inside n's run)
-        pid_g = tl.program_id(0)
-        pid_n = tl.program_id(1)
+        offs_n, mask_n, mask_g, chan, w_tile = _block(N, G, CG, TRANS, BLOCK_N, GB)
         bb = tl.program_id(2).to(tl.int64)
-        offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        mask_n = offs_n < N
-        offs_g = pid_g * GB + tl.arange(0, GB)
-        mask_g = (offs_g < G)[:, None, None]
-        offs_c = tl.arange(0, CG)
-        chan = (offs_g * CG)[:, None, None] + offs_c[None, None, :]
-        if TRANS:
-            w_tile = offs_g[:, None, None] * (27 * CG * CG) + offs_c[None, :, None] + offs_c[None, None, :] * CG
-        else:
-            w_tile = offs_g[:, None, None] * (27 * CG * CG) + offs_c[None, :, None] * CG + offs_c[None, None, :]
         x_base = x_ptr + bb * N * C
         z_m = tl.zeros((GB, BLOCK_N, CG), dtype=tl.float32)
         z_0 = tl.zeros((GB, BLOCK_N, CG), dtype=tl.float32)
         z_p = tl.zeros((GB, BLOCK_N, CG), dtype=tl.float32)
         for s in range(9):
-            nb = tl.load(nbr_ptr + (9 + s) * N + offs_n, mask=mask_n, other=-1)
-            xt = tl.load(x_base + nb[None, :, None] * C + chan, mask=(nb >= 0)[None, :, None] & mask_g, other=0.0)
+            xt = _gather(x_base, nbr_ptr, 9 + s, offs_n, mask_n, mask_g, chan, N, C)  # tap (0, s)
             z_m = _tap_dot(z_m, xt, w_ptr, w_tile, s, mask_g, FP32, CG, TRANS)
             z_0 = _tap_dot(z_0, xt, w_ptr, w_tile, 9 + s, mask_g, FP32, CG, TRANS)
             z_p = _tap_dot(z_p, xt, w_ptr, w_tile, 18 + s, mask_g, FP32, CG, TRANS)
         acc = z_0 + _run_shift(z_m, 1, BLOCK_N, RUN, -1) + _run_shift(z_p, 1, BLOCK_N, RUN, 1)
-        if HAS_BIAS:
-            acc += tl.load(b_ptr + chan, mask=mask_g, other=0.0).to(tl.float32)
-        out = out_ptr + bb * N * C + offs_n[None, :, None] * C + chan
-        tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=mask_n[None, :, None] & mask_g)
+        _store_block(acc, b_ptr, out_ptr, bb, offs_n, mask_n, mask_g, chan, N, C, HAS_BIAS)
 
     @triton.autotune(configs=_RUN_WGRAD_CONFIGS, key=["N", "C", "CG", "ROWS"])
     @triton.jit
@@ -317,41 +325,24 @@ if HAVE_TRITON:
         # so dy is moved twice per row block and the 9 spatial gathers serve all 27 taps.
         g = tl.program_id(0)
         s = tl.program_id(1)
-        sp = tl.arange(0, 16)
+        sp = tl.arange(0, 16)  # the 9 spatial offsets, padded to a power of two
         msp = sp < 9
-        ci = tl.arange(0, CG)
         acc_m = tl.zeros((16, CG, CG), dtype=tl.float32)
         acc_0 = tl.zeros((16, CG, CG), dtype=tl.float32)
         acc_p = tl.zeros((16, CG, CG), dtype=tl.float32)
         bacc = tl.zeros((CG,), dtype=tl.float32)
-        start = s * ROWS_PER_SPLIT
         for r0 in range(0, ROWS_PER_SPLIT, BLOCK_N):
-            rows = start + r0 + tl.arange(0, BLOCK_N)
-            mrow = rows < ROWS
-            bb = rows // N
-            n = rows - bb * N
-            nb = tl.load(nbr_ptr + (9 + sp)[:, None] * N + n[None, :], mask=msp[:, None] & mrow[None, :], other=-1)
-            src = (bb[None, :] * N + nb).to(tl.int64) * C  # (16, BLOCK_N)
-            xt = tl.load(x_ptr + src[:, None, :] + g * CG + ci[None, :, None],
-                         mask=(nb >= 0)[:, None, :], other=0.0)  # (16, CG, BLOCK_N)
-            dyt = tl.load(dy_ptr + rows.to(tl.int64)[:, None] * C + g * CG + ci[None, :],
-                          mask=mrow[:, None], other=0.0)  # (BLOCK_N, CG)
-            dy_m = _run_shift(dyt, 0, BLOCK_N, RUN, 1)   # tap dt = -1 pairs X_s[r] with dy[r + 1]
-            dy_p = _run_shift(dyt, 0, BLOCK_N, RUN, -1)  # dt = +1: dy[r - 1]
-            if FP32:
-                acc_m += tl.dot(xt, tl.broadcast_to(dy_m[None, :, :], (16, BLOCK_N, CG)), input_precision="ieee")
-                acc_0 += tl.dot(xt, tl.broadcast_to(dyt[None, :, :], (16, BLOCK_N, CG)), input_precision="ieee")
-                acc_p += tl.dot(xt, tl.broadcast_to(dy_p[None, :, :], (16, BLOCK_N, CG)), input_precision="ieee")
-            else:
-                acc_m += tl.dot(xt, tl.broadcast_to(dy_m[None, :, :].to(xt.dtype), (16, BLOCK_N, CG)))
-                acc_0 += tl.dot(xt, tl.broadcast_to(dyt[None, :, :], (16, BLOCK_N, CG)))
-                acc_p += tl.dot(xt, tl.broadcast_to(dy_p[None, :, :].to(xt.dtype), (16, BLOCK_N, CG)))
+            xt, dyt = _wgrad_rows(x_ptr, dy_ptr, nbr_ptr, 9 + sp, msp, s * ROWS_PER_SPLIT + r0, g, N, C, ROWS,
+                                  CG, BLOCK_N)
+            # tap dt = -1 pairs X_s[r] with dy[r + 1], dt = +1 with dy[r - 1]
+            acc_m = _outer_acc(acc_m, xt, _run_shift(dyt, 0, BLOCK_N, RUN, 1), 16, BLOCK_N, CG, FP32)
+            acc_0 = _outer_acc(acc_0, xt, dyt, 16, BLOCK_N, CG, FP32)
+            acc_p = _outer_acc(acc_p, xt, _run_shift(dyt, 0, BLOCK_N, RUN, -1), 16, BLOCK_N, CG, FP32)
             bacc += tl.sum(dyt.to(tl.float32), axis=0)
-        dw = dw_ptr + ((s * C + g * CG + ci[None, None, :]) * CG + ci[None, :, None]) * 27 + sp[:, None, None]
-        tl.store(dw, acc_m, mask=msp[:, None, None])
-        tl.store(dw + 9, acc_0, mask=msp[:, None, None])
-        tl.store(dw + 18, acc_p, mask=msp[:, None, None])
-        tl.store(db_ptr + s * C + g * CG + ci, bacc)
+        _store_dw(dw_ptr, acc_m, sp, msp, s, g, C, CG)
+        _store_dw(dw_ptr, acc_0, 9 + sp, msp, s, g, C, CG)
+        _store_dw(dw_ptr, acc_p, 18 + sp, msp, s, g, C, CG)
+        tl.store(db_ptr + s * C + g * CG + tl.arange(0, CG), bacc)
 
     def _launch_conv(y: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                      transposed: bool, wrap: bool = False, packed: torch.Tensor | None = None, run: int = 0
