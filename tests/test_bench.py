@@ -131,3 +131,19 @@ def test_bench_without_cuda_stops_before_writing(tmp_path, capsys):
     assert main(["--sizes", "vit_s", "--variants", "far", "--modes", "eager", "--out", str(out)]) == 2
     assert "needs a CUDA GPU" in capsys.readouterr().err
     assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_time_in_turns_alternates_the_steps():
+    """Steps compared in turns: n calls of each, round after round, so every step's timings
+    are spread over the same stretch of time."""
+    from far.bench.timing import time_in_turns
+
+    calls: list[str] = []
+    steps = {name: (lambda name=name: calls.append(name)) for name in ("global", "far")}
+
+    def timer(fn, n):  # stands in for the CUDA-event timer: call n times, "time" each call
+        return [fn() or float(len(calls)) for _ in range(n)]
+
+    times = time_in_turns(steps, rounds=3, n=2, timer=timer)
+    assert calls == ["global", "global", "far", "far"] * 3
+    assert times == {"global": [1.0, 2.0, 5.0, 6.0, 9.0, 10.0], "far": [3.0, 4.0, 7.0, 8.0, 11.0, 12.0]}

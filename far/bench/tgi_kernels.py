@@ -7,7 +7,8 @@ Per backbone, at the benchmark's batch: the Triton kernels alone (forward, input
 gradient, weight gradient; median of ``triton.testing.do_bench``), the chosen autotune
 configurations, the fwd+bwd of one conv through autograd next to cuDNN's Conv3d, and
 SDPA fwd+bwd for the global and the head-split sparse-dense shapes with cuDNN and with
-flash. Numbers go to stdout and to ``--out``. ``far bench --microbench`` times one TGI
+flash; with ``--step-ab``, the whole step of global attention and of FAR with each conv
+kernel set, timed in turns (:func:`step_ab`). Numbers go to stdout and to ``--out``. ``far bench --microbench`` times one TGI
 conv per implementation, forward and forward + backward (:func:`microbench_tgi`).
 """
 
@@ -185,7 +186,7 @@ def step_ab(size: str, modes: list[str], rounds: int, log, steps: int = 10) -> d
     import torch
 
     from far.bench.cases import BATCH, case_config
-    from far.bench.timing import TrainStep, cuda_event_times
+    from far.bench.timing import TrainStep, time_in_turns
 
     res: dict = {}
     for mode in modes:
@@ -202,10 +203,7 @@ def step_ab(size: str, modes: list[str], rounds: int, log, steps: int = 10) -> d
                 step()
             cases[name] = step
         torch.cuda.synchronize()
-        times: dict[str, list[float]] = {name: [] for name in cases}
-        for _ in range(rounds):
-            for name, step in cases.items():
-                times[name] += cuda_event_times(step, steps)
+        times = time_in_turns(cases, rounds, steps)
         med = {name: statistics.median(t) for name, t in times.items()}
         res[mode] = {name: {"median_ms": med[name], "min_ms": min(t)} for name, t in times.items()}
         log(f"{size} {mode:15s} step ms (median of {rounds}x{steps}, min): "

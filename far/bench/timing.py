@@ -11,7 +11,7 @@ import contextlib
 import gc
 import statistics
 import time
-from typing import Any, Callable, ContextManager
+from typing import Any, Callable, ContextManager, Mapping
 
 
 def cuda_event_times(fn: Callable[[], Any], n: int) -> list[float]:
@@ -26,6 +26,20 @@ def cuda_event_times(fn: Callable[[], Any], n: int) -> list[float]:
         end.record()
         end.synchronize()
         times.append(start.elapsed_time(end))
+    return times
+
+
+def time_in_turns(steps: Mapping[str, Callable[[], Any]], rounds: int, n: int,
+                  timer: Callable[[Callable[[], Any], int], list[float]] = cuda_event_times) -> dict[str, list[float]]:
+    """Milliseconds of ``rounds`` x ``n`` timed calls of each step, the steps taking turns
+    (n calls of the first, n of the second, ..., then again). Steps compared this way see
+    the same clocks and the same host; timed one after the other on a lent machine, rows
+    that issue many launches per millisecond of GPU work scatter with the host's stalls
+    (docs/performance.md, issue 19)."""
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            times[name] += timer(step, n)
     return times
 
 
