@@ -8,8 +8,9 @@ gradient, weight gradient; median of ``triton.testing.do_bench``), the chosen au
 configurations, the fwd+bwd of one conv through autograd next to cuDNN's Conv3d, and
 SDPA fwd+bwd for the global and the head-split sparse-dense shapes with cuDNN and with
 flash; with ``--step-ab``, the whole step of global attention and of FAR with each conv
-kernel set, timed in turns (:func:`step_ab`). Numbers go to stdout and to ``--out``. ``far bench --microbench`` times one TGI
-conv per implementation, forward and forward + backward (:func:`microbench_tgi`).
+kernel set, timed in turns (:func:`step_ab`). Numbers go to stdout and to ``--out``.
+``far bench --microbench`` times one TGI conv per implementation, forward and forward +
+backward (:func:`microbench_tgi`).
 """
 
 from __future__ import annotations
