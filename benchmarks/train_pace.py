@@ -202,11 +202,17 @@ def trace_summary(folder: Path, steps: int = 5) -> dict[str, Any] | None:
 
 
 # ---- far bench's step at the same batch ----------------------------------------------------------
+# far train's model.variant -> far bench's case (far train's baseline is the bench's global attention)
+BENCH_CASE = {"baseline": "global", "far": "far"}
+
+
 def bench_step(backbone: str, variant: str, batch: int, compiled: bool) -> dict[str, Any]:
+    """``far bench``'s step for far train's ``variant`` at ``batch`` clips (15 timed steps)."""
     from far.bench.cases import case_config
     from far.bench.timing import TrainStep, time_step
 
-    step = TrainStep(case_config(backbone, variant), batch, compile_mode="default" if compiled else None)
+    step = TrainStep(case_config(backbone, BENCH_CASE[variant]), batch,
+                     compile_mode="default" if compiled else None)
     try:
         t = time_step(step, steps=15, warmup=5 if compiled else 3)
     finally:
@@ -303,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-bench", action="store_true", help="skip far bench's step")
     p.add_argument("--no-costs", action="store_true", help="skip the per-video CPU and GPU augmentation costs")
     args = p.parse_args(argv)
+    for variant in args.variants.split(","):
+        if variant not in BENCH_CASE:
+            p.error(f"--variants: {variant!r} is not one of {', '.join(BENCH_CASE)} (far train's model.variant)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     videos = args.classes * args.per_class

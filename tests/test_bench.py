@@ -147,3 +147,26 @@ def test_time_in_turns_alternates_the_steps():
     times = time_in_turns(steps, rounds=3, n=2, timer=timer)
     assert calls == ["global", "global", "far", "far"] * 3
     assert times == {"global": [1.0, 2.0, 5.0, 6.0, 9.0, 10.0], "far": [3.0, 4.0, 7.0, 8.0, 11.0, 12.0]}
+
+
+def test_train_pace_configs_are_valid_far_train_configs():
+    """benchmarks/train_pace.py writes run configs that far train accepts, for both of its
+    model variants and decoders, and times far bench's matching case for each."""
+    import importlib.util
+    from pathlib import Path
+
+    from far.bench.cases import VARIANTS
+    from far.engine.config import run_config
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "train_pace.py"
+    spec = importlib.util.spec_from_file_location("train_pace", path)
+    pace = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pace)
+    data = {"train_list": "train.csv", "val_list": "val.csv", "root": "videos", "num_classes": 10}
+    for variant in ("baseline", "far"):
+        for decoder in ("cpu", "nvdec"):
+            cfg = run_config(pace.run_config(data, "vit_b", variant, 24, 14, 150, True, None, decoder))
+            assert cfg.data_config().decoder == decoder and (cfg.model_config().tgi != "none") == (variant == "far")
+        assert pace.BENCH_CASE[variant] in VARIANTS
+    with pytest.raises(SystemExit):
+        pace.main(["--variants", "global"])  # far bench's name, not far train's
