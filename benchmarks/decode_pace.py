@@ -188,15 +188,14 @@ def reference_frames(paths: list[str], kind: str, n: int = 4) -> list[np.ndarray
 
 
 def agreement(paths: list[str], kind: str, refs: list[np.ndarray]) -> dict[str, float]:
-    """Mean and max |NVDEC - decord| over the sampled frames of the files of ``refs``."""
-    import PyNvVideoCodec as nvc
-    import torch
+    """Mean and max |NVDEC - decord| over the sampled frames of the files of ``refs``, NVDEC's
+    frames as far's reader (far.data.nvdec) hands them to training."""
+    from far.data.nvdec import NvdecVideo
 
     diffs, peaks = [], []
     for i, (path, ref) in enumerate(zip(paths, refs)):
-        dec = nvc.SimpleDecoder(path, gpu_id=0, use_device_memory=True, output_color_type=nvc.OutputColorType.RGB)
-        idx = indices_for(kind, len(dec), i)
-        got = torch.stack([torch.from_dlpack(f) for f in dec.get_batch_frames_by_index(idx)]).cpu().numpy()
+        video = NvdecVideo(path)
+        got = video.frames(indices_for(kind, len(video), i))
         if got.shape != ref.shape:
             return {"shape_mismatch": 1.0}
         d = np.abs(got.astype(np.int16) - ref.astype(np.int16))

@@ -194,12 +194,12 @@ def step_ab(size: str, modes: list[str], rounds: int, log, steps: int = 10) -> d
         compile_mode = None if mode == "eager" else ("default" if mode == "compiled" else mode)
         cases = {}
         for name, variant, run in (("global", "global", None), ("far_general", "far", 0), ("far_run", "far", None)):
-            step = TrainStep(case_config(size, variant), BATCH[size], None)
-            if run == 0:  # the general kernels: what FAR ran before the run kernels
+            step = TrainStep(case_config(size, variant), BATCH[size], compile_mode)
+            # The general kernels, what FAR ran before the run kernels; set before the first
+            # call, where torch.compile traces the model.
+            if run == 0:
                 for blk in step.model.blocks:
                     blk.tgi.run = 0
-            if compile_mode:
-                step.fwd = torch.compile(step.model, mode=compile_mode)
             for _ in range(4):
                 step()
             cases[name] = step
