@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from far.bench.cases import case_config
-from far.bench.cli import Row, main, parse_args, plan
+from far.bench.cli import Row, main, parse_args, plan, turn_groups
 from far.bench.gate import GateError, junit_summary, run_gpu_tests
 from far.bench.memory import allocation_site, by_site, live_at_peak
 from far.bench.mfu import forward_macs, mfu
@@ -36,6 +36,20 @@ def test_plan_profiles_and_lists_memory_for_vit_b_only_and_appends_checkpointing
         ("vit_s", "far", "eager", True), ("vit_b", "far", "eager", True)]
     assert [r.profile for r in rows] == [False, False, False, True, False, False]
     assert [r.memory for r in rows] == [False, False, True, True, False, False]
+
+
+def test_rows_of_one_size_and_mode_take_turns_and_checkpointing_rows_run_alone():
+    args = parse_args(["--sizes", "vit_s,vit_b", "--variants", "global,far", "--checkpointing", "far"])
+    assert args.turns == 5
+    groups = turn_groups(plan(args), args.turns)
+    assert [[(r.size, r.variant, r.mode, r.checkpointing) for r in g] for g in groups] == [
+        [("vit_s", "global", "eager", False), ("vit_s", "far", "eager", False)],
+        [("vit_b", "global", "eager", False), ("vit_b", "far", "eager", False)],
+        [("vit_s", "global", "compiled", False), ("vit_s", "far", "compiled", False)],
+        [("vit_b", "global", "compiled", False), ("vit_b", "far", "compiled", False)],
+        [("vit_s", "far", "eager", True)], [("vit_b", "far", "eager", True)]]
+    # --turns 0: every row alone, in plan order (the earlier behaviour)
+    assert turn_groups(plan(args), 0) == [[r] for r in plan(args)]
 
 
 @pytest.mark.parametrize("argv", [["--sizes", "vit_h"], ["--variants", "far,fast"], ["--modes", "jit"],

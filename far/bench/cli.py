@@ -2,7 +2,9 @@
 
 One step = forward + backward + fused AdamW under bf16 autocast, as the training
 engine's GPU step does; the step time is the median of ``--steps`` CUDA-event-timed
-steps after ``--warmup`` steps. Reported: clips/s, step ms, peak memory (allocated,
+steps after ``--warmup`` steps. The rows of one backbone and mode are built side by side
+and take turns (``--turns`` rounds of steps/turns steps each), so that the rows compared
+see the same clocks and host; ``--turns 0`` times each row alone, one after the other. Reported: clips/s, step ms, peak memory (allocated,
 the timed steps only), and model FLOP utilisation (far/bench/mfu.py: FLOPs from
 far.complexity, 790 TFLOP/s peak).
 
@@ -20,7 +22,9 @@ benchmarks/results/gpu_step.md, docs/performance.md.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="variants also run compiled (the explicit reference is eager only)")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--turns", type=int, default=5,
+                    help="rounds in which the rows of one size and mode take turns (0: one after the other)")
     ap.add_argument("--checkpointing", type=variants, default="",
                     help="variants also run with grad_checkpointing=True (eager)")
     ap.add_argument("--no-check", action="store_true",
@@ -97,33 +103,80 @@ def plan(args: argparse.Namespace) -> list[Row]:
     return rows
 
 
-def time_row(row: Row, args: argparse.Namespace, fwd_macs: float, log: Callable[[str], None]) -> dict[str, Any]:
-    """Time one row; with its MFU and, if asked, its memory at peak and its profile."""
-    from far.bench.memory import memory_at_peak
+def turn_groups(rows: list[Row], turns: int) -> list[list[Row]]:
+    """The rows in the groups that take turns: those of one size and mode (in plan order),
+    each ``--checkpointing`` row alone; every row alone when ``turns`` is 0."""
+    if turns <= 0:
+        return [[r] for r in rows]
+    groups: dict[tuple[str, str], list[Row]] = {}
+    alone = []
+    for r in rows:
+        if r.checkpointing:
+            alone.append([r])
+        else:
+            groups.setdefault((r.size, r.mode), []).append(r)
+    return list(groups.values()) + alone
+
+
+def _timing_fields(times: list[float], batch: int, fwd_macs: float) -> dict[str, Any]:
     from far.bench.mfu import mfu
+
+    ms = statistics.median(times)
+    return dict(step_ms=ms, step_ms_min=min(times), step_ms_max=max(times), clips_per_s=batch / ms * 1e3,
+                mfu=mfu(fwd_macs, batch, ms))
+
+
+def time_group(group: list[Row], args: argparse.Namespace, macs: dict, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Time the rows of one group: each is built, warmed up and timed alone (its peak memory
+    counted apart from the rows built before it), analysed if asked (memory at peak,
+    profile); then, for two rows or more, all take ``args.turns`` turns and the step times
+    are those of the turns (the ones timed alone stay as ``step_ms_alone``)."""
+    import torch
+
+    from far.bench.memory import memory_at_peak
     from far.bench.profiling import profile_step
     from far.bench.report import memory_lines, row_line
-    from far.bench.timing import TrainStep, time_step
+    from far.bench.timing import TrainStep, time_in_turns, time_step
 
-    b = BATCH[row.size]
-    compile_mode = args.compile_mode if row.mode == "compiled" else None
-    step = TrainStep(case_config(row.size, row.variant, grad_checkpointing=row.checkpointing), b, compile_mode)
-    t = time_step(step, args.steps, args.warmup)
-    out = dict(size=row.size, variant=row.variant, mode=row.mode, batch=b, grad_checkpointing=row.checkpointing,
-               compile_mode=compile_mode, **t, clips_per_s=b / t["step_ms"] * 1e3,
-               fwd_gmacs_per_clip=fwd_macs / 1e9, flops_source="far.complexity (fvcore)",
-               mfu=mfu(fwd_macs, b, t["step_ms"]))
-    log(row_line(out))
-    title = f"{row.size} {row.variant} {row.mode}"
-    if row.memory:
-        out["memory_at_peak"] = memory_at_peak(step)
-        for line in memory_lines(title, out["memory_at_peak"]):
-            log(line)
-    if row.profile:
-        out["profile_top"] = profile_step(step, 3, args.profile_out, f"{title} batch {b}", top=args.profile_top)
-        log(f"profile -> {args.profile_out}")
-    step.close()
-    return out
+    steps, outs = [], []
+    for row in group:
+        b = BATCH[row.size]
+        compile_mode = args.compile_mode if row.mode == "compiled" else None
+        base = torch.cuda.memory_allocated()  # the rows built before this one
+        step = TrainStep(case_config(row.size, row.variant, grad_checkpointing=row.checkpointing), b, compile_mode)
+        t = time_step(step, args.steps, args.warmup, base_bytes=base)
+        times = t.pop("times_ms")
+        out = dict(size=row.size, variant=row.variant, mode=row.mode, batch=b, grad_checkpointing=row.checkpointing,
+                   compile_mode=compile_mode, **t, **_timing_fields(times, b, macs[row.size, row.variant]),
+                   fwd_gmacs_per_clip=macs[row.size, row.variant] / 1e9, flops_source="far.complexity (fvcore)",
+                   timing="alone")
+        title = f"{row.size} {row.variant} {row.mode}"
+        if row.memory:
+            out["memory_at_peak"] = memory_at_peak(step)
+            for line in memory_lines(title, out["memory_at_peak"]):
+                log(line)
+        if row.profile:
+            out["profile_top"] = profile_step(step, 3, args.profile_out, f"{title} batch {b}", top=args.profile_top)
+            log(f"profile -> {args.profile_out}")
+        if len(group) == 1:
+            log(row_line(out))
+        steps.append(step)
+        outs.append(out)
+    if len(group) > 1:
+        per_turn = max(1, args.steps // args.turns)
+        gc.disable()  # as in time_step: no Python collection pass inside a timed step
+        try:
+            times = time_in_turns(dict(enumerate(steps)), args.turns, per_turn)
+        finally:
+            gc.enable()
+        for i, (row, out) in enumerate(zip(group, outs)):
+            out["step_ms_alone"] = out["step_ms"]
+            out |= _timing_fields(times[i], out["batch"], macs[row.size, row.variant])
+            out["timing"] = f"turns ({args.turns} x {per_turn} steps)"
+            log(row_line(out))
+    for step in steps:
+        step.close()
+    return outs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,13 +227,16 @@ def main(argv: list[str] | None = None) -> int:
     if any(r.profile for r in rows):
         Path(args.profile_out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.profile_out).write_text("")
+    result["turns"] = args.turns
     with sdpa_backends(args.sdpa):
-        for row in rows:
-            result["rows"].append(time_row(row, args, macs[row.size, row.variant], log))
+        for group in turn_groups(rows, args.turns):
+            result["rows"] += time_group(group, args, macs, log)
             save()
     result["table"] = format_table(result["rows"])
     save()
     print(f"\n{info.get('device')}  torch {info['torch']}  triton {info['triton']}  {info['date']}")
+    print("step times: " + (f"the rows of one size and mode taking turns ({args.turns} rounds)" if args.turns > 0
+                            else "each row alone, one after the other"))
     print(result["table"])
     return 0
 

@@ -100,9 +100,11 @@ class TrainStep:
         torch._dynamo.reset()
 
 
-def time_step(step: TrainStep, steps: int, warmup: int) -> dict[str, Any]:
-    """Warm ``step`` up, then time ``steps`` calls: step_ms (median, min, max), warmup_s,
-    peak_mem_gib over the timed steps and saved_for_backward_gib (None under CUDA graphs)."""
+def time_step(step: TrainStep, steps: int, warmup: int, base_bytes: int = 0) -> dict[str, Any]:
+    """Warm ``step`` up, then time ``steps`` calls: times_ms, step_ms (median, min, max),
+    warmup_s, peak_mem_gib over the timed steps and saved_for_backward_gib (None under CUDA
+    graphs). ``base_bytes``: memory held by other steps built before this one (allocated
+    before it was built), left out of its peak."""
     import torch
 
     t0 = time.perf_counter()
@@ -126,10 +128,10 @@ def time_step(step: TrainStep, steps: int, warmup: int) -> dict[str, Any]:
         times = cuda_event_times(step, steps)
     finally:
         gc.enable()
-    peak = torch.cuda.max_memory_allocated() / 2**30
+    peak = (torch.cuda.max_memory_allocated() - base_bytes) / 2**30
     if step.compile_mode in ("reduce-overhead", "max-autotune"):
         # CUDA graphs: activations live in the graph's pool, allocated while recording in
         # the warm-up; the timed steps' peak would not show them. Not reported.
         peak = saved_gib = None
-    return dict(step_ms=statistics.median(times), step_ms_min=min(times), step_ms_max=max(times),
+    return dict(times_ms=times, step_ms=statistics.median(times), step_ms_min=min(times), step_ms_max=max(times),
                 peak_mem_gib=peak, saved_for_backward_gib=saved_gib, warmup_s=warm_s)
