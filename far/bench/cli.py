@@ -146,6 +146,7 @@ def time_group(group: list[Row], args: argparse.Namespace, macs: dict, log: Call
         step = TrainStep(case_config(row.size, row.variant, grad_checkpointing=row.checkpointing), b, compile_mode)
         t = time_step(step, args.steps, args.warmup, base_bytes=base)
         times = t.pop("times_ms")
+        t = {k: t[k] for k in ("peak_mem_gib", "saved_for_backward_gib", "warmup_s")}  # the rest: _timing_fields
         out = dict(size=row.size, variant=row.variant, mode=row.mode, batch=b, grad_checkpointing=row.checkpointing,
                    compile_mode=compile_mode, **t, **_timing_fields(times, b, macs[row.size, row.variant]),
                    fwd_gmacs_per_clip=macs[row.size, row.variant] / 1e9, flops_source="far.complexity (fvcore)",
