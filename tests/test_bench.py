@@ -52,6 +52,42 @@ def test_rows_of_one_size_and_mode_take_turns_and_checkpointing_rows_run_alone()
     assert turn_groups(plan(args), 0) == [[r] for r in plan(args)]
 
 
+def test_a_group_reports_the_turns_times_and_keeps_the_times_alone(monkeypatch):
+    """time_group on the CPU with the step and its timers stood in for: every row is timed
+    alone first, then the rows take turns, and the reported step time is the turns' median."""
+    import far.bench.timing as timing
+    from far.bench.cli import time_group
+
+    built = []
+
+    class FakeStep:
+        def __init__(self, cfg, batch, compile_mode=None):
+            self.variant = cfg.attention  # global vs FAR's head split
+            built.append(self)
+
+        def close(self):
+            built.remove(self)
+
+    def fake_time_step(step, steps, warmup, base_bytes=0):
+        return dict(times_ms=[10.0] * steps, step_ms=10.0, step_ms_min=10.0, step_ms_max=10.0, peak_mem_gib=1.0,
+                    saved_for_backward_gib=0.5, warmup_s=0.1)
+
+    def fake_turns(steps, rounds, n):
+        assert len(built) == 2  # both rows alive while taking turns
+        return {i: [20.0 + i] * (rounds * n) for i in steps}
+
+    monkeypatch.setattr(timing, "TrainStep", FakeStep)
+    monkeypatch.setattr(timing, "time_step", fake_time_step)
+    monkeypatch.setattr(timing, "time_in_turns", fake_turns)
+    args = parse_args(["--sizes", "vit_s", "--variants", "global,far", "--modes", "eager", "--steps", "20"])
+    rows = plan(args)
+    out = time_group(rows, args, {(r.size, r.variant): 1e9 for r in rows}, log=lambda s: None)
+    assert [(o["variant"], o["step_ms"], o["step_ms_alone"], o["timing"]) for o in out] == [
+        ("global", 20.0, 10.0, "turns (5 x 4 steps)"), ("far", 21.0, 10.0, "turns (5 x 4 steps)")]
+    assert out[0]["clips_per_s"] == pytest.approx(32 / 20.0 * 1e3) and out[0]["peak_mem_gib"] == 1.0
+    assert not built  # every step closed
+
+
 @pytest.mark.parametrize("argv", [["--sizes", "vit_h"], ["--variants", "far,fast"], ["--modes", "jit"],
                                   ["--sdpa", "cudnn,fastest"], ["--compile-mode", "turbo"]])
 def test_unknown_names_are_refused_when_parsing(argv, capsys):
