@@ -108,15 +108,19 @@ def display_name(run: Run) -> str:
     return f"{rows} · s{run.seed}"
 
 
-def recipe_overrides(params: Mapping[str, Any], dataset: str) -> dict[str, dict[str, Any]]:
-    """``recipe_overrides`` of a params file for one dataset: the sections that apply to
-    every run, then that dataset's own (``recipe_overrides.datasets.<dataset>``) on top,
-    key by key. The default shortens Table 1 differently per dataset this way."""
+def recipe_overrides(params: Mapping[str, Any], dataset: str, backbone: str | None = None) -> dict[str, dict[str, Any]]:
+    """``recipe_overrides`` of a params file for one dataset (and paper backbone): the
+    sections that apply to every run, then that dataset's own
+    (``recipe_overrides.datasets.<dataset>``), then that dataset's for the backbone
+    (``...datasets.<dataset>.backbones.<backbone>``), each on top key by key. The default
+    shortens Table 1 differently per dataset (and per backbone on SSv2) this way."""
     overrides = dict(params.get("recipe_overrides") or {})
-    per_dataset = (overrides.pop("datasets", None) or {}).get(dataset, {})
+    per_dataset = dict((overrides.pop("datasets", None) or {}).get(dataset, {}))
+    per_backbone = (per_dataset.pop("backbones", None) or {}).get(backbone, {}) if backbone else {}
     merged = {section: dict(values) for section, values in overrides.items()}
-    for section, values in per_dataset.items():
-        merged.setdefault(section, {}).update(values)
+    for layer in (per_dataset, per_backbone):
+        for section, values in layer.items():
+            merged.setdefault(section, {}).update(values)
     return merged
 
 
@@ -135,10 +139,14 @@ class Grid:
         for d, ds in self.params["datasets"].items():
             if ds.get("synth") and ds.get("raw", self.layout.synthetic_raw(d)) != self.layout.synthetic_raw(d):
                 raise ConfigError(f"datasets.{d}.raw", f"must be {self.layout.synthetic_raw(d)} for a synthetic dataset")
-        for d in (self.params.get("recipe_overrides") or {}).get("datasets") or {}:
+        for d, sections in ((self.params.get("recipe_overrides") or {}).get("datasets") or {}).items():
             if d not in self.params["datasets"]:
                 raise ConfigError(f"recipe_overrides.datasets.{d}",
                                   f"not a dataset of this params file ({', '.join(self.params['datasets'])})")
+            for bb in (sections or {}).get("backbones") or {}:
+                if bb not in self.params["backbones"]:
+                    raise ConfigError(f"recipe_overrides.datasets.{d}.backbones.{bb}",
+                                      f"not a backbone of this params file ({', '.join(self.params['backbones'])})")
         self.tables: dict[str, Table] = load_tables(tables_path)
         self.runs: dict[str, Run] = {}
         self._ids: dict[tuple, str] = {}
@@ -482,7 +490,7 @@ class Grid:
         source = self.params["pretraining"][run.pretraining].get("recipe", run.pretraining)
         r = copy.deepcopy(self.params["recipes"][source][run.dataset][run.backbone])
         table_lr = r.get("optim", {}).get("base_lr")
-        for section, values in recipe_overrides(self.params, run.dataset).items():
+        for section, values in recipe_overrides(self.params, run.dataset, run.backbone).items():
             r.setdefault(section, {}).update(values)
         optim = r.get("optim", {})
         if "base_lr_scale" in optim:

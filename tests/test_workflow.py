@@ -141,6 +141,15 @@ def test_recipe_overrides_per_dataset_apply_on_top_and_unknown_datasets_are_refu
                                                        cfg["data"].get("reprob")))
     assert by_dataset["k400"] == {(7, 0.01, 0.5)}  # the dataset's keys on top, the shared ones kept
     assert by_dataset["ssv2"] == {(3, 0.01, None)}
+    # per dataset and backbone, on top of the dataset's
+    params["recipe_overrides"]["datasets"]["ssv2"] = {"optim": {"epochs": 5},
+                                                      "backbones": {"vit_b": {"optim": {"epochs": 9}}}}
+    grid = Grid(params)
+    epochs = {(r.dataset, r.backbone): grid.run_config(i)["optim"]["epochs"] for i, r in grid.runs.items()}
+    assert epochs == {("ssv2", "vit_s"): 5, ("ssv2", "vit_b"): 9, ("k400", "vit_s"): 7, ("k400", "vit_b"): 7}
+    params["recipe_overrides"]["datasets"]["ssv2"]["backbones"] = {"vit_h": {"optim": {"epochs": 1}}}
+    with pytest.raises(ConfigError, match="recipe_overrides.datasets.ssv2.backbones.vit_h"):
+        Grid(params)
     params["recipe_overrides"]["datasets"] = {"ucf101": {"optim": {"epochs": 1}}}
     with pytest.raises(ConfigError, match="recipe_overrides.datasets.ucf101"):
         Grid(params)

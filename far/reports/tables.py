@@ -176,8 +176,14 @@ def recipe_table(grid: Grid) -> Rendered:
         flat = ", ".join(f"{sec}.{k} = {v}" for sec, vals in overrides.items() for k, v in vals.items())
         notes.append(f"**This params file overrides the recipe for every run it trains:** {flat}.")
     for ds, sections in per_dataset.items():
+        sections = dict(sections)
+        per_backbone = sections.pop("backbones", None) or {}
         flat = ", ".join(f"{sec}.{k} = {v}" for sec, vals in sections.items() for k, v in vals.items())
-        notes.append(f"**And for every {DATASET_NAMES.get(ds, ds)} run:** {flat}.")
+        if flat:
+            notes.append(f"**And for every {DATASET_NAMES.get(ds, ds)} run:** {flat}.")
+        for bb, bb_sections in per_backbone.items():
+            flat = ", ".join(f"{sec}.{k} = {v}" for sec, vals in bb_sections.items() for k, v in vals.items())
+            notes.append(f"**And for every {DATASET_NAMES.get(ds, ds)} {BACKBONE_NAMES.get(bb, bb)} run:** {flat}.")
     return Rendered("table1", "Table 1. Fine-tuning setting on FAR", header, rows, data, notes=notes)
 
 
