@@ -68,6 +68,23 @@ def test_a_verdict_needs_the_higher_row_above_chance(expect, diff, rows):
     assert _learned_rows(expect, diff) == rows
 
 
+@pytest.mark.parametrize("expect, verdict_, steps, want", [
+    (">", "reproduced", (1200, 600), "inconclusive"),  # won by the row that trained longer
+    (">=", "reproduced", (1200, 600), "inconclusive"),
+    ("<", "reproduced", (600, 1200), "inconclusive"),  # b expected higher and trained longer
+    (">", "reproduced", (600, 1200), "reproduced"),  # won despite the shorter training
+    (">", "contradicted", (1200, 600), "contradicted"),  # lost despite the longer training
+    ("~", "reproduced", (1200, 600), "reproduced"),
+])
+def test_a_claim_won_by_the_longer_training_is_inconclusive(expect, verdict_, steps, want):
+    from far.reports.claims import budget_note
+
+    got, note = budget_note(expect, verdict_, steps)
+    assert got == want and note.startswith(f"a trained {steps[0]:,} steps, b {steps[1]:,}")
+    assert budget_note(">", "reproduced", (600, 600)) == ("reproduced", "")
+    assert budget_note(">", "reproduced", (None, 600)) == ("reproduced", "")
+
+
 def test_paired_bootstrap_is_exact_when_there_is_no_noise_and_deterministic():
     ones, zeros = np.ones(50, int), np.zeros(50, int)
     assert paired_bootstrap([(ones, zeros)], seed=0) == (100.0, 100.0, 100.0)
@@ -120,6 +137,8 @@ def report(tmp_path_factory):
                           "correct1": correct, "correct5": 1, "views": 6, "prob_label": 0.5}).to_csv(
                 d / "predictions.csv", index=False)
             (d / "metrics.json").write_text(json.dumps({"top1": 100 * correct.mean(), "top5": 100.0}))
+            # ViT-B trained twice the steps of ViT-S, as the default's SSv2-like ViT-B cells do
+            (d.parent / "train.json").write_text(json.dumps({"steps": 1200 if run.backbone == "vit_b" else 600}))
     out = base / "reports"
     # Figure 6's per-video heat on the object: FAR 0.6 against the baseline's 0.4, on every video
     # with a mask (one video without: nan, left out).
@@ -146,6 +165,11 @@ def test_claims_report_verdicts(report):
     # ViT-B vs ViT-S (MVD), both 90 % with independent errors: the interval spans 0.
     assert df.loc["T7-vitb-vs-vits-mvd", "verdict"] == "inconclusive"
     assert df.loc["T7-vitb-vs-vits-mvd", "ci_low"] < 0 < df.loc["T7-vitb-vs-vits-mvd", "ci_high"]
+    # ViT-B (25 %) below ViT-S (50 %) from VideoMAE although it trained twice the steps: still
+    # contradicted, and the note says the budgets differ.
+    row = df.loc["T7-vitb-vs-vits-videomae"]
+    assert row["verdict"] == "contradicted" and "a trained 1,200 steps, b 600" in row["note"]
+    assert "steps" not in str(df.loc["T7-mvd-vs-videomae-s", "note"])  # same budget: nothing said
     # Two models at chance with the same answers: difference 0 [0, 0], yet no verdict.
     row = df.loc["T7-far-vs-videomae-b"]
     assert (row["diff"], row["ci_low"], row["ci_high"]) == (0.0, 0.0, 0.0)

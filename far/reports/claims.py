@@ -60,7 +60,9 @@ METHOD = (f"Reproduced difference: mean over seeds of top-1(a) − top-1(b), the
           "videos for a and b). Verdicts: `>` reproduced when the interval is above 0, contradicted when below; "
           "`<` the mirror image; `>=` reproduced when the interval's low end is above −margin, contradicted when "
           "its high end is below −margin; `~` reproduced when the interval lies inside ±margin, contradicted when "
-          "wholly outside; otherwise inconclusive. Claims on Figures 6/7: the same on each test video's share of "
+          "wholly outside; otherwise inconclusive. A claim reproduced in favour of the row that trained more "
+          "optimizer steps than the other is inconclusive (the longer training alone could explain it); "
+          "differing steps are noted. Claims on Figures 6/7: the same on each test video's share of "
           "GradCAM heat inside the object mask (`far explain --score`, in points), where the data have masks; "
           "no chance test.")
 
@@ -150,6 +152,28 @@ def _correct(results_dir: str | Path, run_id: str) -> pd.Series | None:
     return df.set_index("video")["correct1"] if len(df) else None
 
 
+def _train_steps(results_dir: str | Path, run_id: str) -> int | None:
+    """The optimizer steps a run trained (its train.json); None for a released model."""
+    import json
+
+    path = Path(Layout.run(run_id, results_dir).summary)
+    return json.loads(path.read_text()).get("steps") if path.is_file() else None
+
+
+def budget_note(expect: str, verdict_: str, steps: tuple[int | None, int | None]) -> tuple[str, str]:
+    """(verdict, note) once the two sides' training steps (a, b) are known: a difference
+    in steps is noted; a claim reproduced in favour of the side that trained longer is
+    inconclusive, since the budget alone could explain it."""
+    sa, sb = steps
+    if sa is None or sb is None or sa == sb:
+        return verdict_, ""
+    note = f"a trained {sa:,} steps, b {sb:,}"
+    favoured = {">": sa > sb, ">=": sa > sb, "<": sb > sa}.get(expect, False)
+    if verdict_ == "reproduced" and favoured:
+        return "inconclusive", note + ": the difference includes the longer training"
+    return verdict_, note
+
+
 def _heat_on_object(reports_dir: str | Path | None, figure: str, seed: int, model: str) -> pd.Series | None:
     """Per-video share of GradCAM heat inside the object (0-1) of ``model`` in figure
     ``figure``'s seed ``seed`` (``far explain --score``'s per-video file); None without it.
@@ -220,6 +244,12 @@ def check_claims(claims: list[Claim], tables: dict[str, Table], results: Results
                     notes.append(f"{row} is not above chance ({100 * k / n:.1f} % vs {100 * p:.1f} %)")
                     if res.verdict != "inconclusive":
                         res.verdict = "inconclusive"
+        if not claim.figure:
+            budgets = [(_train_steps(results_dir, ra.run_id), _train_steps(results_dir, rb.run_id))
+                       for ra, rb in ((ca.run_for_seed(s), cb.run_for_seed(s)) for s in seeds) if ra and rb]
+            if budgets:
+                res.verdict, note = budget_note(claim.expect, res.verdict, budgets[0])
+                notes += [note] if note else []
         res.note = "; ".join(notes)
     return out
 
