@@ -160,7 +160,7 @@ def test_base_lr_scale_keeps_table_1s_ratios():
     from far.grid import Grid
 
     params = load("default.yaml")
-    params["recipe_overrides"]["optim"] = {"base_lr_scale": 64}
+    params["recipe_overrides"] = {"optim": {"base_lr_scale": 64}}  # no per-dataset/backbone layers
     grid = Grid(params)
     lrs = {(r.dataset, r.backbone, r.pretraining): grid.run_config(i)["optim"]["base_lr"] for i, r in grid.runs.items()}
     recipes = grid.params["recipes"]
@@ -171,6 +171,10 @@ def test_base_lr_scale_keeps_table_1s_ratios():
     params["recipe_overrides"]["optim"] = {"base_lr_scale": 64, "base_lr": 0.1}
     with pytest.raises(ConfigError, match="base_lr_scale"):
         Grid(params).run_config(next(iter(Grid(params).runs)))
+    # The default's own layers: a backbone's scale replaces the shared one (ViT-B on SSv2: x 80)
+    grid = Grid(load("default.yaml"))
+    lrs = {(r.dataset, r.backbone): grid.run_config(i)["optim"]["base_lr"] for i, r in grid.runs.items()}
+    assert lrs[("ssv2", "vit_b")] == pytest.approx(80 * 5e-4) and lrs[("ssv2", "vit_s")] == pytest.approx(64 * 1e-3)
 
 
 def test_paper_grid_checkpoints():
