@@ -138,7 +138,8 @@ def report(tmp_path_factory):
                 d / "predictions.csv", index=False)
             (d / "metrics.json").write_text(json.dumps({"top1": 100 * correct.mean(), "top5": 100.0}))
             # ViT-B trained twice the steps of ViT-S, as the default's SSv2-like ViT-B cells do
-            (d.parent / "train.json").write_text(json.dumps({"steps": 1200 if run.backbone == "vit_b" else 600}))
+            (d.parent / "train.json").write_text(json.dumps({"epochs": 1, "train_loss": 1.0,
+                                                             "steps": 1200 if run.backbone == "vit_b" else 600}))
     out = base / "reports"
     # Figure 6's per-video heat on the object: FAR 0.6 against the baseline's 0.4, on every video
     # with a mask (one video without: nan, left out).
@@ -185,6 +186,16 @@ def test_claims_report_verdicts(report):
     assert f6["seeds"] == 2 and pd.isna(f6["paper_diff"]) and "F7-far-heat-on-object" not in df.index
     # The supplementary scratch row: no paper difference, still a verdict (MVD 90 % vs 30 %).
     assert df.loc["T7-mvd-vs-scratch", "verdict"] == "reproduced" and pd.isna(df.loc["T7-mvd-vs-scratch", "paper_diff"])
+
+
+def test_table_notes_rows_trained_with_different_budgets(report):
+    """ViT-B's runs trained 1,200 steps and ViT-S's 600 (the fixture): Table 7 says so, and
+    its CSV carries each cell's steps."""
+    md = (report / "table7.md").read_text()
+    assert "Training budgets differ between rows (optimizer steps: 600: VideoMAE ViT-S" in md
+    assert "1,200: VideoMAE ViT-B" in md
+    df = pd.read_csv(report / "table7.csv").set_index("row")
+    assert df.loc["MVD ViT-B", "train_steps"] == "1200;1200" and df.loc["MVD ViT-S", "train_steps"] == "600;600"
 
 
 def test_readme_opens_with_the_claims_summary(report):

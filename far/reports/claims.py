@@ -152,14 +152,6 @@ def _correct(results_dir: str | Path, run_id: str) -> pd.Series | None:
     return df.set_index("video")["correct1"] if len(df) else None
 
 
-def _train_steps(results_dir: str | Path, run_id: str) -> int | None:
-    """The optimizer steps a run trained (its train.json); None for a released model."""
-    import json
-
-    path = Path(Layout.run(run_id, results_dir).summary)
-    return json.loads(path.read_text()).get("steps") if path.is_file() else None
-
-
 def budget_note(expect: str, verdict_: str, steps: tuple[int | None, int | None]) -> tuple[str, str]:
     """(verdict, note) once the two sides' training steps (a, b) are known: a difference
     in steps is noted; a claim reproduced in favour of the side that trained longer is
@@ -245,7 +237,7 @@ def check_claims(claims: list[Claim], tables: dict[str, Table], results: Results
                     if res.verdict != "inconclusive":
                         res.verdict = "inconclusive"
         if not claim.figure:
-            budgets = [(_train_steps(results_dir, ra.run_id), _train_steps(results_dir, rb.run_id))
+            budgets = [(ra.train_steps, rb.train_steps)
                        for ra, rb in ((ca.run_for_seed(s), cb.run_for_seed(s)) for s in seeds) if ra and rb]
             if budgets:
                 res.verdict, note = budget_note(claim.expect, res.verdict, budgets[0])

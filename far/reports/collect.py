@@ -67,6 +67,12 @@ class RunResult:
         return self.test is not None
 
     @property
+    def train_steps(self) -> int | None:
+        """The optimizer steps the run trained (train.json); None when unknown (a released model)."""
+        n = (self.train or {}).get("steps")
+        return None if n is None else int(n)
+
+    @property
     def mlflow_run_ids(self) -> list[str]:
         """The MLflow run(s) this run logged to (fine-tune and test; usually one)."""
         ids = [d.get("mlflow_run_id") for d in (self.train, self.test) if d]

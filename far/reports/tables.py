@@ -273,6 +273,7 @@ def accuracy_table(table: Table, cells: list[CellResult], complexity: Mapping[tu
         rec |= {"trained_gflops": _round(_trained_size(cell, "gflops")),
                 "trained_params_m": _round(_trained_size(cell, "params_m")),
                 "unreadable_videos": cell.unreadable(), "spread": SPREAD_NAME,
+                "train_steps": ";".join(str(n) for n in _train_steps(cell)),
                 "run_ids": ";".join(cell.cell.run_ids), "mlflow_run_ids": ";".join(ids),
                 "missing_runs": ";".join(cell.missing_runs), "data_label": "synthetic" if label else "paper data"}
         rows.append(shown)
@@ -280,6 +281,7 @@ def accuracy_table(table: Table, cells: list[CellResult], complexity: Mapping[tu
     notes = [f"Accuracy: {SPREAD_TEXT}" + ("" if label else "; Δ = reproduced mean − paper")
              + ". \"missing\": no seed's test metrics found; \"(k/n seeds)\": only k of the n seeds' runs were found."]
     notes += _chance_note(cells, num_classes, "top5" in table.columns and "top5" not in columns)
+    notes += _steps_note(cells)
     extra = [r.row for r in table.rows if not r.in_paper and r.row in by_row]
     if extra:
         notes.append(f"Not in the paper: {', '.join(extra)}, a supplementary row (the same model from random "
@@ -317,6 +319,25 @@ def _chance_note(cells: list[CellResult], num_classes: int | None, top5_dropped:
     if top5_dropped:
         parts.append("top-5 not shown: with 5 classes or fewer it is 100 % for any model")
     return ["Scale: " + "; ".join(parts) + "."] if parts else []
+
+
+def _train_steps(cell: CellResult) -> list[int]:
+    """The optimizer steps each seed's run of a cell trained (its train.json), where known."""
+    return [r.train_steps for r in cell.runs if r.train_steps is not None]
+
+
+def _steps_note(cells: list[CellResult]) -> list[str]:
+    """When the rows of a table trained different numbers of steps, which did what: their
+    accuracies are then not a like-for-like comparison."""
+    by_steps: dict[int, list[str]] = {}
+    for c in cells:
+        for n in sorted(set(_train_steps(c))):
+            by_steps.setdefault(n, []).append(c.cell.row)
+    if len(by_steps) < 2:
+        return []
+    parts = "; ".join(f"{n:,}: {', '.join(rows)}" for n, rows in sorted(by_steps.items()))
+    return [f"Training budgets differ between rows (optimizer steps: {parts}), so their accuracies are not a "
+            "like-for-like comparison; the claims check calls a claim won by the longer training inconclusive."]
 
 
 def _backbone_text(spec: Any) -> str:
