@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,10 +119,11 @@ def turn_groups(rows: list[Row], turns: int) -> list[list[Row]]:
 
 def _timing_fields(times: list[float], batch: int, fwd_macs: float) -> dict[str, Any]:
     from far.bench.mfu import mfu
+    from far.bench.timing import step_stats
 
-    ms = statistics.median(times)
-    return dict(step_ms=ms, step_ms_min=min(times), step_ms_max=max(times), clips_per_s=batch / ms * 1e3,
-                mfu=mfu(fwd_macs, batch, ms))
+    stats = step_stats(times)
+    ms = stats["step_ms"]
+    return stats | dict(clips_per_s=batch / ms * 1e3, mfu=mfu(fwd_macs, batch, ms))
 
 
 def time_group(group: list[Row], args: argparse.Namespace, macs: dict, log: Callable[[str], None]) -> list[dict[str, Any]]:
@@ -146,11 +146,10 @@ def time_group(group: list[Row], args: argparse.Namespace, macs: dict, log: Call
         step = TrainStep(case_config(row.size, row.variant, grad_checkpointing=row.checkpointing), b, compile_mode)
         t = time_step(step, args.steps, args.warmup, base_bytes=base)
         times = t.pop("times_ms")
-        t = {k: t[k] for k in ("peak_mem_gib", "saved_for_backward_gib", "warmup_s")}  # the rest: _timing_fields
         out = dict(size=row.size, variant=row.variant, mode=row.mode, batch=b, grad_checkpointing=row.checkpointing,
-                   compile_mode=compile_mode, **t, **_timing_fields(times, b, macs[row.size, row.variant]),
-                   fwd_gmacs_per_clip=macs[row.size, row.variant] / 1e9, flops_source="far.complexity (fvcore)",
-                   timing="alone")
+                   compile_mode=compile_mode, fwd_gmacs_per_clip=macs[row.size, row.variant] / 1e9,
+                   flops_source="far.complexity (fvcore)", timing="alone")
+        out |= t | _timing_fields(times, b, macs[row.size, row.variant])  # the step statistics of step_stats
         title = f"{row.size} {row.variant} {row.mode}"
         if row.memory:
             out["memory_at_peak"] = memory_at_peak(step)

@@ -100,6 +100,11 @@ class TrainStep:
         torch._dynamo.reset()
 
 
+def step_stats(times: list[float]) -> dict[str, float]:
+    """step_ms (median), step_ms_min and step_ms_max of timed steps (milliseconds)."""
+    return dict(step_ms=statistics.median(times), step_ms_min=min(times), step_ms_max=max(times))
+
+
 def time_step(step: TrainStep, steps: int, warmup: int, base_bytes: int = 0) -> dict[str, Any]:
     """Warm ``step`` up, then time ``steps`` calls: times_ms, step_ms (median, min, max),
     warmup_s, peak_mem_gib over the timed steps and saved_for_backward_gib (None under CUDA
@@ -133,5 +138,5 @@ def time_step(step: TrainStep, steps: int, warmup: int, base_bytes: int = 0) -> 
         # CUDA graphs: activations live in the graph's pool, allocated while recording in
         # the warm-up; the timed steps' peak would not show them. Not reported.
         peak = saved_gib = None
-    return dict(times_ms=times, step_ms=statistics.median(times), step_ms_min=min(times), step_ms_max=max(times),
+    return dict(times_ms=times, **step_stats(times),
                 peak_mem_gib=peak, saved_for_backward_gib=saved_gib, warmup_s=warm_s)
